@@ -1,0 +1,67 @@
+"""Lazy loading of the compiled module ``ssd_toolkit._C``.
+
+``import ssd_toolkit`` never fails: the compiled module is imported on first use, and a
+missing or broken build falls back to the NumPy reference with a one-time warning.
+``backends()`` reports what is available and why something is not.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+
+_state = {"loaded": False, "module": None, "error": None, "warned": False}
+
+BUILD_HINT = (
+    "build it with `pip install -e .` (a C++17 compiler, pybind11 and ninja are needed; "
+    "CUDA is compiled in when nvcc is found, see README 'Building')"
+)
+
+
+def load():
+    """The compiled module, or None (the reason is kept for ``backends()``)."""
+    if not _state["loaded"]:
+        _state["loaded"] = True
+        try:
+            _state["module"] = importlib.import_module("ssd_toolkit._C")
+        except Exception as exc:  # ImportError, or a broken .so raising OSError
+            _state["error"] = f"{type(exc).__name__}: {exc}"
+    return _state["module"]
+
+
+def warn_fallback_once():
+    if not _state["warned"]:
+        _state["warned"] = True
+        warnings.warn(
+            "ssd_toolkit: the compiled module is not available "
+            f"({_state['error']}); using the NumPy reference backend, which is slower. "
+            + BUILD_HINT,
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def has_cpu_kernel() -> bool:
+    mod = load()
+    return mod is not None and hasattr(mod, "estimate_cpu")
+
+
+def has_cuda_kernel() -> bool:
+    mod = load()
+    return mod is not None and bool(getattr(mod, "compiled_with_cuda", lambda: False)())
+
+
+def backends() -> dict:
+    """What can run here.
+
+    Returns:
+        A dict with ``reference`` (always True), ``cpu`` and ``cuda`` (bools: compiled in),
+        and ``reason`` (why the compiled module failed to load, or None).
+    """
+    load()
+    return {
+        "reference": True,
+        "cpu": has_cpu_kernel(),
+        "cuda": has_cuda_kernel(),
+        "reason": _state["error"],
+    }

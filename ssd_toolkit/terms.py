@@ -1,0 +1,75 @@
+"""Term-level API (Sec. 4): the pieces users combine into their own estimators.
+
+All functions take ``[B, ...]`` arrays (NumPy or torch, same rules as ``estimate``) and
+work per sample; per-sample scalars come back as float64 ``[B]`` arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _arrays
+
+
+def _rows64(x, B):
+    """float64 ``[B, N]`` rows in x's library and device (accumulation precision)."""
+    rows = _arrays.flat_rows(x, B, int(np.prod(x.shape[1:])))
+    return rows.double() if _arrays.is_torch_tensor(rows) else rows.astype(np.float64)
+
+
+def mode_disengaging(eps_cond, eps_uncond):
+    """``h = eps_cond - eps_uncond`` (Alg. 1 line 7), in the inputs' dtype."""
+    _arrays.validate_arrays(eps_cond, eps_uncond, eps_cond)
+    return eps_cond - eps_uncond
+
+
+def projection_ratio(eps_cond, noise):
+    """``r_b = <eps_cond_b, noise_b> / ||noise_b||^2`` (Eq. 6); 0 where ``||noise_b|| = 0``.
+
+    Returns:
+        float64 ``[B]`` in the inputs' library and device.
+    """
+    batch = _arrays.validate_arrays(eps_cond, eps_cond, noise)
+    c, n = _rows64(eps_cond, batch.B), _rows64(noise, batch.B)
+    cn, nn = (c * n).sum(1), (n * n).sum(1)
+    has_noise = nn > 0
+    if _arrays.is_torch_tensor(c):
+        import torch  # noqa: PLC0415
+
+        return torch.where(has_noise, cn / torch.where(has_noise, nn, torch.ones_like(nn)), torch.zeros_like(nn))
+    return np.where(has_noise, cn / np.where(has_noise, nn, 1.0), 0.0)
+
+
+def variance_reduced(eps_cond, noise):
+    """``eps_tilde = eps_cond - r * noise`` (Eq. 7), in the inputs' dtype and shape."""
+    batch = _arrays.validate_arrays(eps_cond, eps_cond, noise)
+    r = projection_ratio(eps_cond, noise)
+    c, n = _rows64(eps_cond, batch.B), _rows64(noise, batch.B)
+    out = c - r[:, None] * n
+    out = out.reshape(batch.shape)
+    return out.to(eps_cond.dtype) if _arrays.is_torch_tensor(out) else out.astype(eps_cond.dtype)
+
+
+def optimal_coefficient(eps_hat, noise, assume_standard_noise=True):
+    """Monte-Carlo estimate of the optimal variance-reduction coefficient ``c`` (Eq. 8).
+
+    ``c = tr(Cov(eps_hat, eps)) / tr(Cov(eps))``, over K draws of the noise at one
+    ``(x, t)``. With ``assume_standard_noise`` the denominator is ``d`` (eps ~ N(0, I), as
+    in Eq. 8); otherwise the empirical trace.
+
+    Args:
+        eps_hat: ``[K, ...]`` noise predictions for K noises at the same (x, t).
+        noise: ``[K, ...]`` the K noises.
+
+    Returns:
+        A Python float.
+    """
+    batch = _arrays.validate_arrays(eps_hat, eps_hat, noise)
+    if batch.B < 2:
+        raise ValueError(f"eps_hat: expected K >= 2 Monte-Carlo draws along dim 0, got K={batch.B}")
+    e = np.asarray(_arrays.to_float64_numpy(_arrays.flat_rows(eps_hat, batch.B, batch.N)))
+    n = np.asarray(_arrays.to_float64_numpy(_arrays.flat_rows(noise, batch.B, batch.N)))
+    e_c, n_c = e - e.mean(0), n - n.mean(0)
+    cross = float((e_c * n_c).sum() / (batch.B - 1))
+    denom = float(batch.N) if assume_standard_noise else float((n_c * n_c).sum() / (batch.B - 1))
+    return cross / denom
