@@ -6,9 +6,10 @@ PACKAGE_DIR = {
     "ssd_toolkit": "ssd_toolkit",
     "ssd_toolkit.toy": "toy",
     "ssd_toolkit.integrations": "integrations",
+    "ssd_toolkit.integrations.dreamwaltz": "integrations/dreamwaltz",
 }
 
 setup(
-    packages=["ssd_toolkit", "ssd_toolkit.toy", "ssd_toolkit.integrations"],
+    packages=list(PACKAGE_DIR),
     package_dir=PACKAGE_DIR,
 )

@@ -13,6 +13,7 @@ import sys
 COMMAND_GROUPS = (
     ("ssd_toolkit.toy.cli", "register"),
     ("ssd_toolkit.integrations.dreamwaltz.cli", "register"),
+    ("ssd_toolkit.integrations.dreamwaltz.avatar_cli", "register"),
 )
 
 
