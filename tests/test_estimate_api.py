@@ -1,0 +1,287 @@
+"""``ssd_toolkit.estimate``: semantics against a literal Algorithm 1, edge cases, errors.
+
+Every test runs on each available host backend (the NumPy reference, the compiled CPU
+kernel when built, PyTorch eager for torch inputs), so a kernel inherits the whole suite.
+"""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import ssd_toolkit
+from tolerances import assert_close_to_reference, to_numpy64
+
+BACKENDS = ["reference", "torch"] + (["compiled"] if ssd_toolkit.backends()["cpu"] else [])
+
+
+def algorithm1(c, u, n, t, M):
+    """Algorithm 1 written literally, one sample at a time, in float64 (independent oracle)."""
+    c, u, n = (np.asarray(a, dtype=np.float64) for a in (c, u, n))
+    out = np.empty_like(c)
+    for b in range(c.shape[0]):
+        h = c[b] - u[b]
+        tb = t[b] if np.ndim(t) else t
+        if tb > M:
+            out[b] = h
+            continue
+        r = np.sum(c[b] * n[b]) / np.sum(n[b] ** 2)
+        eps_tilde = c[b] - r * n[b]
+        out[b] = np.linalg.norm(h) / np.linalg.norm(eps_tilde) * eps_tilde
+    return out
+
+
+def make(shape, dtype="float32", library="numpy", seed=0):
+    rng = np.random.default_rng(seed)
+    arrs = [rng.standard_normal(shape) for _ in range(3)]
+    if library == "torch":
+        return [torch.from_numpy(a).to(getattr(torch, dtype)) for a in arrs]
+    return [a.astype(dtype) for a in arrs]
+
+
+def run(backend, c, u, n, t, M, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return ssd_toolkit.estimate(c, u, n, t, M, backend=backend, **kw)
+
+
+def backends_for(library):
+    return [b for b in BACKENDS if library == "torch" or b != "torch"]
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+def test_matches_algorithm1(library, dtype):
+    if dtype == "bfloat16" and library == "numpy":
+        pytest.skip("NumPy has no bfloat16")
+    c, u, n = make((6, 4, 5, 3), dtype, library)
+    t = [10, 999, 200, 201, 0, 500]
+    ref = algorithm1(*(to_numpy64(x) for x in (c, u, n)), t, 200)
+    for backend in backends_for(library):
+        E = run(backend, c, u, n, t, 200)
+        assert type(E) is type(c) and tuple(E.shape) == tuple(c.shape)
+        assert str(E.dtype).replace("torch.", "") == dtype
+        assert_close_to_reference(E, ref, dtype, what=f"{backend}/{library}")
+
+
+def test_branch_choice_includes_equality():
+    c, u, n = make((3, 8))
+    for backend in backends_for("numpy"):
+        E, stats = run(backend, c, u, n, np.array([199.0, 200.0, 200.5]), 200.0, return_stats=True)
+        assert stats["mode_seeking"].tolist() == [True, True, False]
+        np.testing.assert_array_equal(E[2], c[2] - u[2])
+
+
+def test_stats_are_the_per_sample_quantities():
+    c, u, n = make((5, 7, 3), "float64")
+    _, stats = run("reference", c, u, n, 0, 1000, return_stats=True)
+    c2, u2, n2 = (a.reshape(5, -1) for a in (c, u, n))
+    np.testing.assert_allclose(stats["r"], (c2 * n2).sum(1) / (n2 * n2).sum(1))
+    np.testing.assert_allclose(stats["h_norm"], np.linalg.norm(c2 - u2, axis=1))
+    np.testing.assert_allclose(stats["eps_cond_norm"], np.linalg.norm(c2, axis=1))
+    np.testing.assert_allclose(stats["noise_norm"], np.linalg.norm(n2, axis=1))
+    et = c2 - stats["r"][:, None] * n2
+    np.testing.assert_allclose(stats["eps_tilde_norm"], np.linalg.norm(et, axis=1))
+    np.testing.assert_allclose(stats["scale"], stats["h_norm"] / stats["eps_tilde_norm"])
+    for backend in BACKENDS[1:]:
+        lib = "torch" if backend == "torch" else "numpy"
+        args = [torch.from_numpy(a) for a in (c, u, n)] if lib == "torch" else (c, u, n)
+        _, other = run(backend, *args, 0, 1000, return_stats=True)
+        for k in ("r", "h_norm", "eps_tilde_norm", "eps_cond_norm", "noise_norm", "scale"):
+            np.testing.assert_allclose(np.asarray(other[k]), stats[k], rtol=1e-12, err_msg=f"{backend} {k}")
+
+
+def test_torch_stats_come_back_as_tensors():
+    c, u, n = make((2, 3), "float32", "torch")
+    for backend in backends_for("torch"):
+        _, stats = run(backend, c, u, n, torch.tensor([1, 900]), 500, return_stats=True)
+        assert all(isinstance(v, torch.Tensor) for v in stats.values())
+        assert stats["r"].dtype == torch.float64 and stats["mode_seeking"].dtype == torch.bool
+        assert stats["mode_seeking"].tolist() == [True, False]
+
+
+def test_sdxl_fp16_latent_does_not_overflow():
+    """4x128x128 fp16: sum of squares ~65k exceeds fp16's max (65504)."""
+    c, u, n = make((2, 4, 128, 128), "float16", seed=3)
+    ref = algorithm1(c, u, n, [0, 0], 500)
+    for backend in backends_for("numpy"):
+        E = run(backend, c, u, n, 0, 500)
+        assert np.all(np.isfinite(np.asarray(E, dtype=np.float64)))
+        assert_close_to_reference(E, ref, "float16", what=backend)
+
+
+# ---- edge cases (README "Edge cases") ----
+
+def test_zero_noise_gives_r_zero():
+    c, u, n = make((2, 6), "float64")
+    n[1] = 0
+    for backend in backends_for("numpy"):
+        E, stats = run(backend, c, u, n, 0, 10, return_stats=True)
+        assert stats["r"][1] == 0
+        expected = np.linalg.norm(c[1] - u[1]) / np.linalg.norm(c[1]) * c[1]
+        np.testing.assert_allclose(E[1], expected, rtol=1e-12)
+        np.testing.assert_allclose(E[0], algorithm1(c, u, n, 0, 10)[0], rtol=1e-12)
+
+
+def test_collinear_eps_cond_gives_zero():
+    c, u, n = make((3, 50), "float64")
+    c[0] = -2.5 * n[0]
+    c[2] = 0.0
+    for backend in backends_for("numpy"):
+        E, stats = run(backend, c, u, n, 0, 10, return_stats=True)
+        assert np.all(E[0] == 0) and np.all(E[2] == 0)
+        assert stats["scale"][0] == 0 and stats["scale"][2] == 0
+        np.testing.assert_allclose(E[1], algorithm1(c, u, n, 0, 10)[1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_non_finite_sample_is_isolated(bad, which):
+    arrs = make((4, 3, 5), "float32")
+    arrs[which][1, 2, 3] = bad
+    t = np.array([0, 0, 0, 900])
+    arrs_b = make((4, 3, 5), "float32")
+    arrs_b[which][3, 0, 0] = bad
+    for backend in backends_for("numpy"):
+        E = run(backend, *arrs, t, 100)
+        assert np.all(np.isnan(E[1])), "the whole rescaled sample becomes NaN"
+        clean = algorithm1(*arrs, t, 100)
+        for b in (0, 2, 3):
+            assert_close_to_reference(E[b : b + 1], clean[b : b + 1], "float32", what=f"{backend} sample {b}")
+        # in the h branch only the non-finite elements of h are non-finite
+        Eb = run(backend, *arrs_b, t, 100)
+        h = arrs_b[0][3] - arrs_b[1][3]
+        np.testing.assert_array_equal(np.isfinite(Eb[3]), np.isfinite(h))
+
+
+def test_empty_batch():
+    c, u, n = make((0, 4, 8, 8))
+    for backend in backends_for("numpy"):
+        E, stats = run(backend, c, u, n, np.zeros(0), 10, return_stats=True)
+        assert E.shape == (0, 4, 8, 8) and E.dtype == np.float32
+        assert all(v.shape == (0,) for v in stats.values())
+
+
+@pytest.mark.parametrize("shape", [(5,), (5, 1), (5, 1, 1)])
+def test_one_element_samples(shape):
+    c, u, n = make(shape, "float64")
+    n.reshape(5)[3] = 0
+    for backend in backends_for("numpy"):
+        E, stats = run(backend, c, u, n, np.array([0, 0, 0, 0, 999]), 10, return_stats=True)
+        flat = E.reshape(5)
+        assert np.all(flat[:3] == 0), "one element: eps_tilde = 0 when the noise is non-zero"
+        hb = abs(c.reshape(5)[3] - u.reshape(5)[3])
+        assert math.isclose(flat[3], math.copysign(hb, c.reshape(5)[3]), rel_tol=1e-12)
+        assert flat[4] == c.reshape(5)[4] - u.reshape(5)[4]
+
+
+def test_non_contiguous_inputs():
+    base = make((4, 6, 10), "float32")
+    views = [a[:, ::2, 1:] for a in base]
+    assert not views[0].flags["C_CONTIGUOUS"]
+    ref = algorithm1(*views, [0, 500, 0, 500], 200)
+    for backend in backends_for("numpy"):
+        assert_close_to_reference(run(backend, *views, [0, 500, 0, 500], 200), ref, "float32", what=backend)
+    tviews = [torch.from_numpy(a).transpose(1, 2) for a in base]
+    tref = algorithm1(*[v.numpy() for v in tviews], [0, 500, 0, 500], 200)
+    for backend in backends_for("torch"):
+        assert_close_to_reference(run(backend, *tviews, [0, 500, 0, 500], 200), tref, "float32", what=backend)
+
+
+def test_inputs_are_not_modified():
+    arrs = make((3, 16))
+    copies = [a.copy() for a in arrs]
+    for backend in backends_for("numpy"):
+        run(backend, *arrs, 0, 100)
+        for a, b in zip(arrs, copies):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_fallback_warns_once_without_compiled_module(monkeypatch):
+    from ssd_toolkit import _extension
+
+    monkeypatch.setattr(_extension, "has_cpu_kernel", lambda: False)
+    monkeypatch.setitem(_extension._state, "warned", False)
+    c, u, n = make((2, 3))
+    with pytest.warns(RuntimeWarning, match="NumPy reference"):
+        ssd_toolkit.estimate(c, u, n, 0, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ssd_toolkit.estimate(c, u, n, 0, 1)
+
+
+def test_backends_report():
+    report = ssd_toolkit.backends()
+    assert set(report) == {"reference", "cpu", "cuda", "reason"} and report["reference"] is True
+
+
+# ---- errors name the argument, the expected and the received value ----
+
+@pytest.mark.parametrize(
+    "mutate, exc, pattern",
+    [
+        (lambda a: (a[0], a[1][:, :2], a[2]), ValueError, r"eps_uncond: expected shape \[3, 4\].*got \[3, 2\]"),
+        (lambda a: (a[0], a[1], a[2].astype(np.float64)), ValueError, "noise: expected dtype float32.*got float64"),
+        (lambda a: (a[0].astype(np.int32), a[1], a[2]), TypeError, "eps_cond: expected a floating dtype.*got int32"),
+        (lambda a: (a[0], a[1].astype(np.complex64), a[2]), TypeError, "eps_uncond: expected a floating dtype.*got complex64"),
+        (lambda a: (a[0], a[1], a[2].tolist()), TypeError, "noise: expected a numpy.ndarray.*got builtins.list"),
+        (lambda a: (a[0], torch.from_numpy(a[1]), a[2]), TypeError, "one library.*eps_uncond=torch"),
+        (lambda a: (np.ones((), dtype=np.float32), a[1], a[2]), ValueError, "eps_cond: expected shape \\[B, ...\\].*0-d"),
+    ],
+)
+def test_bad_arrays(mutate, exc, pattern):
+    args = mutate(make((3, 4)))
+    with pytest.raises(exc, match=pattern):
+        ssd_toolkit.estimate(*args, 0, 100)
+
+
+@pytest.mark.parametrize(
+    "t, M, exc, pattern",
+    [
+        ([1, 2], 100, ValueError, r"t: expected a scalar or a vector of length B=3, got shape \[2\]"),
+        (np.zeros((3, 1)), 100, ValueError, r"t: expected .* got shape \[3, 1\]"),
+        ([1.0, np.nan, 3.0], 100, ValueError, r"t: expected finite timesteps, got t\[1\]=nan"),
+        (np.array([1j, 2, 3]), 100, TypeError, "t: expected real timesteps"),
+        ("500", 100, TypeError, "t: expected real timesteps"),
+        (0, float("nan"), ValueError, "M: expected a finite real scalar, got nan"),
+        (0, float("inf"), ValueError, "M: expected a finite real scalar, got inf"),
+        (0, "200", TypeError, "M: expected a finite real scalar, got str"),
+        (0, [200], TypeError, "M: expected a finite real scalar, got list"),
+    ],
+)
+def test_bad_t_and_M(t, M, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        ssd_toolkit.estimate(*make((3, 4)), t, M)
+
+
+def test_tensor_threshold_and_timesteps_accepted():
+    c, u, n = make((3, 4), "float32", "torch")
+    E1 = ssd_toolkit.estimate(c, u, n, torch.tensor([0, 300, 600]), torch.tensor(300.0), backend="torch")
+    E2 = ssd_toolkit.estimate(c, u, n, [0, 300, 600], 300, backend="torch")
+    assert torch.equal(E1, E2)
+
+
+def test_bad_backend_and_mixed_devices():
+    c, u, n = make((3, 4), "float32", "torch")
+    with pytest.raises(ValueError, match="backend: expected one of .* got 'gpu'"):
+        ssd_toolkit.estimate(c, u, n, 0, 1, backend="gpu")
+    with pytest.raises(ValueError, match="backend: 'torch' needs torch tensors, got numpy"):
+        ssd_toolkit.estimate(*make((3, 4)), 0, 1, backend="torch")
+    meta = torch.empty((3, 4), device="meta")
+    with pytest.raises(ValueError, match="noise: expected device cpu .* got meta"):
+        ssd_toolkit.estimate(c, u, meta, 0, 1)
+
+
+def test_cuda_input_without_cuda_build_is_a_clear_error(monkeypatch):
+    """A GPU tensor never silently goes through the host."""
+    from ssd_toolkit import _extension, core
+    from ssd_toolkit._arrays import Batch
+
+    monkeypatch.setattr(_extension, "has_cuda_kernel", lambda: False)
+    batch = Batch(None, None, None, "torch", "cuda:0", "float32", (2, 3), 2, 3)
+    with pytest.raises(RuntimeError, match="built without CUDA.*nvcc"):
+        core._choose_backend(batch, "auto")
+    with pytest.raises(ValueError, match="backend: 'reference' runs on host arrays"):
+        core._choose_backend(batch, "reference")

@@ -1,0 +1,126 @@
+"""Properties of the SSD estimator (hypothesis), checked on every available host backend."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import ssd_toolkit
+
+BACKENDS = ["reference", "torch"] + (["compiled"] if ssd_toolkit.backends()["cpu"] else [])
+SETTINGS = settings(max_examples=40, deadline=None)
+
+values = st.floats(-100, 100, allow_nan=False, allow_subnormal=False, width=64)
+
+
+@st.composite
+def batches(draw, dtype=np.float64, min_n=2):
+    B = draw(st.integers(1, 6))
+    N = draw(st.integers(min_n, 40))
+    arr = lambda: draw(hnp.arrays(dtype, (B, N), elements=values.map(lambda v: float(dtype(v)))))  # noqa: E731
+    c, u, n = arr(), arr(), arr()
+    t = draw(hnp.arrays(np.int64, B, elements=st.integers(0, 1000)))
+    M = draw(st.integers(0, 1000))
+    return c, u, n, t, M
+
+
+def run(backend, c, u, n, t, M, **kw):
+    if backend == "torch":
+        c, u, n = (torch.from_numpy(np.ascontiguousarray(a)) for a in (c, u, n))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = ssd_toolkit.estimate(c, u, n, t, M, backend=backend, **kw)
+    if kw.get("return_stats"):
+        E, stats = out
+        return np.asarray(E), {k: np.asarray(v) for k, v in stats.items()}
+    return np.asarray(out)
+
+
+def well_conditioned(c, n):
+    """Samples whose eps_tilde is far from the degenerate threshold and whose noise is non-zero."""
+    nn = (n * n).sum(1)
+    cc = (c * c).sum(1)
+    et2 = cc - (c * n).sum(1) ** 2 / np.where(nn > 0, nn, 1)
+    return bool(np.all(nn > 1e-6) and np.all(et2 > 1e-6 * cc) and np.all(cc > 1e-6))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@SETTINGS
+@given(batches())
+def test_rescaled_branch_is_orthogonal_to_noise_with_norm_of_h(backend, data):
+    c, u, n, t, _ = data
+    assume(well_conditioned(c, n))
+    E = run(backend, c, u, n, t, M=1000)
+    h_norm = np.linalg.norm(c - u, axis=1)
+    np.testing.assert_allclose(np.linalg.norm(E, axis=1), h_norm, rtol=1e-9, atol=1e-12)
+    cos = (E * n).sum(1) / (np.linalg.norm(n, axis=1) * np.maximum(np.linalg.norm(E, axis=1), 1e-300))
+    assert np.all(np.abs(cos) < 1e-7)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@SETTINGS
+@given(batches(), st.sampled_from([np.float64, np.float32]))
+def test_h_branch_is_exactly_h(backend, data, dtype):
+    c, u, n, t, _ = (a.astype(dtype) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in data)
+    E = run(backend, c, u, n, np.full(len(c), 1000), M=999)
+    np.testing.assert_array_equal(E, c - u)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@SETTINGS
+@given(batches())
+def test_batch_equals_stacked_single_samples(backend, data):
+    c, u, n, t, M = data
+    E = run(backend, c, u, n, t, M)
+    singles = np.concatenate([run(backend, c[b : b + 1], u[b : b + 1], n[b : b + 1], t[b : b + 1], M) for b in range(len(c))])
+    np.testing.assert_array_equal(E, singles)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@SETTINGS
+@given(batches(), st.randoms(use_true_random=False))
+def test_permuting_the_batch_permutes_the_output(backend, data, random):
+    c, u, n, t, M = data
+    perm = list(range(len(c)))
+    random.shuffle(perm)
+    E = run(backend, c, u, n, t, M)
+    Ep = run(backend, c[perm], u[perm], n[perm], t[perm], M)
+    np.testing.assert_array_equal(Ep, E[perm])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@SETTINGS
+@given(batches(), st.floats(0.01, 100))
+def test_scaling_predictions_scales_the_estimate(backend, data, k):
+    c, u, n, t, M = data
+    assume(well_conditioned(c, n))
+    E = run(backend, c, u, n, t, M)
+    Ek = run(backend, k * c, k * u, n, t, M)
+    np.testing.assert_allclose(Ek, k * E, rtol=1e-9, atol=1e-9 * k * np.abs(E).max(initial=0))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@SETTINGS
+@given(batches(), st.floats(0.01, 100))
+def test_scaling_the_noise_leaves_the_estimate_unchanged(backend, data, k):
+    c, u, n, t, M = data
+    assume(well_conditioned(c, n))
+    E = run(backend, c, u, n, t, M)
+    Ek = run(backend, c, u, k * n, t, M)
+    np.testing.assert_allclose(Ek, E, rtol=1e-9, atol=1e-9 * np.abs(E).max(initial=0))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@SETTINGS
+@given(batches())
+def test_stats_describe_the_output(backend, data):
+    c, u, n, t, M = data
+    E, stats = run(backend, c, u, n, t, M, return_stats=True)
+    np.testing.assert_array_equal(stats["mode_seeking"], t <= M)
+    np.testing.assert_allclose(stats["h_norm"], np.linalg.norm(c - u, axis=1), rtol=1e-12)
+    rescaled = stats["mode_seeking"] & (stats["scale"] > 0)
+    np.testing.assert_allclose(np.linalg.norm(E[rescaled], axis=1), stats["h_norm"][rescaled], rtol=1e-8)
