@@ -9,6 +9,8 @@ from .core import estimate
 from .estimators import get_estimator, list_estimators
 from .schedules import NoiseSchedule, stable_diffusion_schedule
 from .terms import mode_disengaging, optimal_coefficient, projection_ratio, variance_reduced
+from .timesteps import get_sampler, list_samplers
+from .weighting import get_weighting, list_weightings
 
 __version__ = "0.1.0"
 
@@ -17,7 +19,11 @@ __all__ = [
     "backends",
     "estimate",
     "get_estimator",
+    "get_sampler",
+    "get_weighting",
     "list_estimators",
+    "list_samplers",
+    "list_weightings",
     "mode_disengaging",
     "optimal_coefficient",
     "projection_ratio",

@@ -1,0 +1,130 @@
+"""Timestep weightings ``w(t)`` that multiply a score-distillation gradient (Eq. 3).
+
+``get_weighting(name)`` returns a callable ``w(t, alphas_cumprod)``:
+
+- ``"sds"`` / ``"dreamfusion"``: ``1 - abar_t`` (DreamFusion; threestudio ``"sds"``).
+- ``"fantasia3d"`` / ``"latent-nerf"``: ``sqrt(abar_t) (1 - abar_t)``.
+- ``"uniform"`` / ``"sjc"``: ``1`` (SJC; DreamWaltz's default ``loss_type``).
+
+Since ``w(t)`` is a per-sample scalar, ``||w_b g_b|| = |w_b| ||g_b||``: a logger gets the
+weighted gradient norm from the unweighted one without touching the data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _arrays
+
+
+def _sds(abar):
+    return 1.0 - abar
+
+
+def _fantasia3d(abar):
+    return abar**0.5 * (1.0 - abar)
+
+
+def _uniform(abar):
+    return abar * 0 + 1.0
+
+
+_FORMULAS = {"sds": _sds, "fantasia3d": _fantasia3d, "uniform": _uniform}
+ALIASES = {
+    "sds": "sds",
+    "dreamfusion": "sds",
+    "fantasia3d": "fantasia3d",
+    "latent-nerf": "fantasia3d",
+    "uniform": "uniform",
+    "sjc": "uniform",
+}
+
+
+class Weighting:
+    """``w(t, alphas_cumprod)`` for one named formula.
+
+    Call with:
+        t: integer timesteps, a NumPy array / Python int(s) or a torch tensor, shape
+            ``[B]`` (any shape works; the result has t's shape). Integer-valued floats are
+            accepted; every entry must lie in ``[0, T - 1]``.
+        alphas_cumprod: ``abar``, a NumPy array or a torch tensor of shape ``[T]``.
+
+    Returns:
+        ``w`` with t's shape. NumPy ``t``: a float64 NumPy array. Torch ``t``: a tensor on
+        t's device, in alphas_cumprod's dtype when that is a tensor (float64 when it is a
+        NumPy array).
+
+    Raises:
+        TypeError: non-numeric t or alphas_cumprod.
+        ValueError: alphas_cumprod not 1-d, t not integer-valued or out of range.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self._formula = _FORMULAS[name]
+
+    def __repr__(self):
+        return f"Weighting({self.name!r})"
+
+    def __call__(self, t, alphas_cumprod):
+        T = _check_alphas(alphas_cumprod)
+        idx = _timestep_indices(t, T)
+        if _arrays.is_torch_tensor(t):
+            torch = _arrays._torch()
+            abar = alphas_cumprod
+            if not _arrays.is_torch_tensor(abar):
+                abar = torch.from_numpy(np.asarray(abar, dtype=np.float64))
+            abar = abar.detach().to(t.device)
+            index = torch.from_numpy(idx).to(t.device)
+            return self._formula(abar[index])
+        abar = _arrays.to_float64_numpy(alphas_cumprod) if _arrays.is_torch_tensor(alphas_cumprod) else alphas_cumprod
+        abar = np.asarray(abar, dtype=np.float64)
+        return np.asarray(self._formula(abar[idx]), dtype=np.float64)
+
+
+def _check_alphas(alphas_cumprod) -> int:
+    if not (_arrays.is_torch_tensor(alphas_cumprod) or isinstance(alphas_cumprod, (np.ndarray, list, tuple))):
+        raise TypeError(
+            f"alphas_cumprod: expected a NumPy array or torch tensor of shape [T], got {type(alphas_cumprod).__name__}"
+        )
+    shape = tuple(alphas_cumprod.shape) if hasattr(alphas_cumprod, "shape") else np.shape(alphas_cumprod)
+    if len(shape) != 1 or shape[0] == 0:
+        raise ValueError(f"alphas_cumprod: expected shape [T] with T >= 1, got {list(shape)}")
+    return int(shape[0])
+
+
+def _timestep_indices(t, T: int) -> np.ndarray:
+    """t as an int64 host array (same shape), checked to be integers in ``[0, T - 1]``."""
+    if _arrays.is_torch_tensor(t):
+        if t.is_complex() or t.dtype == _arrays._torch().bool:
+            raise TypeError(f"t: expected integer timesteps, got dtype {_arrays.dtype_name(t)}")
+        host = t.detach().to("cpu").double().numpy()
+    else:
+        host = np.asarray(t)
+        if host.dtype.kind not in "iuf":
+            raise TypeError(f"t: expected integer timesteps, got dtype {host.dtype}")
+        host = host.astype(np.float64)
+    if host.size and not np.all(np.isfinite(host) & (host == np.round(host))):
+        bad = host[~(np.isfinite(host) & (host == np.round(host)))].ravel()[0]
+        raise ValueError(f"t: expected integer-valued timesteps, got {bad}")
+    idx = host.astype(np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= T):
+        raise ValueError(f"t: expected timesteps in [0, {T - 1}] (len(alphas_cumprod) = {T}), got min {idx.min()} max {idx.max()}")
+    return idx
+
+
+def list_weightings():
+    """Names (and aliases) accepted by ``get_weighting``."""
+    return sorted(ALIASES)
+
+
+def get_weighting(name: str) -> Weighting:
+    """The weighting ``w(t, alphas_cumprod)`` called ``name`` (see the module docstring).
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones).
+    """
+    key = str(name).lower().replace("_", "-")
+    if key not in ALIASES:
+        raise ValueError(f"name: expected one of {list_weightings()}, got {name!r}")
+    return Weighting(ALIASES[key])
