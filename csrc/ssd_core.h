@@ -1,0 +1,54 @@
+// Framework-free core of the Stable Score Distillation estimator (Algorithm 1).
+//
+// One plain parameter struct, one CPU entry point and (in CUDA builds) one CUDA entry
+// point. Nothing here knows about Python, NumPy or PyTorch; the pybind11 glue passes raw
+// pointers. Semantics match ssd_toolkit/reference.py exactly (see its docstring).
+#pragma once
+
+#include <cstdint>
+
+namespace ssd {
+
+enum class DType : int { kFloat16 = 0, kBFloat16 = 1, kFloat32 = 2, kFloat64 = 3 };
+
+struct EstimateParams {
+  // [B, N] C-contiguous arrays of `dtype`.
+  const void* eps_cond;
+  const void* eps_uncond;
+  const void* noise;
+  void* out;
+  // [B] timesteps, or nullptr: every sample has t_scalar (host memory for CPU, device
+  // memory for CUDA).
+  const double* t;
+  double t_scalar;
+  // nullptr or [6][B] row-major float64: r, h_norm, eps_tilde_norm, eps_cond_norm,
+  // noise_norm, scale.
+  double* stats;
+  int64_t B;
+  int64_t N;
+  DType dtype;
+  double M;
+};
+
+// ||eps_tilde||^2 <= kCollinearRtol2 * ||eps_cond||^2 marks a degenerate direction
+// (same as reference.COLLINEAR_RTOL2).
+constexpr double kCollinearRtol2 = 1e-12;
+constexpr int kNumStats = 6;
+
+// Runs the estimator on host memory. num_threads <= 0: hardware concurrency. Results do
+// not depend on num_threads (fixed partitioning, partial sums reduced in fixed order).
+// Throws std::invalid_argument for negative sizes, an unknown dtype or null arrays.
+void estimate_cpu(const EstimateParams& p, int num_threads);
+
+// Checks sizes, dtype and pointers; throws std::invalid_argument naming the field.
+void validate_params(const EstimateParams& p);
+
+// "float16" -> DType::kFloat16, ...; throws std::invalid_argument for other names.
+DType dtype_from_name(const char* name);
+
+#ifdef SSD_TOOLKIT_WITH_CUDA
+// Implemented in csrc/cuda/; returns a cudaError_t value.
+int estimate_cuda(const EstimateParams& p, void* stream);
+#endif
+
+}  // namespace ssd
