@@ -1,0 +1,572 @@
+"""ControlNet + Stable Diffusion guidance with any ``ssd_toolkit`` estimator (SSD by default).
+
+One step (``ControlNetGuidance.guide``): draw noise, noise the latents at per-sample
+timesteps, run ONE batched ControlNet + UNet call that stacks every branch the estimator
+declares (``[uncond; cond]`` for SSD/SDS/CSD, plus ``negative`` where asked) with the
+condition images repeated to the whole stacked batch, apply the estimator in float32,
+multiply by ``w(t)``. Unlike DreamWaltz, any batch size works, and t, the condition image
+and the text (view prompt) may all differ per sample.
+
+``ControlNetGuidance.estimate`` is DreamWaltz's call (so a DreamWaltz checkout can swap
+its ``ControllableScoreDistillationSampling`` for this class); ``threestudio.py`` wraps the
+same object in threestudio's call.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+from .models import DEFAULT_CONTROLNET, DEFAULT_SD_MODEL, load_models
+
+BRANCH_ORDER = ("uncond", "cond", "negative")
+
+
+@dataclass
+class GuidanceOutput:
+    """What one guidance step produced (all tensors detached unless stated).
+
+    Attributes:
+        gradients: ``w(t) * E``, ``[B, 4, h, w]`` in the latents' dtype; the gradient to
+            apply to the latents (``latents.backward(gradient=gradients)``).
+        loss: float32 scalar ``0.5 * ||x - stopgrad(x - g)||^2 / B`` attached to the
+            latents' graph, so ``loss.backward()`` applies ``gradients / B`` (threestudio's
+            convention); its value is for logging only.
+        t: timesteps ``[B]`` (int64).
+        noise: the noise ``[B, 4, h, w]`` (float32) that made ``latents_noisy``.
+        latents_noisy: ``x_t`` ``[B, 4, h, w]`` (float32).
+        eps_cond, eps_uncond, eps_negative: the UNet outputs (float32) for the branches
+            the estimator asked for, None for the others.
+        estimate: the estimator output ``E`` before weighting (float32).
+        weights: ``w(t)`` ``[B]`` (float32).
+        diagnostics: per-step logging dict (plain floats).
+    """
+
+    gradients: Any
+    loss: Any
+    t: Any
+    noise: Any
+    latents_noisy: Any
+    eps_cond: Any
+    eps_uncond: Any
+    eps_negative: Any
+    estimate: Any
+    weights: Any
+    diagnostics: dict = field(default_factory=dict)
+
+
+def _torch():
+    import torch  # noqa: PLC0415 - optional dependency, loaded with the models
+
+    return torch
+
+
+def _accepts(fn, name):
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
+        return False
+
+
+def _resolve_estimator(estimator, estimator_params, guidance_scale):
+    import ssd_toolkit  # noqa: PLC0415
+
+    if not isinstance(estimator, str):
+        if not callable(estimator) or not hasattr(estimator, "branches"):
+            raise TypeError(
+                f"estimator: expected a name or an ssd_toolkit estimator (callable with .branches), got {estimator!r}"
+            )
+        return estimator
+    key = estimator.lower().replace("_", "-")
+    if estimator_params is None:
+        estimator_params = {"M": 200.0} if key == "ssd" else {}
+    params = dict(estimator_params)
+    if key == "sds":
+        params.setdefault("guidance_scale", guidance_scale)
+    return ssd_toolkit.get_estimator(estimator, **params)
+
+
+def _resolve_t_sampler(t_sampler, seed, params):
+    if not isinstance(t_sampler, str):
+        if not hasattr(t_sampler, "sample"):
+            raise TypeError(f"t_sampler: expected a name or an object with .sample(batch_size, step), got {t_sampler!r}")
+        return t_sampler
+    from ssd_toolkit import timesteps  # noqa: PLC0415
+
+    return timesteps.get_sampler(t_sampler, seed=seed, **(params or {}))
+
+
+def _resolve_weighting(weighting):
+    if not isinstance(weighting, str):
+        if not callable(weighting):
+            raise TypeError(f"weighting: expected a name or a callable w(t, alphas_cumprod), got {weighting!r}")
+        return weighting
+    from ssd_toolkit.weighting import get_weighting  # noqa: PLC0415
+
+    return get_weighting(weighting)
+
+
+def _describe(x):
+    return f"shape {list(x.shape)}" if hasattr(x, "shape") else type(x).__name__
+
+
+def _check_batch(name, x, B, ndim):
+    """``x`` with its batch repeated to ``B`` when it is 1; errors name the argument."""
+    torch = _torch()
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim} dims, got shape {list(x.shape)}")
+    if x.shape[0] == B:
+        return x
+    if x.shape[0] == 1:
+        return x.expand(B, *x.shape[1:])
+    raise ValueError(f"{name}: expected batch {B} (or 1, repeated), got shape {list(x.shape)}")
+
+
+def _to_condition_tensor(item, size, device):
+    """A PIL image, a list of them, an HWC uint8 array or a [N,3,H,W]/[3,H,W] tensor in
+    [0, 1] -> float32 ``[N, 3, size[0], size[1]]`` in [0, 1] on ``device``."""
+    import numpy as np  # noqa: PLC0415
+
+    torch = _torch()
+    if isinstance(item, (list, tuple)):
+        return torch.cat([_to_condition_tensor(x, size, device) for x in item], dim=0)
+    if not isinstance(item, torch.Tensor):
+        arr = np.asarray(item.convert("RGB") if hasattr(item, "convert") else item)
+        if arr.ndim != 3 or arr.shape[-1] != 3:
+            raise ValueError(f"cond_inputs: expected an RGB image (H, W, 3), got shape {list(arr.shape)}")
+        scale = 255.0 if arr.dtype == np.uint8 else 1.0
+        item = torch.from_numpy(arr.astype(np.float32) / scale).permute(2, 0, 1)
+    if item.ndim == 3:
+        item = item[None]
+    if item.ndim != 4 or item.shape[1] != 3:
+        raise ValueError(f"cond_inputs: expected [N, 3, H, W] or [3, H, W] images, got shape {list(item.shape)}")
+    item = item.to(device=device, dtype=torch.float32)
+    if tuple(item.shape[-2:]) != tuple(size):
+        item = torch.nn.functional.interpolate(item, size=size, mode="bilinear", align_corners=False)
+    return item
+
+
+class ControlNetGuidance:
+    """Score-distillation guidance from SD + ControlNet with a selectable estimator.
+
+    Args:
+        models: ``models.GuidanceModels`` (``load_models`` or your own networks).
+        estimator: ``ssd_toolkit`` estimator name ("ssd", "sds", "csd", ...) or an
+            estimator object (callable with ``.branches``).
+        estimator_params: keyword arguments of the estimator; default ``{"M": 200}`` for
+            SSD and ``{}`` otherwise. For "sds" ``guidance_scale`` is filled in when absent.
+        weighting: ``w(t)`` name ("sjc"/"uniform" = 1, DreamWaltz's default;
+            "sds"/"dreamfusion"; "fantasia3d"/"latent-nerf") or a callable.
+        t_sampler: timestep sampler name ("uniform" t in [20, 980], "paper",
+            "piecewise-linear", "dreamtime") or an object with ``.sample(B, step)``.
+        t_sampler_params: keyword arguments of the named sampler.
+        guidance_scale: CFG scale for SDS (standard convention ``eps_u + s (eps_c - eps_u)``)
+            and for the ``latents_denoise`` preview; SSD and CSD do not use it.
+        negative_prompt: the prompt of the "uncond" text in ``encode_prompts``-based calls
+            (empty by default, as DreamWaltz), and of the "negative" branch when an
+            estimator declares one.
+        seed: seeds the noise generator and the named timestep sampler.
+    """
+
+    def __init__(
+        self,
+        models,
+        estimator="ssd",
+        estimator_params=None,
+        weighting="sjc",
+        t_sampler="uniform",
+        t_sampler_params=None,
+        guidance_scale=50.0,
+        negative_prompt="",
+        seed=0,
+    ):
+        torch = _torch()
+        self.models = models
+        self.device = torch.device(models.device)
+        self.dtype = models.dtype
+        self.guidance_scale = float(guidance_scale)
+        self.negative_prompt = str(negative_prompt)
+        self.estimator = _resolve_estimator(estimator, estimator_params, self.guidance_scale)
+        unknown = set(self.estimator.branches) - set(BRANCH_ORDER)
+        if not set(self.estimator.branches) or unknown:
+            raise ValueError(
+                f"estimator: expected branches among {BRANCH_ORDER}, got {tuple(self.estimator.branches)}"
+            )
+        self.weighting = _resolve_weighting(weighting)
+        self.t_sampler = _resolve_t_sampler(t_sampler, seed, t_sampler_params)
+        self.generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        abar = models.scheduler.alphas_cumprod
+        self.alphas_cumprod = torch.as_tensor(abar, dtype=torch.float32).to(self.device)
+        self.num_train_timesteps = int(self.alphas_cumprod.shape[0])
+        self._prompt_cache = {}
+        self._returns_stats = _accepts(self.estimator.__call__, "return_stats")
+
+    # ----------------------------------------------------------------- encoders
+
+    @property
+    def latent_size(self):
+        """The UNet's native latent side (64 for SD 1.5, 8 for the tiny pipeline)."""
+        return int(self.models.unet.config.sample_size)
+
+    @property
+    def vae_scale_factor(self):
+        return 2 ** (len(self.models.vae.config.block_out_channels) - 1)
+
+    def encode_prompts(self, prompts):
+        """Text embeddings ``[len(prompts), 77, D]`` in the models' dtype; cached per string.
+
+        Args:
+            prompts: a list of strings (a single string is one prompt).
+        """
+        torch = _torch()
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._prompt_cache]
+        if missing:
+            tok = self.models.tokenizer
+            ids = tok(
+                missing, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+            ).input_ids.to(self.device)
+            with torch.no_grad():
+                emb = self.models.text_encoder(ids)[0]
+            for p, e in zip(missing, emb):
+                self._prompt_cache[p] = e
+        return torch.stack([self._prompt_cache[p] for p in prompts], dim=0)
+
+    def encode_rgb(self, images):
+        """VAE latents of RGB images, in the graph (gradients flow back to ``images``).
+
+        Args:
+            images: ``[B, 3, H, W]`` float in [0, 1]; resized (bilinear) to the VAE's
+                ``sample_size`` (512 for SD 1.5, 64 for the tiny pipeline).
+
+        Returns:
+            ``latent_dist.sample() * scaling_factor`` (0.18215 for SD 1.5), ``[B, 4, h, w]``
+            in the models' dtype.
+        """
+        torch = _torch()
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images: expected a [B, 3, H, W] tensor in [0, 1], got {_describe(images)}")
+        vae = self.models.vae
+        side = int(vae.config.sample_size)
+        x = images.to(device=self.device, dtype=torch.float32)
+        if tuple(x.shape[-2:]) != (side, side):
+            x = torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+        x = (2.0 * x - 1.0).to(self.dtype)
+        posterior = vae.encode(x).latent_dist
+        eps = torch.randn(posterior.mean.shape, generator=self.generator, dtype=torch.float32).to(self.device)
+        sample = posterior.mean + posterior.std * eps.to(posterior.mean.dtype)  # sample(), seeded
+        return sample * vae.config.scaling_factor
+
+    # ------------------------------------------------------------------ one step
+
+    def sample_timesteps(self, batch_size, train_step=0):
+        """Per-sample timesteps ``[batch_size]`` (int64, on the models' device) from the sampler."""
+        torch = _torch()
+        t = self.t_sampler.sample(int(batch_size), int(train_step))
+        return torch.as_tensor(t, dtype=torch.long).to(self.device)
+
+    def _timesteps(self, t, B):
+        torch = _torch()
+        t = torch.as_tensor(t).to(self.device)
+        if t.is_floating_point() and not torch.equal(t, t.round()):
+            raise ValueError(f"t: expected integer timesteps, got {t.tolist()}")
+        t = t.long().reshape(-1)
+        if t.numel() == 1:
+            t = t.expand(B)
+        if t.numel() != B:
+            raise ValueError(f"t: expected a scalar or {B} timesteps, got {t.numel()}")
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.num_train_timesteps):
+            raise ValueError(
+                f"t: expected timesteps in [0, {self.num_train_timesteps - 1}], got min {int(t.min())} max {int(t.max())}"
+            )
+        return t.contiguous()
+
+    def predict_noise(self, latents_noisy, t, text_embeddings, conditions=None, controlnet_conditioning_scale=1.0,
+                      cross_attention_kwargs=None):
+        """One ControlNet + UNet call (no grad) on an already-stacked batch.
+
+        Args:
+            latents_noisy: ``[K, 4, h, w]``.
+            t: ``[K]`` int64.
+            text_embeddings: ``[K, 77, D]``.
+            conditions: ``[K, 3, 8h, 8w]`` in [0, 1], or None to skip the ControlNet.
+            controlnet_conditioning_scale: multiplies the ControlNet residuals.
+            cross_attention_kwargs: passed to both networks.
+
+        Returns:
+            ``eps`` ``[K, 4, h, w]`` float32.
+        """
+        torch = _torch()
+        m = self.models
+        x = latents_noisy.to(self.dtype)
+        text = text_embeddings.to(device=self.device, dtype=self.dtype)
+        extra = {}
+        with torch.no_grad():
+            if conditions is not None and m.controlnet is not None:
+                down, mid = m.controlnet(
+                    x, t, encoder_hidden_states=text, controlnet_cond=conditions.to(self.dtype),
+                    conditioning_scale=float(controlnet_conditioning_scale),
+                    cross_attention_kwargs=cross_attention_kwargs, return_dict=False,
+                )
+                extra = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+            eps = m.unet(x, t, encoder_hidden_states=text, cross_attention_kwargs=cross_attention_kwargs,
+                         return_dict=False, **extra)[0]
+        return eps.float()
+
+    def guide(
+        self,
+        latents,
+        text_cond,
+        text_uncond=None,
+        conditions=None,
+        train_step=0,
+        max_iteration=None,
+        t=None,
+        controlnet_conditioning_scale=1.0,
+        text_negative=None,
+        noise=None,
+        cross_attention_kwargs=None,
+    ):
+        """One guidance step: the gradient of the distillation loss w.r.t. ``latents``.
+
+        Args:
+            latents: ``[B, 4, h, w]`` (may require grad; only read here).
+            text_cond: ``[B, 77, D]`` (or ``[1, 77, D]``, repeated) conditional embeddings,
+                e.g. ``encode_prompts(view_prompts(text, polar, azimuth))``.
+            text_uncond: ``[B or 1, 77, D]``; required when the estimator has an "uncond"
+                branch (SSD, SDS, CSD).
+            conditions: ``[B or 1, 3, H, W]`` float in [0, 1] (skeleton images), resized to
+                ``8h x 8w``; None runs the UNet without ControlNet.
+            train_step: the training step (drives the timestep sampler).
+            max_iteration: the run length; unused by the step itself (the named samplers
+                take their horizon at construction), kept for DreamWaltz's signature.
+            t: None to sample; else a scalar or ``[B]`` integer timesteps.
+            controlnet_conditioning_scale: ControlNet residual scale.
+            text_negative: ``[B or 1, 77, D]``; required when the estimator has a
+                "negative" branch (defaults to ``negative_prompt``'s embedding).
+            noise: None to draw (seeded generator); else ``[B, 4, h, w]``.
+            cross_attention_kwargs: passed to the UNet and ControlNet.
+
+        Returns:
+            ``GuidanceOutput``.
+
+        Raises:
+            TypeError / ValueError: malformed inputs; the message names the argument.
+        """
+        torch = _torch()
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 4:
+            raise ValueError(f"latents: expected a [B, C, h, w] tensor, got {_describe(latents)}")
+        expected_channels = int(self.models.unet.config.in_channels)
+        if latents.shape[1] != expected_channels:
+            raise ValueError(f"latents: expected {expected_channels} channels, got shape {list(latents.shape)}")
+        B = int(latents.shape[0])
+        branches = [b for b in BRANCH_ORDER if b in self.estimator.branches]
+        texts = {"cond": text_cond, "uncond": text_uncond, "negative": text_negative}
+        if "negative" in branches and text_negative is None:
+            texts["negative"] = self.encode_prompts([self.negative_prompt])
+        stacked_text = []
+        for b in branches:
+            if texts[b] is None:
+                raise ValueError(f"text_{b}: estimator {self.estimator!r} needs the {b!r} branch, got None")
+            stacked_text.append(_check_batch(f"text_{b}", texts[b], B, 3))
+        t = self.sample_timesteps(B, train_step) if t is None else self._timesteps(t, B)
+        if noise is None:
+            noise = torch.randn(latents.shape, generator=self.generator, dtype=torch.float32).to(self.device)
+        else:
+            noise = _check_batch("noise", noise, B, 4).to(device=self.device, dtype=torch.float32)
+            if noise.shape != latents.shape:
+                raise ValueError(f"noise: expected shape {list(latents.shape)}, got {list(noise.shape)}")
+        x0 = latents.detach().to(device=self.device, dtype=torch.float32)
+        abar = self.alphas_cumprod[t].view(B, 1, 1, 1)
+        latents_noisy = abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
+        if conditions is not None:
+            side = (latents.shape[-2] * self.vae_scale_factor, latents.shape[-1] * self.vae_scale_factor)
+            conditions = _to_condition_tensor(_check_batch("conditions", conditions, B, 4), side, self.device)
+        k = len(branches)
+        eps = self.predict_noise(
+            latents_noisy.repeat(k, 1, 1, 1),
+            t.repeat(k),
+            torch.cat(stacked_text, dim=0),
+            None if conditions is None else conditions.repeat(k, 1, 1, 1),
+            controlnet_conditioning_scale,
+            cross_attention_kwargs,
+        )
+        outs = dict(zip(branches, eps.chunk(k, dim=0)))
+        eps_cond = outs.get("cond")
+        eps_uncond = outs.get("uncond", eps_cond)
+        kwargs = {"eps_negative": outs["negative"]} if "negative" in outs else {}
+        stats = None
+        if self._returns_stats:
+            E, stats = self.estimator(eps_cond, eps_uncond, noise, t, return_stats=True, **kwargs)
+        else:
+            E = self.estimator(eps_cond, eps_uncond, noise, t, **kwargs)
+        E = E.float()
+        w = torch.as_tensor(self.weighting(t, self.alphas_cumprod), dtype=torch.float32, device=self.device)
+        grad32 = w.view(B, 1, 1, 1) * E
+        gradients = grad32.to(latents.dtype)
+        target = (latents - gradients).detach()
+        loss = 0.5 * ((latents.float() - target.float()) ** 2).sum() / max(B, 1)
+        diagnostics = step_diagnostics(t, w, E, grad32, stats, outs)
+        return GuidanceOutput(
+            gradients=gradients,
+            loss=loss,
+            t=t,
+            noise=noise,
+            latents_noisy=latents_noisy,
+            eps_cond=eps_cond,
+            eps_uncond=outs.get("uncond"),
+            eps_negative=outs.get("negative"),
+            estimate=E,
+            weights=w,
+            diagnostics=diagnostics,
+        )
+
+    # ------------------------------------------------------- DreamWaltz's contract
+
+    def estimate(
+        self,
+        text_embeddings,
+        inputs,
+        train_step,
+        max_iteration,
+        cond_inputs=None,
+        controlnet_conditioning_scale=1.0,
+        cross_attention_kwargs=None,
+        backward=True,
+    ):
+        """DreamWaltz's ``ControllableScoreDistillationSampling.estimate``, any batch size.
+
+        Args:
+            text_embeddings: ``[2N, 77, D]`` as ``[uncond; cond]`` (per-sample view prompts
+                allowed). A "negative" branch, if the estimator has one, uses
+                ``negative_prompt``.
+            inputs: latents ``[N, 4, h, w]`` (latent-NeRF renders) or RGB ``[N, 3, H, W]``
+                in [0, 1], VAE-encoded in the graph (``encode_rgb``).
+            train_step, max_iteration: the training step and run length; the timestep
+                comes from the sampler at ``train_step``.
+            cond_inputs: None (no ControlNet) or a list with one entry for the ControlNet:
+                a PIL image, a list of N PIL images, or a ``[N or 1, 3, H, W]`` tensor in
+                [0, 1]; resized to ``8h x 8w`` (512x512 for 64x64 latents), repeated to
+                the stacked batch.
+            controlnet_conditioning_scale: ControlNet residual scale.
+            cross_attention_kwargs: passed to the UNet and ControlNet.
+            backward: call ``latents.backward(gradient=gradients)`` here.
+
+        Returns:
+            dict with ``latents`` (the latents, still in the graph), ``latents_denoise``
+            (one-step ``x0`` estimate from the standard-CFG ``eps_u + s (eps_c - eps_u)``
+            with ``guidance_scale``; from ``eps_cond`` when there is no uncond branch),
+            ``gradients`` (``w(t) * E``), ``noise_residual`` (the unweighted estimator
+            output ``E``: ``eps_cfg - noise`` for SDS, SSD's ``h`` or rescaled
+            ``eps_tilde`` for SSD, ``h`` for CSD), ``t`` ``[N]`` and ``diagnostics``.
+        """
+        torch = _torch()
+        if not isinstance(inputs, torch.Tensor) or inputs.ndim != 4:
+            raise ValueError(f"inputs: expected latents [N, 4, h, w] or RGB [N, 3, H, W], got {_describe(inputs)}")
+        latents = self.encode_rgb(inputs) if inputs.shape[1] == 3 else inputs
+        N = int(latents.shape[0])
+        if not isinstance(text_embeddings, torch.Tensor) or text_embeddings.ndim != 3:
+            raise ValueError(f"text_embeddings: expected [2N, 77, D] as [uncond; cond], got {_describe(text_embeddings)}")
+        if text_embeddings.shape[0] not in (2, 2 * N):
+            raise ValueError(
+                f"text_embeddings: expected batch 2N = {2 * N} (or 2) as [uncond; cond], got {text_embeddings.shape[0]}"
+            )
+        text_uncond, text_cond = text_embeddings.chunk(2, dim=0)
+        conditions = None
+        if cond_inputs is not None:
+            items = list(cond_inputs) if isinstance(cond_inputs, (list, tuple)) else [cond_inputs]
+            if len(items) != 1:
+                raise ValueError(
+                    f"cond_inputs: expected one entry (one ControlNet is loaded), got {len(items)} condition types"
+                )
+            side = (latents.shape[-2] * self.vae_scale_factor, latents.shape[-1] * self.vae_scale_factor)
+            conditions = _to_condition_tensor(items[0], side, self.device)
+        out = self.guide(
+            latents, text_cond, text_uncond, conditions, train_step, max_iteration,
+            controlnet_conditioning_scale=controlnet_conditioning_scale,
+            cross_attention_kwargs=cross_attention_kwargs,
+        )
+        if out.eps_uncond is not None:
+            eps_guided = out.eps_uncond + self.guidance_scale * (out.eps_cond - out.eps_uncond)
+        else:
+            eps_guided = out.eps_cond
+        abar = self.alphas_cumprod[out.t].view(N, 1, 1, 1)
+        latents_denoise = (out.latents_noisy - (1.0 - abar).sqrt() * eps_guided) / abar.sqrt()
+        if backward:
+            latents.backward(gradient=out.gradients)
+        return {
+            "latents": latents,
+            "latents_denoise": latents_denoise,
+            "gradients": out.gradients,
+            "noise_residual": out.estimate,
+            "t": out.t,
+            "diagnostics": out.diagnostics,
+        }
+
+
+ControllableScoreDistillationSampling = ControlNetGuidance
+
+
+def step_diagnostics(t, w, E, gradients, stats, eps):
+    """Plain-float logging dict of one step: t stats, gradient norms, SSD statistics.
+
+    Uses ``ssd_toolkit.diagnostics`` when it is installed; the keys below are always there.
+    """
+    torch = _torch()
+    B = int(t.shape[0])
+    per_sample = gradients.reshape(B, -1).norm(dim=1) if B else gradients.new_zeros(0)
+    out = {
+        "t_mean": float(t.float().mean()) if B else float("nan"),
+        "t_min": int(t.min()) if B else -1,
+        "t_max": int(t.max()) if B else -1,
+        "w_mean": float(w.mean()) if B else float("nan"),
+        "grad_norm": float(gradients.norm()),
+        "grad_norm_mean": float(per_sample.mean()) if B else float("nan"),
+        "estimate_norm_mean": float(E.reshape(B, -1).norm(dim=1).mean()) if B else float("nan"),
+        "nonfinite": int((~torch.isfinite(gradients)).sum()),
+    }
+    for name, value in eps.items():
+        out[f"eps_{name}_norm_mean"] = float(value.reshape(B, -1).norm(dim=1).mean()) if B else float("nan")
+    if stats is not None and B:
+        for key in ("r", "h_norm", "eps_tilde_norm", "scale"):
+            if key in stats:
+                out[f"{key}_mean"] = float(torch.as_tensor(stats[key]).double().mean())
+        if "mode_seeking" in stats:
+            out["mode_seeking_fraction"] = float(torch.as_tensor(stats["mode_seeking"]).double().mean())
+    return out
+
+
+def load_guidance(
+    sd_model=DEFAULT_SD_MODEL,
+    controlnet=DEFAULT_CONTROLNET,
+    device="cpu",
+    dtype="float32",
+    estimator="ssd",
+    estimator_params=None,
+    weighting="sjc",
+    t_sampler="uniform",
+    guidance_scale=50.0,
+    negative_prompt="",
+    seed=0,
+    t_sampler_params=None,
+):
+    """``load_models`` + ``ControlNetGuidance`` in one call (see both for the arguments).
+
+    ``estimator_params`` defaults to ``{"M": 200}`` for SSD.
+    """
+    models = load_models(sd_model, controlnet, device=device, dtype=dtype)
+    return ControlNetGuidance(
+        models,
+        estimator=estimator,
+        estimator_params=estimator_params,
+        weighting=weighting,
+        t_sampler=t_sampler,
+        t_sampler_params=t_sampler_params,
+        guidance_scale=guidance_scale,
+        negative_prompt=negative_prompt,
+        seed=seed,
+    )
