@@ -1,32 +1,141 @@
 """Score-distillation estimators behind one interface.
 
-Every estimator is called as ``est(eps_cond, eps_uncond, noise, t, eps_negative=None)``
-with ``[B, ...]`` arrays and per-sample ``t``, and returns the gradient with respect to
-the clean input (the term that Eq. 3 multiplies by dx/dtheta), without w(t). Its
-``branches`` attribute names the denoiser outputs it needs ("cond", "uncond",
-"negative"), so a guidance module batches only those.
+Every estimator is called as ``est(eps_cond, eps_uncond, noise, t, eps_negative=None,
+return_stats=False)`` and returns the gradient with respect to the clean input (the term
+that Eq. 3 multiplies by dx/dtheta), without w(t).
+
+- ``eps_cond``, ``eps_uncond``, ``noise`` (and ``eps_negative`` for NFSD): ``[B, ...]``,
+  one shape, float dtype, library (NumPy or PyTorch) and device, validated as in
+  ``ssd_toolkit.estimate``. A branch the estimator does not declare may be passed as
+  ``None`` or any array of the right shape; it is never read (``noise`` is still used
+  for the shape check where it is a placeholder).
+- ``t``: a scalar or a length-B vector; every estimator validates it, NFSD and the SSD
+  family use it per sample.
+- Result: eps_cond's shape, dtype, library and device. float16/bfloat16 inputs are
+  computed in float32 and rounded once; the SSD family accumulates its per-sample
+  reductions in float64.
+- ``return_stats=True`` also returns a dict of float64 ``[B]`` arrays in the caller's
+  library/device: always ``grad_norm`` (``||E_b||`` of the unrounded result); the SSD
+  family adds ``r``, ``h_norm``, ``eps_tilde_norm`` (the norm of the direction it
+  rescales), ``eps_cond_norm``, ``noise_norm``, ``scale`` and bool ``mode_seeking``.
+  ``ssd_toolkit.diagnostics.step_diagnostics`` turns them into a logging dict.
+
+``branches`` names the denoiser outputs an estimator reads ("cond", "uncond",
+"negative"), so a guidance module batches only those; ``name`` is its registry key.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import _arrays
-from .core import estimate
+from .core import BACKENDS, estimate
 
 CFG_CONVENTIONS = ("standard", "threestudio")
+_DEGENERATE = 1e-12  # ||direction||^2 <= this * ||eps_cond||^2: rounding noise, E_b = 0 (as in estimate)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _prepare(eps_cond, eps_uncond, noise, t, eps_negative=None, needs=("cond", "uncond")):
+    """Validate the branches an estimator reads and ``t``; returns (batch, t64, negative)."""
+    ref = eps_cond
+    batch = _arrays.validate_arrays(ref, eps_uncond if "uncond" in needs else ref, noise if noise is not None else ref)
+    negative = None
+    if "negative" in needs:
+        if eps_negative is None:
+            raise ValueError("eps_negative: expected the negative-prompt branch [B, ...] (this estimator needs it), got None")
+        _arrays.validate_arrays(ref, ref, eps_negative)
+        negative = eps_negative
+    t64 = _arrays.validate_timesteps(t, batch.B)
+    return batch, t64, negative
+
+
+def _is_half(x):
+    return _arrays.dtype_name(x) in ("float16", "bfloat16")
+
+
+def _up(x):
+    """x in its compute dtype: float32 for half inputs, itself otherwise."""
+    if not _is_half(x):
+        return x
+    return x.float() if _arrays.is_torch_tensor(x) else x.astype(np.float32)
+
+
+def _down(y, like):
+    """y back in like's dtype."""
+    if _arrays.is_torch_tensor(y):
+        return y.to(like.dtype)
+    return y.astype(like.dtype, copy=False)
+
+
+def _where_rows(mask, a, b):
+    """Per-sample select: ``a_b`` where ``mask_b`` else ``b_b``; mask is a host bool [B]."""
+    shape = (mask.shape[0],) + (1,) * (len(a.shape) - 1)
+    if _arrays.is_torch_tensor(a):
+        m = _arrays.from_numpy_like(mask.reshape(shape), a, dtype=_arrays._torch().bool)
+        return _arrays._torch().where(m, a, b)
+    return np.where(mask.reshape(shape), a, b)
+
+
+def _row_norms(y, B):
+    """float64 ``[B]`` L2 norms of the samples of y, in y's library and device."""
+    rows = _arrays.flat_rows(y, B, int(np.prod(y.shape[1:])))
+    if _arrays.is_torch_tensor(rows):
+        return rows.double().pow(2).sum(1).sqrt()
+    return np.sqrt(np.square(rows, dtype=np.float64).sum(1))
+
+
+def _finish(E, like, B, return_stats, stats=None):
+    out = _down(E, like)
+    if not return_stats:
+        return out
+    stats = dict(stats or {})
+    stats["grad_norm"] = _row_norms(E, B)
+    return out, stats
+
+
+def _check_real(name, value, positive=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):
+        raise TypeError(f"{name}: expected a finite real number, got {type(value).__name__} {value!r}")
+    if positive and value <= 0:
+        raise ValueError(f"{name}: expected a positive number, got {value}")
+
+
+# ------------------------------------------------------------------------- estimators
 
 
 @dataclass(frozen=True)
 class SSD:
-    """Stable Score Distillation (Algorithm 1) with threshold ``M``; the fused kernel."""
+    """Stable Score Distillation (Algorithm 1) with threshold ``M``; the fused kernel.
+
+    ``t_b > M``: ``h_b = eps_cond_b - eps_uncond_b``; ``t_b <= M``:
+    ``(||h_b|| / ||eps_tilde_b||) eps_tilde_b`` with ``eps_tilde = eps_cond - r noise``.
+    ``backend`` is passed to ``ssd_toolkit.estimate``.
+    """
 
     M: float = 200.0
+    backend: str = "auto"
     name = "ssd"
     branches = ("cond", "uncond")
 
+    def __post_init__(self):
+        _arrays.validate_threshold(self.M)
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {BACKENDS}, got {self.backend!r}")
+
     def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None, return_stats=False):
-        return estimate(eps_cond, eps_uncond, noise, t, self.M, return_stats=return_stats)
+        if not return_stats:
+            return estimate(eps_cond, eps_uncond, noise, t, self.M, backend=self.backend)
+        E, stats = estimate(eps_cond, eps_uncond, noise, t, self.M, return_stats=True, backend=self.backend)
+        # ||E_b|| = ||h_b|| in both branches, except a degenerate rescaled sample (E_b = 0).
+        degenerate = stats["mode_seeking"] & (stats["scale"] == 0)
+        lib = _arrays._torch() if _arrays.is_torch_tensor(E) else np
+        stats["grad_norm"] = lib.where(degenerate, stats["h_norm"] * 0, stats["h_norm"])
+        return E, stats
 
 
 @dataclass(frozen=True)
@@ -35,7 +144,7 @@ class SDS:
 
     ``cfg="standard"``: ``eps_u + s (eps_c - eps_u)`` (DreamFusion, DreamWaltz, diffusers);
     ``cfg="threestudio"``: ``eps_c + s (eps_c - eps_u)`` (an effective scale s + 1).
-    ``variance_reduction=False`` drops the ``- noise`` term (SJC-style).
+    Result ``eps_cfg - noise``; ``variance_reduction=False`` drops ``- noise`` (SJC-style).
     """
 
     guidance_scale: float = 100.0
@@ -45,43 +154,173 @@ class SDS:
     branches = ("cond", "uncond")
 
     def __post_init__(self):
+        _check_real("guidance_scale", self.guidance_scale)
         if self.cfg not in CFG_CONVENTIONS:
             raise ValueError(f"cfg: expected one of {CFG_CONVENTIONS}, got {self.cfg!r}")
 
-    def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None):
-        _arrays.validate_arrays(eps_cond, eps_uncond, noise)
-        base = eps_uncond if self.cfg == "standard" else eps_cond
-        eps_cfg = base + self.guidance_scale * (eps_cond - eps_uncond)
-        return eps_cfg - noise if self.variance_reduction else eps_cfg
+    def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None, return_stats=False):
+        batch, _, _ = _prepare(eps_cond, eps_uncond, noise, t)
+        c, u = _up(eps_cond), _up(eps_uncond)
+        eps_cfg = (u if self.cfg == "standard" else c) + self.guidance_scale * (c - u)
+        E = eps_cfg - _up(noise) if self.variance_reduction else eps_cfg
+        return _finish(E, eps_cond, batch.B, return_stats)
 
 
 @dataclass(frozen=True)
 class ModeSeeking:
-    """The mode-seeking term alone: ``eps_cond`` (optionally ``eps_cond - noise``)."""
+    """The mode-seeking term alone: ``eps_cond`` (``eps_cond - noise`` with variance reduction)."""
 
     variance_reduction: bool = False
     name = "mode-seeking"
     branches = ("cond",)
 
-    def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None):
-        _arrays.validate_arrays(eps_cond, eps_cond, noise)
-        return eps_cond - noise if self.variance_reduction else eps_cond + 0
+    def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None, return_stats=False):
+        batch, _, _ = _prepare(eps_cond, None, noise, t, needs=("cond",))
+        c = _up(eps_cond)
+        E = c - _up(noise) if self.variance_reduction else c + 0
+        return _finish(E, eps_cond, batch.B, return_stats)
 
 
 @dataclass(frozen=True)
 class CSD:
-    """Classifier score distillation: the mode-disengaging term ``h`` alone, times ``scale``."""
+    """Classifier score distillation: the mode-disengaging term alone, ``scale (eps_c - eps_u)``."""
 
     scale: float = 1.0
     name = "csd"
     branches = ("cond", "uncond")
 
-    def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None):
-        _arrays.validate_arrays(eps_cond, eps_uncond, noise)
-        return self.scale * (eps_cond - eps_uncond)
+    def __post_init__(self):
+        _check_real("scale", self.scale)
+
+    def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None, return_stats=False):
+        batch, _, _ = _prepare(eps_cond, eps_uncond, noise, t)
+        E = self.scale * (_up(eps_cond) - _up(eps_uncond))
+        return _finish(E, eps_cond, batch.B, return_stats)
 
 
-ESTIMATORS = {cls.name: cls for cls in (SSD, SDS, ModeSeeking, CSD)}
+@dataclass(frozen=True)
+class NFSD:
+    """Noise-free score distillation: ``delta_D + s delta_C``, per sample.
+
+    ``delta_C = eps_c - eps_u``; ``delta_D = eps_u`` where ``t_b < t_threshold``, else
+    ``eps_u - eps_neg`` (the negative-prompt branch). No ``- noise`` term.
+    Defaults: ``guidance_scale=7.5``, ``t_threshold=200`` (the NFSD paper's).
+    """
+
+    guidance_scale: float = 7.5
+    t_threshold: float = 200.0
+    name = "nfsd"
+    branches = ("cond", "uncond", "negative")
+
+    def __post_init__(self):
+        _check_real("guidance_scale", self.guidance_scale)
+        _check_real("t_threshold", self.t_threshold)
+
+    def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None, return_stats=False):
+        batch, t64, neg = _prepare(eps_cond, eps_uncond, noise, t, eps_negative, needs=self.branches)
+        c, u = _up(eps_cond), _up(eps_uncond)
+        delta_d = _where_rows(t64 < self.t_threshold, u, u - _up(neg))
+        E = delta_d + self.guidance_scale * (c - u)
+        return _finish(E, eps_cond, batch.B, return_stats)
+
+
+def _ablation_direction(variant, c, n, cn, nn):
+    """``(r, direction)`` for an SSD ablation, from float64 rows and their sums."""
+    lib = _arrays._torch() if _arrays.is_torch_tensor(c) else np
+    if variant == "cond":  # no variance reduction
+        return lib.zeros_like(cn), c
+    if variant == "minus-noise":  # SDS's - eps
+        return lib.ones_like(cn), c - n
+    has = nn > 0  # Eq. 6, r = 0 where ||noise|| = 0
+    r = lib.where(has, cn / lib.where(has, nn, lib.ones_like(nn)), lib.zeros_like(cn))
+    return r, c - r[:, None] * n
+
+
+@dataclass(frozen=True)
+class _SSDAblation:
+    """SSD with one design choice changed (Fig. 6); a float64 path, not the fused kernel.
+
+    ``t_b > M`` gives ``h_b``; ``t_b <= M`` gives the subclass's direction, rescaled to
+    ``||h_b||`` unless ``rescale`` is off. A rescaled direction with
+    ``||direction_b||^2 <= 1e-12 ||eps_cond_b||^2`` gives 0, as in ``estimate``. The
+    inputs are copied to float64 (on their device) for the duration of the call.
+    """
+
+    M: float = 200.0
+    branches = ("cond", "uncond")
+    variant = "projected"
+    rescale = True
+
+    def __post_init__(self):
+        _arrays.validate_threshold(self.M)
+
+    def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None, return_stats=False):
+        batch, t64, _ = _prepare(eps_cond, eps_uncond, noise, t)
+        B, N = batch.B, batch.N
+        torch = _arrays._torch() if batch.library == "torch" else None
+        lib = torch if torch is not None else np
+
+        def rows64(x):
+            r = _arrays.flat_rows(x, B, N)
+            return r.double() if torch is not None else r.astype(np.float64)
+
+        c, u, n = rows64(eps_cond), rows64(eps_uncond), rows64(noise)
+        h = c - u
+        h2, c2, cn, nn = (h * h).sum(1), (c * c).sum(1), (c * n).sum(1), (n * n).sum(1)
+        r, d = _ablation_direction(self.variant, c, n, cn, nn)
+        d2 = (d * d).sum(1)
+        if self.rescale:
+            ok = ~(d2 <= _DEGENERATE * c2)
+            scale = lib.where(ok, lib.sqrt(h2) / lib.sqrt(lib.where(ok, d2, lib.ones_like(d2))), lib.zeros_like(h2))
+        else:
+            scale = lib.ones_like(h2)
+        seeking = t64 <= float(self.M)
+        E = _where_rows(seeking, scale[:, None] * d, h)
+        out = _down(E.reshape(batch.shape), eps_cond)
+        if not return_stats:
+            return out
+        stats = {
+            "r": r,
+            "h_norm": lib.sqrt(h2),
+            "eps_tilde_norm": lib.sqrt(d2),
+            "eps_cond_norm": lib.sqrt(c2),
+            "noise_norm": lib.sqrt(nn),
+            "scale": scale,
+            "mode_seeking": _arrays.from_numpy_like(seeking, c) if torch is not None else seeking,
+            "grad_norm": _row_norms(E, B),
+        }
+        return out, stats
+
+
+@dataclass(frozen=True)
+class SSDNoVarianceReduction(_SSDAblation):
+    """Fig. 6 "w/o variance reduction": ``eps_cond`` instead of ``eps_tilde``, still rescaled."""
+
+    name = "ssd-no-vr"
+    variant = "cond"
+
+
+@dataclass(frozen=True)
+class SSDSDSNoiseTerm(_SSDAblation):
+    """Fig. 6 with SDS's variance reduction: ``eps_cond - noise`` instead of ``eps_cond - r noise``
+    (``r`` reported as 1), still rescaled."""
+
+    name = "ssd-sds-vr"
+    variant = "minus-noise"
+
+
+@dataclass(frozen=True)
+class SSDNoRescale(_SSDAblation):
+    """Fig. 6 "w/o rescaling": ``eps_tilde`` itself for ``t_b <= M`` (``scale`` reported as 1)."""
+
+    name = "ssd-no-rescale"
+    rescale = False
+
+
+ESTIMATORS = {
+    cls.name: cls
+    for cls in (SSD, SDS, ModeSeeking, CSD, NFSD, SSDNoVarianceReduction, SSDSDSNoiseTerm, SSDNoRescale)
+}
 
 
 def list_estimators():
@@ -93,10 +332,10 @@ def get_estimator(name, **params):
     """An estimator by name, e.g. ``get_estimator("ssd", M=200)``.
 
     Raises:
-        ValueError: unknown name (the message lists the known ones).
+        ValueError: unknown name (the message lists the known ones), bad parameter values.
         TypeError: a parameter the estimator does not take.
     """
-    key = name.lower().replace("_", "-")
+    key = str(name).lower().replace("_", "-")
     if key not in ESTIMATORS:
         raise ValueError(f"name: expected one of {list_estimators()}, got {name!r}")
     return ESTIMATORS[key](**params)
