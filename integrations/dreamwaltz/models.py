@@ -14,6 +14,7 @@ from typing import Any
 # 2024; the same weights live on under this id.
 DEFAULT_SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_CONTROLNET = "lllyasviel/sd-controlnet-openpose"
+MIN_TOKENIZER_SIZE = 258  # 256 byte tokens + start/end: the smallest usable CLIP vocabulary
 INSTALL_HINT = 'pip install "ssd_toolkit[avatar]"'
 
 
@@ -111,8 +112,15 @@ def load_models(
     dtype = _resolve_dtype(torch, dtype)
     device = torch.device(device)
     sd_model = str(sd_model)
-    tokenizer = _load("sd_model", transformers.CLIPTokenizer, sd_model, "tokenizer")
     text_encoder = _load("sd_model", transformers.CLIPTextModel, sd_model, "text_encoder", torch_dtype=dtype)
+    tokenizer = _load("sd_model", transformers.CLIPTokenizer, sd_model, "tokenizer")
+    if len(tokenizer) < MIN_TOKENIZER_SIZE:
+        # transformers 5 returns a near-empty tokenizer instead of raising when the files are missing
+        raise OSError(
+            f"sd_model: the tokenizer in {sd_model!r} (subfolder 'tokenizer') has {len(tokenizer)} tokens, "
+            f"expected at least {MIN_TOKENIZER_SIZE} (a byte-level CLIP vocabulary); its vocab.json/merges.txt "
+            "are missing or empty. Pass a local directory with a complete tokenizer/ folder."
+        )
     vae = _load("sd_model", diffusers.AutoencoderKL, sd_model, "vae", torch_dtype=dtype)
     unet = _load("sd_model", diffusers.UNet2DConditionModel, sd_model, "unet", torch_dtype=dtype)
     scheduler = _load("sd_model", diffusers.DDPMScheduler, sd_model, "scheduler")
