@@ -1,0 +1,129 @@
+"""Eq. 3 with an exact toy denoiser: ``theta <- theta - lr * w(t) * estimator``.
+
+theta is the image itself (``x = g(theta) = theta``, so ``dx/dtheta = I``). Every
+estimator runs on its own copy of theta for every seed, all in one batch: the
+mixture is evaluated once per step for ``[n_estimators * n_seeds]`` points, then each
+estimator (an ``ssd_toolkit`` estimator object) is called on its ``[n_seeds, ...]`` slice
+with the seed as the batch axis. Seeds share t and the noise across estimators (common
+random numbers), so the estimators are compared on the same draws.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ssd_toolkit.weighting import get_weighting
+
+
+def make_sampler(steps, anneal=False, seed=0, t_range=(20, 980), late_t_max=500, anneal_fraction=1 / 3):
+    """An ``ssd_toolkit.timesteps`` sampler: uniform on ``t_range``, or the paper's annealing.
+
+    Args:
+        steps: the run's number of steps.
+        anneal: False for uniform t on ``t_range`` throughout; True for the paper's
+            schedule (Sec. 5.1), ``t_range`` for the first ``anneal_fraction`` of the steps
+            (the paper: 5000 of 15000), then ``[t_range[0], late_t_max]``.
+        seed: the sampler's seed.
+    """
+    from ssd_toolkit.timesteps import get_sampler  # noqa: PLC0415
+
+    lo, hi = t_range
+    if not anneal:
+        return get_sampler("uniform", seed=seed, t_min=lo, t_max=hi)
+    anneal_step = int(round(anneal_fraction * steps))
+    return get_sampler("paper", seed=seed, t_min=lo, t_max=hi, anneal_step=anneal_step, t_max_annealed=late_t_max)
+
+
+@dataclass
+class DistillResult:
+    """The outcome of ``distill``.
+
+    Attributes:
+        names: estimator labels, ``n_est``.
+        theta: final parameters ``[n_est, n_seeds, d]``.
+        path: recorded parameters ``[n_est, n_records, n_seeds, d]`` (step 0 first).
+        steps: the step index of each record ``[n_records]``.
+    """
+
+    names: list
+    theta: np.ndarray
+    path: np.ndarray
+    steps: np.ndarray
+    extra: dict = field(default_factory=dict)
+
+
+def distill(
+    mixture,
+    cond_mask,
+    estimators,
+    theta0,
+    *,
+    schedule,
+    steps,
+    lr,
+    sampler=None,
+    weighting="uniform",
+    seed=0,
+    record_every=10,
+    progress=False,
+):
+    """Optimise theta with each estimator in place of the SDS estimator (Eq. 3).
+
+    Args:
+        mixture: a ``GaussianMixture`` (the unconditional distribution).
+        cond_mask: ``[K]`` or ``[n_seeds, K]`` booleans, the conditional components.
+        estimators: ``{label: estimator}``; each is called as ``est(eps_cond, eps_uncond,
+            noise, t)`` on ``[n_seeds, d]`` arrays with ``t`` ``[n_seeds]``.
+        theta0: ``[d]`` or ``[n_seeds, d]`` start, the same for every estimator.
+        schedule: an ``ssd_toolkit.NoiseSchedule``.
+        steps: number of updates.
+        lr: a learning rate, or ``{label: lr}`` per estimator.
+        sampler: an ``ssd_toolkit.timesteps`` sampler (``sample(n, step)``); default
+            ``make_sampler(steps, seed=seed)``, uniform on [20, 980].
+        weighting: a ``ssd_toolkit.weighting`` name: ``"uniform"`` (w = 1, the default)
+            or ``"sds"`` (w = 1 - abar_t = sigma_t^2, DreamFusion).
+        seed: seeds the timesteps and the noise.
+        record_every: keep theta every this many steps.
+        progress: show a tqdm bar.
+
+    Returns:
+        A ``DistillResult``.
+    """
+    names = list(estimators)
+    n_est = len(names)
+    theta0 = np.atleast_2d(np.asarray(theta0, dtype=np.float64))
+    cond_mask = np.asarray(cond_mask, dtype=bool)
+    n_seeds = theta0.shape[0] if cond_mask.ndim == 1 else cond_mask.shape[0]
+    theta = np.broadcast_to(theta0, (n_est, n_seeds, mixture.dim)).copy()
+    lrs = np.array([lr[n] if isinstance(lr, dict) else lr for n in names], dtype=np.float64)[:, None, None]
+    mask_all = np.broadcast_to(cond_mask, (n_seeds, mixture.num_components))
+    mask_all = np.broadcast_to(mask_all, (n_est, n_seeds, mixture.num_components)).reshape(-1, mixture.num_components)
+    rng = np.random.default_rng(seed)
+    sampler = make_sampler(steps, seed=seed) if sampler is None else sampler
+    w_of = get_weighting(weighting)
+    records, record_steps = [theta.copy()], [0]
+    iterator = range(steps)
+    if progress:
+        from tqdm import tqdm  # noqa: PLC0415
+
+        iterator = tqdm(iterator, desc="distill", leave=False)
+    E = np.empty_like(theta)
+    for step in iterator:
+        t = sampler.sample(n_seeds, step)
+        noise = rng.standard_normal((n_seeds, mixture.dim))
+        alpha, sigma = schedule.alpha(t), schedule.sigma(t)
+        x_t = alpha[None, :, None] * theta + sigma[None, :, None] * noise[None]
+        a_all, s_all = np.tile(alpha, n_est), np.tile(sigma, n_est)
+        eps_c, eps_u = mixture.eps_hat_pair(x_t.reshape(-1, mixture.dim), a_all, s_all, mask_all)
+        eps_c = eps_c.reshape(theta.shape)
+        eps_u = eps_u.reshape(theta.shape)
+        for i, name in enumerate(names):
+            E[i] = estimators[name](eps_c[i], eps_u[i], noise, t)
+        theta -= lrs * w_of(t, schedule.alphas_cumprod)[None, :, None] * E
+        if (step + 1) % record_every == 0 or step + 1 == steps:
+            records.append(theta.copy())
+            record_steps.append(step + 1)
+    path = np.stack(records, axis=1)
+    return DistillResult(names=names, theta=theta, path=path, steps=np.array(record_steps))
