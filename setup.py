@@ -38,15 +38,23 @@ PACKAGE_DIR = {
 }
 
 
-def find_nvcc():
-    """Path of nvcc (CUDA_HOME, then PATH, then /usr/local/cuda), or None."""
-    candidates = []
-    if os.environ.get("CUDA_HOME"):
-        candidates.append(os.path.join(os.environ["CUDA_HOME"], "bin", "nvcc"))
-    candidates += [shutil.which("nvcc") or "", "/usr/local/cuda/bin/nvcc"]
-    for path in candidates:
-        if path and os.access(path, os.X_OK):
-            return os.path.realpath(path)
+def find_cuda():
+    """``(nvcc, cuda_home)``: CUDA_HOME, else nvcc on PATH, else /usr/local/cuda; or None.
+
+    The toolkit root is the one holding include/cuda_runtime.h (nvcc on PATH may be a
+    wrapper script outside the toolkit).
+    """
+    homes = [os.environ["CUDA_HOME"]] if os.environ.get("CUDA_HOME") else []
+    on_path = shutil.which("nvcc")
+    if on_path:
+        homes.append(os.path.dirname(os.path.dirname(os.path.realpath(on_path))))
+    homes.append("/usr/local/cuda")
+    for home in homes:
+        if os.path.exists(os.path.join(home, "include", "cuda_runtime.h")):
+            nvcc = os.path.join(home, "bin", "nvcc")
+            nvcc = nvcc if os.access(nvcc, os.X_OK) else on_path
+            if nvcc:
+                return nvcc, home
     return None
 
 
@@ -68,11 +76,11 @@ def cuda_plan():
     cu = sorted(glob.glob(os.path.join(ROOT, CONFIG["cuda"]["source_glob"])))
     if not cu:
         return None, f"no {CONFIG['cuda']['source_glob']}"
-    nvcc = find_nvcc()
-    if nvcc is None:
-        return None, "nvcc not found (PATH, CUDA_HOME, /usr/local/cuda)"
+    found = find_cuda()
+    if found is None:
+        return None, "no CUDA toolkit found (CUDA_HOME, nvcc on PATH, /usr/local/cuda)"
     host = sorted(glob.glob(os.path.join(ROOT, CONFIG["cuda"]["host_source_glob"])))
-    return (nvcc, os.path.dirname(os.path.dirname(nvcc)), cu, host), None
+    return (*found, cu, host), None
 
 
 def object_name(src):
