@@ -61,6 +61,21 @@ def _write_tokenizer(directory: Path):
     return len(tokenizer)
 
 
+def _unzero_controlnet(torch, controlnet, std=0.1):
+    """Give the zero-initialised convolutions random weights, as training would.
+
+    A fresh ControlNet's ``controlnet_cond_embedding.conv_out``, down-block and mid-block
+    projections start at zero, so its residuals are exactly zero and the condition
+    image could not change anything; a trained one (like the openpose ControlNet) has
+    non-zero weights there.
+    """
+    zero_convs = [controlnet.controlnet_cond_embedding.conv_out, controlnet.controlnet_mid_block]
+    zero_convs += list(controlnet.controlnet_down_blocks)
+    with torch.no_grad():
+        for conv in zero_convs:
+            torch.nn.init.normal_(conv.weight, std=std)
+
+
 def build_tiny_pipeline(path, seed: int = 0):
     """Write a tiny random SD 1.x-like model set and a ControlNet in the diffusers layout.
 
@@ -71,7 +86,8 @@ def build_tiny_pipeline(path, seed: int = 0):
 
     Returns:
         ``pathlib.Path`` of the directory. Its ``controlnet/`` subdirectory is the
-        ControlNet (``ControlNetModel.from_unet`` of the UNet). Latents are
+        ControlNet (``ControlNetModel.from_unet`` of the UNet, its zero convolutions
+        randomised so the condition image matters). Latents are
         ``[B, 4, 8, 8]`` for 64x64 images (``unet.config.sample_size`` 8, VAE 8x
         downscale), text embeddings ``[B, 77, 32]``; the scheduler is SD's
         scaled-linear DDPM schedule (1000 steps, betas 0.00085..0.012).
@@ -100,6 +116,7 @@ def build_tiny_pipeline(path, seed: int = 0):
             attention_head_dim=4,
         )
         controlnet = diffusers.ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 32, 32))
+        _unzero_controlnet(torch, controlnet)
         vae = diffusers.AutoencoderKL(
             in_channels=3,
             out_channels=3,
