@@ -172,6 +172,15 @@ def test_negative_prompt_feeds_the_negative_branch(models):
     assert not torch.allclose(out.eps_negative, out.eps_uncond)
 
 
+def test_grad_norm_option_normalises_per_sample_and_warns_for_ssd(models):
+    with pytest.warns(UserWarning, match="erases SSD's"):
+        make(models, estimator="ssd", grad_norm=True)
+    g = make(models, estimator="sds", grad_norm=True)
+    latents, cond, uncond, conditions = inputs(g, 3)
+    out = g.guide(latents, cond, uncond, conditions)
+    torch.testing.assert_close(out.gradients.flatten(1).norm(dim=1), torch.ones(3))
+
+
 def test_encode_prompts_caches_by_string(models):
     g = make(models)
     a = g.encode_prompts(["front view of a man", ""])

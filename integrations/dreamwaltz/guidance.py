@@ -15,8 +15,11 @@ same object in threestudio's call.
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
+
+from ssd_toolkit.losses import normalize_per_sample, sds_loss
 
 from .models import DEFAULT_CONTROLNET, DEFAULT_SD_MODEL, load_models
 
@@ -28,11 +31,13 @@ class GuidanceOutput:
     """What one guidance step produced (all tensors detached unless stated).
 
     Attributes:
-        gradients: ``w(t) * E``, ``[B, 4, h, w]`` in the latents' dtype; the gradient to
-            apply to the latents (``latents.backward(gradient=gradients)``).
-        loss: float32 scalar ``0.5 * ||x - stopgrad(x - g)||^2 / B`` attached to the
-            latents' graph, so ``loss.backward()`` applies ``gradients / B`` (threestudio's
-            convention); its value is for logging only.
+        gradients: ``w(t) * E`` (unit-normalised per sample with ``grad_norm``),
+            ``[B, 4, h, w]`` in the latents' dtype; the gradient to apply to the latents
+            (``latents.backward(gradient=gradients)``).
+        loss: float32 scalar ``0.5 * ||x - stopgrad(x - g)||^2 / B``
+            (``ssd_toolkit.losses.sds_loss``) attached to the latents' graph, so
+            ``loss.backward()`` applies exactly ``gradients / B`` (threestudio's
+            convention); its value ``0.5 ||g||^2 / B`` is for logging only.
         t: timesteps ``[B]`` (int64).
         noise: the noise ``[B, 4, h, w]`` (float32) that made ``latents_noisy``.
         latents_noisy: ``x_t`` ``[B, 4, h, w]`` (float32).
@@ -169,6 +174,9 @@ class ControlNetGuidance:
             (empty by default, as DreamWaltz), and of the "negative" branch when an
             estimator declares one.
         seed: seeds the noise generator and the named timestep sampler.
+        grad_norm: DreamWaltz's ``guide.grad_norm``: replace each sample's gradient by
+            its unit-L2 direction. Off by default; it erases SSD's rescaling to ``||h||``
+            and w(t), so turning it on with SSD warns.
     """
 
     def __init__(
@@ -182,6 +190,7 @@ class ControlNetGuidance:
         guidance_scale=50.0,
         negative_prompt="",
         seed=0,
+        grad_norm=False,
     ):
         torch = _torch()
         self.models = models
@@ -196,6 +205,14 @@ class ControlNetGuidance:
                 f"estimator: expected branches among {BRANCH_ORDER}, got {tuple(self.estimator.branches)}"
             )
         self.weighting = _resolve_weighting(weighting)
+        self.grad_norm = bool(grad_norm)
+        if self.grad_norm and getattr(self.estimator, "name", "").startswith("ssd"):
+            warnings.warn(
+                "grad_norm=True replaces each sample's gradient by its unit direction, which erases "
+                "SSD's ||h|| rescaling; DreamWaltz's guide.grad_norm should be off for SSD",
+                UserWarning,
+                stacklevel=2,
+            )
         self.t_sampler = _resolve_t_sampler(t_sampler, seed, t_sampler_params)
         self.generator = torch.Generator(device="cpu").manual_seed(int(seed))
         abar = models.scheduler.alphas_cumprod
@@ -407,9 +424,10 @@ class ControlNetGuidance:
         E = E.float()
         w = torch.as_tensor(self.weighting(t, self.alphas_cumprod), dtype=torch.float32, device=self.device)
         grad32 = w.view(B, 1, 1, 1) * E
-        gradients = grad32.to(latents.dtype)
-        target = (latents - gradients).detach()
-        loss = 0.5 * ((latents.float() - target.float()) ** 2).sum() / max(B, 1)
+        if self.grad_norm:
+            grad32 = normalize_per_sample(grad32)
+        gradients = grad32.to(device=latents.device, dtype=latents.dtype)
+        loss = sds_loss(latents, gradients)
         diagnostics = step_diagnostics(t, w, E, grad32, stats, outs)
         return GuidanceOutput(
             gradients=gradients,
@@ -553,6 +571,7 @@ def load_guidance(
     negative_prompt="",
     seed=0,
     t_sampler_params=None,
+    grad_norm=False,
 ):
     """``load_models`` + ``ControlNetGuidance`` in one call (see both for the arguments).
 
@@ -569,4 +588,5 @@ def load_guidance(
         guidance_scale=guidance_scale,
         negative_prompt=negative_prompt,
         seed=seed,
+        grad_norm=grad_norm,
     )
