@@ -6,7 +6,9 @@ are loaded on first use.
 
 from ._extension import backends
 from .core import estimate
+from .diagnostics import step_diagnostics
 from .estimators import get_estimator, list_estimators
+from .losses import inject_gradient, sds_loss
 from .schedules import NoiseSchedule, stable_diffusion_schedule
 from .terms import mode_disengaging, optimal_coefficient, projection_ratio, variance_reduced
 from .timesteps import get_sampler, list_samplers
@@ -21,12 +23,15 @@ __all__ = [
     "get_estimator",
     "get_sampler",
     "get_weighting",
+    "inject_gradient",
     "list_estimators",
     "list_samplers",
     "list_weightings",
     "mode_disengaging",
     "optimal_coefficient",
     "projection_ratio",
+    "sds_loss",
     "stable_diffusion_schedule",
+    "step_diagnostics",
     "variance_reduced",
 ]
