@@ -28,8 +28,8 @@ class SSDUnscaled:
         self.M = float(M)
 
     def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None):
-        h = ssd_toolkit.mode_disengaging(eps_cond, eps_uncond)
-        eps_tilde = ssd_toolkit.variance_reduced(eps_cond, noise)
+        eps_tilde = ssd_toolkit.variance_reduced(eps_cond, noise)  # validates the inputs
+        h = eps_cond - eps_uncond
         above = np.broadcast_to(np.asarray(t, dtype=np.float64) > self.M, (h.shape[0],))
         return np.where(above.reshape((-1,) + (1,) * (h.ndim - 1)), h, eps_tilde)
 

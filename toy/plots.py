@@ -56,3 +56,58 @@ def plot_trajectories(path, mixture, cond_mask, main, trap, schedule, show_t, tr
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def plot_sweep(path, rows, Ms, radius):
+    """Heatmaps of the median distance to the nearest conditional mode: config rows x M."""
+    configs = sorted({(r["lr"], r["steps"], r["anneal"]) for r in rows})
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(configs) + 2), sharey=True)
+    for ax, scaled in zip(axes, (True, False)):
+        grid = np.full((len(configs), len(Ms)), np.nan)
+        frac = np.zeros_like(grid)
+        for r in rows:
+            if r["scaled"] == scaled:
+                i, j = configs.index((r["lr"], r["steps"], r["anneal"])), list(Ms).index(r["M"])
+                grid[i, j], frac[i, j] = r["dist_median"], r["frac_converged"]
+        im = ax.imshow(np.log10(grid), cmap="magma_r", vmin=-2, vmax=1, aspect="auto")
+        for i, j in np.ndindex(grid.shape):
+            ax.text(j, i, f"{grid[i, j]:.2f}\n{frac[i, j]:.0%}", ha="center", va="center", fontsize=6,
+                    color="w" if grid[i, j] > 0.5 else "k")
+        ax.set_xticks(range(len(Ms)), [str(m) for m in Ms])
+        ax.set_xlabel("M")
+        ax.set_title(("SSD (Algorithm 1, rescaled to ||h||)" if scaled else "SSD unscaled (ablation)")
+                     + f"\nmedian dist. to cond. mode; % seeds < {radius}", fontsize=9)
+    axes[0].set_yticks(range(len(configs)), [f"lr {c[0]:g}, {c[1]} steps, {'anneal' if c[2] else 'uniform'}"
+                                             for c in configs], fontsize=7)
+    fig.colorbar(im, ax=axes, label="log10 median distance", shrink=0.8)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_statistics(path, rows, dim):
+    """Figs. 16-19 and 9 in one figure, against t."""
+    col = {k: np.array([r[k] for r in rows]) for k in rows[0]}
+    t = col["t"]
+    fig, axes = plt.subplots(1, 5, figsize=(20, 3.8))
+    axes[0].plot(t, col["eps_hat_norm"])
+    axes[0].set_title(f"Fig. 16: ||eps_hat|| (d = {dim})")
+    axes[1].plot(t, col["correlation"])
+    axes[1].set_title("Fig. 17: linear corr(eps_hat, eps)")
+    axes[2].plot(t, col["c"], label="optimal c (Eq. 8)")
+    axes[2].fill_between(t, col["r_min"], col["r_max"], alpha=0.3, color="tab:orange", label="[min r, max r] (Eq. 6)")
+    axes[2].set_title("Fig. 18: c against the range of r")
+    axes[2].legend(fontsize=7)
+    axes[3].semilogy(t, col["eps_hat_norm"], label="||eps_hat||")
+    axes[3].semilogy(t, col["h_norm"], label="||h||")
+    axes[3].set_title("Fig. 19: norms")
+    axes[3].legend(fontsize=7)
+    axes[4].semilogy(t, col["var_eps_hat"], label="eps_hat")
+    axes[4].semilogy(t, col["var_minus_eps"], label="eps_hat - eps (SDS)")
+    axes[4].semilogy(t, col["var_minus_r_eps"], label="eps_hat - r eps (SSD)")
+    axes[4].set_title("Fig. 9: total variance")
+    axes[4].legend(fontsize=7)
+    for ax in axes:
+        ax.set_xlabel("t")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

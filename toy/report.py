@@ -32,14 +32,13 @@ def write_json(path, obj):
 
 
 def markdown_table(headers, rows, fmt="{:.3g}"):
-    """A GitHub markdown table; floats are formatted with ``fmt``."""
+    """A GitHub markdown table; floats are formatted with ``fmt``, ``|`` in cells escaped."""
 
     def cell(v):
-        if isinstance(v, (float, np.floating)):
-            return fmt.format(v)
-        return str(v)
+        text = fmt.format(v) if isinstance(v, (float, np.floating)) else str(v)
+        return text.replace("|", "\\|")
 
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
