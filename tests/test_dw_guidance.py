@@ -78,8 +78,12 @@ def test_guide_shapes_dtypes_and_loss_convention(models, B):
     torch.testing.assert_close(latents.grad, out.gradients / B)
     d = out.diagnostics
     assert d["t_min"] == int(out.t.min()) and d["t_max"] == int(out.t.max())
-    assert d["grad_norm"] == pytest.approx(float(out.gradients.norm()), rel=1e-5)
-    for key in ("h_norm_mean", "r_mean", "mode_seeking_fraction", "eps_cond_norm_mean"):
+    per_sample = out.gradients.flatten(1).norm(dim=1)
+    assert d["grad_norm"] == pytest.approx(float(per_sample.mean()), rel=1e-5)
+    assert d["grad_norm_applied"] == pytest.approx(float(per_sample.mean()), rel=1e-5)
+    for b in range(B):
+        assert d[f"grad_norm/{b}"] == pytest.approx(float(per_sample[b]), rel=1e-5)
+    for key in ("h_norm", "r", "scale", "frac_mode_seeking", "eps_cond_norm", "eps_uncond_norm"):
         assert np.isfinite(d[key]), key
 
 
@@ -94,7 +98,7 @@ def test_ssd_matches_the_estimator_on_the_unet_outputs(models):
     torch.testing.assert_close(out.weights, 1 - abar)
     torch.testing.assert_close(out.gradients, (1 - abar).view(4, 1, 1, 1) * E)
     torch.testing.assert_close(out.gradients[2:], (1 - abar[2:]).view(2, 1, 1, 1) * (out.eps_cond - out.eps_uncond)[2:])
-    assert out.diagnostics["mode_seeking_fraction"] == 0.5
+    assert out.diagnostics["frac_mode_seeking"] == 0.5
     # x_t = sqrt(abar) x + sqrt(1 - abar) noise, per sample
     expect = abar.sqrt().view(4, 1, 1, 1) * latents + (1 - abar).sqrt().view(4, 1, 1, 1) * out.noise
     torch.testing.assert_close(out.latents_noisy, expect)
@@ -179,6 +183,15 @@ def test_grad_norm_option_normalises_per_sample_and_warns_for_ssd(models):
     latents, cond, uncond, conditions = inputs(g, 3)
     out = g.guide(latents, cond, uncond, conditions)
     torch.testing.assert_close(out.gradients.flatten(1).norm(dim=1), torch.ones(3))
+
+
+def test_same_seed_same_step(models):
+    a, b = make(models, seed=7), make(models, seed=7)
+    latents, cond, uncond, conditions = inputs(a, 2)
+    out_a = a.guide(latents, cond, uncond, conditions, train_step=5)
+    out_b = b.guide(latents, cond, uncond, conditions, train_step=5)
+    assert torch.equal(out_a.t, out_b.t) and torch.equal(out_a.gradients, out_b.gradients)
+    assert not torch.equal(out_a.noise, a.guide(latents, cond, uncond, conditions).noise)
 
 
 def test_encode_prompts_caches_by_string(models):

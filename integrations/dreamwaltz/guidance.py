@@ -19,6 +19,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from ssd_toolkit.diagnostics import step_diagnostics
 from ssd_toolkit.losses import normalize_per_sample, sds_loss
 
 from .models import DEFAULT_CONTROLNET, DEFAULT_SD_MODEL, load_models
@@ -45,7 +46,11 @@ class GuidanceOutput:
             the estimator asked for, None for the others.
         estimate: the estimator output ``E`` before weighting (float32).
         weights: ``w(t)`` ``[B]`` (float32).
-        diagnostics: per-step logging dict (plain floats).
+        diagnostics: per-step logging dict of plain floats:
+            ``ssd_toolkit.step_diagnostics`` (t stats, weighted ``grad_norm`` mean and per
+            sample, SSD's ``r``, ``h_norm``, ``scale``, ``frac_mode_seeking`` ...) plus
+            ``eps_<branch>_norm`` per UNet branch and ``grad_norm_applied`` (after
+            ``grad_norm`` normalisation).
     """
 
     gradients: Any
@@ -416,11 +421,11 @@ class ControlNetGuidance:
         eps_cond = outs.get("cond")
         eps_uncond = outs.get("uncond", eps_cond)
         kwargs = {"eps_negative": outs["negative"]} if "negative" in outs else {}
-        stats = None
         if self._returns_stats:
             E, stats = self.estimator(eps_cond, eps_uncond, noise, t, return_stats=True, **kwargs)
         else:
             E = self.estimator(eps_cond, eps_uncond, noise, t, **kwargs)
+            stats = {"grad_norm": E.float().reshape(B, -1).double().norm(dim=1)}
         E = E.float()
         w = torch.as_tensor(self.weighting(t, self.alphas_cumprod), dtype=torch.float32, device=self.device)
         grad32 = w.view(B, 1, 1, 1) * E
@@ -428,7 +433,8 @@ class ControlNetGuidance:
             grad32 = normalize_per_sample(grad32)
         gradients = grad32.to(device=latents.device, dtype=latents.dtype)
         loss = sds_loss(latents, gradients)
-        diagnostics = step_diagnostics(t, w, E, grad32, stats, outs)
+        diagnostics = step_diagnostics(stats, t, w)
+        diagnostics.update(_branch_diagnostics(outs, grad32))
         return GuidanceOutput(
             gradients=gradients,
             loss=loss,
@@ -529,32 +535,13 @@ class ControlNetGuidance:
 ControllableScoreDistillationSampling = ControlNetGuidance
 
 
-def step_diagnostics(t, w, E, gradients, stats, eps):
-    """Plain-float logging dict of one step: t stats, gradient norms, SSD statistics.
-
-    Uses ``ssd_toolkit.diagnostics`` when it is installed; the keys below are always there.
-    """
-    torch = _torch()
-    B = int(t.shape[0])
-    per_sample = gradients.reshape(B, -1).norm(dim=1) if B else gradients.new_zeros(0)
-    out = {
-        "t_mean": float(t.float().mean()) if B else float("nan"),
-        "t_min": int(t.min()) if B else -1,
-        "t_max": int(t.max()) if B else -1,
-        "w_mean": float(w.mean()) if B else float("nan"),
-        "grad_norm": float(gradients.norm()),
-        "grad_norm_mean": float(per_sample.mean()) if B else float("nan"),
-        "estimate_norm_mean": float(E.reshape(B, -1).norm(dim=1).mean()) if B else float("nan"),
-        "nonfinite": int((~torch.isfinite(gradients)).sum()),
-    }
+def _branch_diagnostics(eps, gradients):
+    """Batch-mean norms of each UNet branch and of the applied gradient."""
+    B = int(gradients.shape[0])
+    out = {}
     for name, value in eps.items():
-        out[f"eps_{name}_norm_mean"] = float(value.reshape(B, -1).norm(dim=1).mean()) if B else float("nan")
-    if stats is not None and B:
-        for key in ("r", "h_norm", "eps_tilde_norm", "scale"):
-            if key in stats:
-                out[f"{key}_mean"] = float(torch.as_tensor(stats[key]).double().mean())
-        if "mode_seeking" in stats:
-            out["mode_seeking_fraction"] = float(torch.as_tensor(stats["mode_seeking"]).double().mean())
+        out[f"eps_{name}_norm"] = float(value.reshape(B, -1).norm(dim=1).mean()) if B else float("nan")
+    out["grad_norm_applied"] = float(gradients.reshape(B, -1).norm(dim=1).mean()) if B else float("nan")
     return out
 
 
