@@ -98,11 +98,11 @@ def _finish(E, like, B, return_stats, stats=None):
     return out, stats
 
 
-def _check_real(name, value, positive=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):
+def _check_real(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name}: expected a finite real number, got {type(value).__name__} {value!r}")
-    if positive and value <= 0:
-        raise ValueError(f"{name}: expected a positive number, got {value}")
+    if not np.isfinite(value):
+        raise ValueError(f"{name}: expected a finite real number, got {value}")
 
 
 # ------------------------------------------------------------------------- estimators

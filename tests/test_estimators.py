@@ -181,7 +181,7 @@ def test_scalar_t_broadcasts():
         (lambda: get_estimator("ssd", backend="gpu"), ValueError, r"backend: expected one of .*got 'gpu'"),
         (lambda: get_estimator("sds", cfg="diffusers"), ValueError, r"cfg: expected one of \('standard', 'threestudio'\), got 'diffusers'"),
         (lambda: get_estimator("sds", guidance_scale="7.5"), TypeError, r"guidance_scale: expected a finite real number, got str '7.5'"),
-        (lambda: get_estimator("nfsd", t_threshold=float("nan")), TypeError, r"t_threshold: expected a finite real number"),
+        (lambda: get_estimator("nfsd", t_threshold=float("nan")), ValueError, r"t_threshold: expected a finite real number, got nan"),
         (lambda: get_estimator("ssd-no-vr", M=None), TypeError, r"M: expected a finite real scalar"),
     ],
 )
