@@ -135,7 +135,7 @@ def fit_body_density(field, body, steps: int, generator, num_points: int = 1 << 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        bar.set_postfix(bce=f"{float(loss):.4f}")
+        bar.set_postfix(bce=f"{loss.item():.4f}")
     with torch.no_grad():
         loss, occupancy = bce(torch.arange(points.shape[0], device=device))
         accuracy = float(((occupancy > 0.5).float() == inside).float().mean())

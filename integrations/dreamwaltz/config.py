@@ -123,7 +123,7 @@ RESUME_FIXED = (
     "field_hidden box_margin body_init_steps lambda_sparsity lambda_entropy precision tiny"
 ).split()
 
-_TYPES = {f.name: f.type for f in dataclasses.fields(AvatarConfig)}
+FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(AvatarConfig)}
 
 
 def field_names():
@@ -132,7 +132,7 @@ def field_names():
 
 def _check_value(name, value):
     """``value`` coerced to ``name``'s type; errors name the key, expected and received."""
-    kind = _TYPES[name]
+    kind = FIELD_TYPES[name]
     if kind == "str | None":
         if value is None or isinstance(value, str):
             return value

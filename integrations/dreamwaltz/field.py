@@ -29,7 +29,7 @@ class FieldConfig:
         features: feature channels per plane and level.
         hidden: width of the MLP's hidden layers.
         layers: number of hidden layers (>= 1).
-        density_bias: added to the raw density before ``softplus`` (negative: the field
+        density_bias: added to the raw density before ``exp`` (negative: the field
             starts nearly empty; ``body_init`` then makes it person-shaped).
     """
 
@@ -61,7 +61,7 @@ class LatentField(nn.Module):
             global torch RNG).
 
     Call ``field(points)`` with ``points`` float ``[..., 3]`` in world units; returns
-    ``(sigma [...], latent [..., 4])``: ``sigma >= 0`` (zero outside the box), ``latent``
+    ``(sigma [...], latent [..., 4])``: ``sigma >= 0`` (``exp`` of the raw density; zero outside the box), ``latent``
     unbounded (SD latents scaled by 0.18215 have roughly unit spread).
     """
 
@@ -119,6 +119,8 @@ class LatentField(nn.Module):
         unit = self.normalize(points.reshape(-1, 3))
         inside = (unit.abs() <= 1).all(dim=-1)
         raw = self.head(self.mlp(self.features(unit.clamp(-1, 1))))
-        sigma = F.softplus(raw[:, 0].float() + self.config.density_bias) * inside
+        # exp (latent-NeRF's activation) reaches the large densities of an opaque body
+        # quickly; the clamp bounds it at e^15 so fp16 features cannot overflow it
+        sigma = torch.exp((raw[:, 0].float() + self.config.density_bias).clamp(max=15.0)) * inside
         latent = raw[:, 1:]
         return sigma.reshape(shape), latent.reshape(*shape, LATENT_CHANNELS)

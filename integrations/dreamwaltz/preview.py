@@ -1,0 +1,80 @@
+"""Images of the field during a run: decode rendered latents, label smoke runs, preview grids.
+
+Nothing here draws random numbers: previews never change a run's trajectory.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from .cameras import orbit_cameras
+from .checkpoint import atomic_write_bytes
+from .render import render_latents
+from .skeleton import draw_conditions
+
+SMOKE_LABEL = "SMOKE RUN: random tiny models, image meaningless"
+PREVIEW_AZIMUTHS = (0.0, 90.0, 180.0, 270.0)
+
+
+def view_cameras(azimuths_deg, radius: float = 1.6, polar_deg: float = 90.0, fovy_deg: float = 55.0):
+    """Fixed orbit cameras around the origin (DreamWaltz's look-at target) for previews."""
+    return orbit_cameras(radius, polar_deg, np.asarray(azimuths_deg, dtype=np.float64), fovy_deg)
+
+
+@torch.no_grad()
+def decode_latents(guidance, latents):
+    """RGB images of SD latents through the guidance's VAE.
+
+    Args:
+        guidance: ``ControlNetGuidance`` (its ``models.vae``).
+        latents: ``[B, 4, h, w]`` scaled latents (``x * scaling_factor``).
+
+    Returns:
+        uint8 NumPy ``[B, 8h, 8w, 3]``.
+    """
+    vae = guidance.models.vae
+    x = latents.to(device=guidance.device, dtype=guidance.dtype) / vae.config.scaling_factor
+    rgb = vae.decode(x).sample.float()
+    rgb = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return rgb.permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def render_views(field, guidance, body, cameras, latent_size: int, samples_per_ray: int, amp: bool):
+    """Decoded RGB and skeleton conditions of ``cameras`` (deterministic: bin centres).
+
+    Returns:
+        ``(rgb, skeleton)``, uint8 ``[B, H, W, 3]`` each at the decoded resolution.
+    """
+    device_type = field.center.device.type
+    with torch.autocast(device_type, dtype=torch.float16, enabled=amp):
+        out = render_latents(field, cameras.cam2world, cameras.fovy_deg, latent_size, samples_per_ray)
+    rgb = decode_latents(guidance, out.latents.float())
+    skeleton = draw_conditions(body, cameras, size=rgb.shape[1])
+    return rgb, np.asarray(skeleton, dtype=np.uint8)
+
+
+def label_smoke(image):
+    """Write ``SMOKE_LABEL`` across the top of ``image`` (uint8 ``[H, W, 3]``), in place."""
+    h, w = image.shape[:2]
+    scale = max(0.25, w / 1400)
+    cv2.rectangle(image, (0, 0), (w, int(24 * scale) + 6), (0, 0, 0), -1)
+    cv2.putText(image, SMOKE_LABEL, (3, int(18 * scale) + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 80, 80), 1, cv2.LINE_AA)
+    return image
+
+
+def preview_grid(rgb, skeleton, smoke: bool):
+    """Decoded views on the top row, their skeleton conditions below: uint8 ``[2H, B*W, 3]``."""
+    grid = np.concatenate([np.concatenate(list(rgb), axis=1), np.concatenate(list(skeleton), axis=1)], axis=0)
+    grid = np.ascontiguousarray(grid)
+    return label_smoke(grid) if smoke else grid
+
+
+def write_png(path, image):
+    """Atomic PNG write of an RGB uint8 image."""
+    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:  # pragma: no cover - cv2 failure
+        raise RuntimeError(f"could not encode {path} as PNG")
+    atomic_write_bytes(path, data.tobytes())

@@ -1,0 +1,268 @@
+"""``run_avatar``: one canonical-avatar run from resolved settings to turntable and metrics.
+
+Order matters for safety: every input is checked (settings, output directory, body
+model, networks) before anything in the output directory changes, so a failed or
+interrupted start never spoils a later ``--resume``; checkpoints, config and logs are
+written atomically.
+
+Outputs in ``cfg.out``::
+
+    config.json          the resolved settings (re-run with --config)
+    log.jsonl            one record per step (loss, reg, grad_norm, t_mean, branch fractions)
+    checkpoints/last.pt  the latest checkpoint (resume with --resume)
+    previews/step_NNNNNN.png  decoded RGB (top) over the skeleton conditions (bottom)
+    turntable.gif / turntable.mp4 / turntable/NNN.png
+    metrics.json         steps, wall time, it/s, peak memory, final loss
+    SMOKE_RUN.txt        only for --tiny: the images are meaningless
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import config as config_mod
+from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes
+
+SMOKE_NOTE = (
+    "SMOKE RUN (--tiny): random tiny networks and a synthetic body. It exercises the whole "
+    "pipeline; its images, turntable and losses carry no meaning.\n"
+)
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What ``run_avatar`` returns: the metrics dict and the output directory."""
+
+    metrics: dict
+    out: Path
+
+
+def check_output_dir(out) -> Path:
+    """Create ``out`` if needed and prove it is writable (a probe file, removed again).
+
+    Raises:
+        ValueError: ``out`` cannot be created or written (names the path and the OS error).
+    """
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write_probe."):
+            pass
+    except OSError as exc:
+        raise ValueError(f"out: expected a writable output directory, got {str(out)!r} ({type(exc).__name__}: {exc})") from exc
+    return out
+
+
+def _pick_device(cfg):
+    if cfg.device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        device = cfg.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: expected a usable device, got 'cuda' but torch.cuda.is_available() is False")
+    amp = cfg.precision == "fp16" or (cfg.precision == "auto" and device == "cuda")
+    if amp and device != "cuda":
+        raise ValueError(f"precision: 'fp16' needs a CUDA device, got device {device!r}")
+    return torch.device(device), amp
+
+
+def _build_once(target: Path, build):
+    """Run ``build(tmp_dir)`` and rename the result to ``target`` unless it exists."""
+    if target.exists():
+        return target
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        build(tmp)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return target
+
+
+def prepare_tiny_assets(cfg, out: Path):
+    """Fill ``sd_model``/``controlnet``/``body`` of a ``--tiny`` run with built random assets."""
+    from .synthetic import write_synthetic_smpl  # noqa: PLC0415
+    from .tiny import build_tiny_pipeline  # noqa: PLC0415
+
+    assets = out / "tiny_assets"
+    assets.mkdir(exist_ok=True)
+    if not cfg.sd_model:
+        models = _build_once(assets / "models", lambda d: build_tiny_pipeline(d, seed=cfg.seed))
+        cfg.sd_model = str(models)
+        cfg.controlnet = cfg.controlnet or str(models / "controlnet")
+    if not cfg.body:
+        cfg.body = str(_build_once(assets / "body", lambda d: write_synthetic_smpl(d, gender=cfg.gender, seed=cfg.seed)))
+    return cfg
+
+
+def load_body(cfg):
+    """The A-posed body of ``cfg.body`` (checked before any output is written)."""
+    from .body import load_body_model, posed_body  # noqa: PLC0415
+
+    if not Path(cfg.body).exists():
+        raise FileNotFoundError(f"body: expected an SMPL/SMPL-X model directory or file, got {cfg.body!r} (does not exist)")
+    return posed_body(load_body_model(cfg.body, model_type=cfg.model_type, gender=cfg.gender), preset="A")
+
+
+def load_guidance_for(cfg, device, amp):
+    from .guidance import load_guidance  # noqa: PLC0415
+
+    params = {"M": cfg.M} if cfg.estimator.lower() == "ssd" else {}
+    return load_guidance(
+        cfg.sd_model, cfg.controlnet or None, device=device, dtype="float16" if amp else "float32",
+        estimator=cfg.estimator, estimator_params=params, weighting=cfg.weighting, t_sampler=cfg.t_sampler,
+        guidance_scale=cfg.guidance_scale, negative_prompt=cfg.negative_prompt, seed=cfg.seed,
+    )
+
+
+def peak_memory(device) -> dict:
+    """Peak memory so far: CUDA ``max_memory_allocated`` on GPU, the process's max RSS on CPU."""
+    if device.type == "cuda":
+        return {"kind": "cuda_max_memory_allocated", "bytes": int(torch.cuda.max_memory_allocated(device))}
+    return {"kind": "cpu_max_rss", "bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024}
+
+
+def _postfix(record):
+    post = {"loss": f"{record['loss']:.4g}", "gnorm": f"{record['grad_norm']:.3g}"}
+    if "mode_seeking" in record:
+        post["ms/md"] = f"{record['mode_seeking']:.2f}/{record['mode_disengaging']:.2f}"
+    return post
+
+
+def run_avatar(cfg, resume: bool = False, progress: bool = True, log=print) -> RunResult:
+    """Train a canonical avatar; see the module docstring for the outputs.
+
+    Args:
+        cfg: validated ``config.AvatarConfig`` (``config.resolve``).
+        resume: continue the run in ``cfg.out`` from ``checkpoints/last.pt``.
+        progress: tqdm bars.
+        log: function taking one message line.
+
+    Returns:
+        ``RunResult``.
+
+    Raises:
+        ValueError: unwritable output, bad body model type, device/precision mismatch, a
+            fresh run into a directory that holds one.
+        FileNotFoundError: missing body file or (resume) checkpoint.
+        OSError: networks that cannot be loaded.
+        train.NonFiniteError: NaN/Inf during training (the last good checkpoint stays).
+        KeyboardInterrupt: re-raised after saying where to resume from.
+    """
+    from .preview import preview_grid, render_views, view_cameras, write_png  # noqa: PLC0415
+    from .train import NonFiniteError, Trainer, truncate_log  # noqa: PLC0415
+    from .turntable import make_turntable  # noqa: PLC0415
+
+    started = time.perf_counter()
+    out = check_output_dir(cfg.out)
+    ckpt_dir = out / "checkpoints"
+    if not resume and (ckpt_dir / CHECKPOINT_NAME).exists():
+        raise ValueError(
+            f"out: {str(out)!r} already holds a run ({ckpt_dir / CHECKPOINT_NAME}); pass --resume to continue it "
+            "or choose another --out"
+        )
+    if resume and not (ckpt_dir / CHECKPOINT_NAME).is_file():
+        raise FileNotFoundError(f"--resume: expected a checkpoint at {str(ckpt_dir / CHECKPOINT_NAME)!r}, found none")
+    device, amp = _pick_device(cfg)
+    if cfg.tiny:
+        cfg = prepare_tiny_assets(cfg, out)
+        log(SMOKE_NOTE.strip())
+    body = load_body(cfg)
+    guidance = load_guidance_for(cfg, device, amp)
+    if cfg.latent_size * guidance.vae_scale_factor < 8:
+        raise ValueError(f"latent_size: expected >= 1 latent pixel per VAE block, got {cfg.latent_size}")
+    trainer = Trainer(cfg, guidance, body, device, amp)
+    # ---- from here on the output directory changes
+    if cfg.tiny:
+        atomic_write_bytes(out / "SMOKE_RUN.txt", SMOKE_NOTE.encode())
+    log_path = out / "log.jsonl"
+    body_fit = None
+    if resume:
+        start = trainer.resume(ckpt_dir)
+        truncate_log(log_path, start)
+        log(f"resumed {out} at step {start} of {cfg.steps}")
+    else:
+        body_fit = trainer.init_from_body(progress)
+        log(f"body init: bce {body_fit.loss:.4f}, occupancy accuracy {body_fit.accuracy:.3f}")
+        log_path.unlink(missing_ok=True)
+        start = 0
+    config_mod.write_config(cfg, out)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    preview_cams = view_cameras([0.0, 90.0, 180.0, 270.0])
+    losses = []
+    train_started = time.perf_counter()
+    bar = tqdm(total=cfg.steps, initial=start, desc="SMOKE avatar" if cfg.tiny else "avatar", disable=not progress)
+    try:
+        with open(log_path, "a") as log_file:
+            while trainer.step < cfg.steps:
+                record = trainer.step_once()
+                losses.append(record["loss"])
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+                s = trainer.step
+                if cfg.preview_every and s % cfg.preview_every == 0:
+                    rgb, skel = render_views(trainer.field, guidance, body, preview_cams, cfg.latent_size,
+                                             cfg.samples_per_ray, amp)
+                    write_png(out / "previews" / f"step_{s:06d}.png", preview_grid(rgb, skel, cfg.tiny))
+                if (cfg.checkpoint_every and s % cfg.checkpoint_every == 0) or s == cfg.steps:
+                    trainer.save(ckpt_dir)
+                bar.update(1)
+                elapsed = time.perf_counter() - train_started
+                bar.set_postfix(**_postfix(record), its=f"{len(losses) / max(elapsed, 1e-9):.2f}")
+    except NonFiniteError as exc:
+        bar.close()
+        raise NonFiniteError(f"{exc}. The last good checkpoint is kept: {_describe_checkpoint(ckpt_dir)}") from None
+    except KeyboardInterrupt:
+        bar.close()
+        log(f"interrupted at step {trainer.step}; {_describe_checkpoint(ckpt_dir)}; continue with --resume")
+        raise
+    bar.close()
+    train_wall = time.perf_counter() - train_started
+    tt = make_turntable(trainer.field, guidance, body, out, cfg.turntable_frames, cfg.turntable_fps,
+                        cfg.latent_size, cfg.samples_per_ray, amp, cfg.turntable_overlay, cfg.tiny, progress)
+    if tt.mp4_skipped:
+        log(tt.mp4_skipped)
+    steps_run = len(losses)
+    metrics = {
+        "smoke_run": bool(cfg.tiny),
+        "steps": trainer.step,
+        "steps_this_session": steps_run,
+        "resumed_from_step": start if resume else None,
+        "train_wall_s": train_wall,
+        "total_wall_s": time.perf_counter() - started,
+        "it_per_s": steps_run / train_wall if train_wall > 0 else math.nan,
+        "peak_memory": peak_memory(device),
+        "final_loss": losses[-1] if losses else None,
+        "first_loss": losses[0] if losses else None,
+        "device": str(device),
+        "precision": "fp16-autocast" if amp else "fp32",
+        "batch": cfg.batch,
+        "estimator": cfg.estimator,
+        "torch_threads": torch.get_num_threads(),
+        "body_init": dataclasses.asdict(body_fit) if body_fit else None,
+        "turntable": {"frames": tt.frames, "gif": tt.gif.name, "mp4": tt.mp4.name if tt.mp4 else None},
+    }
+    atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
+    log(f"done: {trainer.step} steps, {metrics['it_per_s']:.2f} it/s, outputs in {out}")
+    return RunResult(metrics, out)
+
+
+def _describe_checkpoint(ckpt_dir: Path) -> str:
+    path = ckpt_dir / CHECKPOINT_NAME
+    if not path.is_file():
+        return "no checkpoint was written yet"
+    step = torch.load(path, map_location="cpu", weights_only=True)["step"]
+    return f"{path} (step {step})"
+

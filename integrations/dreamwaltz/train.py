@@ -1,0 +1,202 @@
+"""The canonical-avatar training loop: state, one step, checkpoints that resume exactly.
+
+One step (``Trainer.step_once``): sample B orbit cameras (DreamWaltz's ranges), render
+``[B, 4, h, w]`` latents from the field, draw the skeleton conditions from the same
+cameras, encode the view-dependent prompts, run the guidance (SSD by default), and take
+an Adam step on ``guidance loss + regularisers``. The guidance loss's gradient on the
+latents is exactly the guidance's ``gradients / B``; the regularisers (mean opacity and
+the binary entropy of the opacity, summed over pixels and averaged over the batch like
+the guidance term) keep the field sparse and crisp.
+
+Mixed precision (CUDA): the field and renderer run under ``torch.autocast(float16)``
+(compositing stays float32), the networks are float16, and a ``GradScaler`` scales the
+whole loss, so the injected guidance gradient is scaled and unscaled with the rest.
+
+Exact resume: a checkpoint holds the step, the field, Adam and GradScaler state and every
+random stream (cameras: NumPy Generator; ray jitter: torch Generator; guidance noise:
+the guidance's torch Generator; timesteps: the sampler's NumPy Generator; plus the global
+torch/CUDA and Python ``random`` states). Nothing else draws random numbers, so on CPU a
+resumed run repeats the uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .body_init import body_box, fit_body_density
+from .cameras import sample_cameras
+from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from .field import FieldConfig, LatentField
+from .prompts import view_prompts
+from .render import render_latents
+from .skeleton import draw_conditions
+
+
+class NonFiniteError(RuntimeError):
+    """A step produced NaN/Inf; the run stopped before updating (see the message)."""
+
+
+def _sampler_rng(guidance):
+    """The timestep sampler's NumPy Generator (``ssd_toolkit.timesteps`` keeps it in ``_rng``)."""
+    rng = getattr(guidance.t_sampler, "_rng", None)
+    return {"t_sampler": rng} if isinstance(rng, np.random.Generator) else {}
+
+
+def binary_entropy(p, eps: float = 1e-6):
+    """Elementwise ``-p log p - (1 - p) log(1 - p)`` with ``p`` clamped to ``[eps, 1 - eps]``."""
+    p = p.clamp(eps, 1 - eps)
+    return -(p * p.log() + (1 - p) * (1 - p).log())
+
+
+class Trainer:
+    """Field, optimizer and random streams of one run.
+
+    Args:
+        cfg: ``config.AvatarConfig``.
+        guidance: ``guidance.ControlNetGuidance`` (seeded with ``cfg.seed``).
+        body: the posed body (``vertices``, ``faces``, ``keypoints``) used for the box,
+            the density initialisation and the skeleton conditions.
+        device: ``torch.device`` of the field (the guidance's device).
+        amp: float16 autocast + GradScaler (CUDA only).
+    """
+
+    def __init__(self, cfg, guidance, body, device, amp: bool):
+        if amp and torch.device(device).type != "cuda":
+            raise ValueError(f"amp: float16 mixed precision needs a CUDA device, got {device}")
+        self.cfg = cfg
+        self.guidance = guidance
+        self.body = body
+        self.device = torch.device(device)
+        self.amp = amp
+        self.step = 0
+        center, half_extent = body_box(body.vertices, cfg.box_margin)
+        init_gen = torch.Generator().manual_seed(cfg.seed)
+        field_cfg = FieldConfig(tuple(cfg.field_resolutions), cfg.field_features, cfg.field_hidden)
+        self.field = LatentField(center, half_extent, field_cfg, generator=init_gen).to(self.device)
+        self.optimizer = torch.optim.Adam(self.field.parameters(), lr=cfg.lr)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp)
+        self.camera_rng = np.random.default_rng(cfg.seed)
+        self.ray_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+        self.text_uncond = guidance.encode_prompts([cfg.negative_prompt])
+        self.condition_size = cfg.latent_size * guidance.vae_scale_factor
+
+    # ------------------------------------------------------------------ streams
+
+    def _numpy_streams(self):
+        return {"cameras": self.camera_rng, **_sampler_rng(self.guidance)}
+
+    def _torch_streams(self):
+        return {"rays": self.ray_gen, "guidance_noise": self.guidance.generator}
+
+    # ------------------------------------------------------------------ set-up
+
+    def init_from_body(self, progress: bool = True):
+        """Fit the density to the body's occupancy (fresh runs only); returns ``BodyFit``."""
+        gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 2)
+        return fit_body_density(self.field, self.body, self.cfg.body_init_steps, gen, progress=progress)
+
+    # ------------------------------------------------------------------ one step
+
+    def step_once(self) -> dict:
+        """Run training step ``self.step + 1``; returns its log record (plain floats).
+
+        Raises:
+            NonFiniteError: the guidance gradient, the loss or the regularisers are not
+                finite; nothing was updated.
+        """
+        cfg = self.cfg
+        step = self.step + 1
+        cams = sample_cameras(cfg.batch, self.camera_rng)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            render = render_latents(self.field, cams.cam2world, cams.fovy_deg, cfg.latent_size, cfg.samples_per_ray,
+                                    generator=self.ray_gen)
+        skeleton = draw_conditions(self.body, cams, size=self.condition_size)
+        conditions = torch.from_numpy(np.ascontiguousarray(skeleton)).to(self.device).permute(0, 3, 1, 2).float() / 255
+        text_cond = self.guidance.encode_prompts(view_prompts(cfg.prompt, cams.polar_deg, cams.azimuth_deg))
+        out = self.guidance.guide(render.latents, text_cond, self.text_uncond, conditions,
+                                  train_step=step - 1, max_iteration=cfg.steps)
+        pixels = cfg.latent_size**2
+        opacity = render.opacity.flatten(1)
+        sparsity = opacity.mean() * pixels
+        entropy = binary_entropy(opacity).mean() * pixels
+        reg = cfg.lambda_sparsity * sparsity + cfg.lambda_entropy * entropy
+        loss = out.loss + reg
+        bad = int(out.diagnostics.get("nonfinite", 0))
+        if bad or not math.isfinite(float(loss)):
+            raise NonFiniteError(
+                f"step {step}: non-finite values (guidance gradient: {bad} non-finite entries, guidance loss "
+                f"{float(out.loss)}, regularisers {float(reg)}); stopped before updating the field"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step = step
+        d = out.diagnostics
+        record = {
+            "step": step,
+            "loss": float(out.loss),
+            "reg": float(reg),
+            "grad_norm": d.get("grad_norm_mean", float("nan")),
+            "t_mean": d.get("t_mean", float("nan")),
+            "opacity": float(opacity.mean()),
+        }
+        if "mode_seeking_fraction" in d:
+            record["mode_seeking"] = d["mode_seeking_fraction"]
+            record["mode_disengaging"] = 1.0 - d["mode_seeking_fraction"]
+        return record
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def parameters_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.field.parameters())
+
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "field": self.field.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": capture_rng(self._numpy_streams(), self._torch_streams()),
+            "config": dataclasses.asdict(self.cfg),
+        }
+
+    def load_state_dict(self, state: dict):
+        self.field.load_state_dict(state["field"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        restore_rng(state["rng"], self._numpy_streams(), self._torch_streams())
+        self.step = int(state["step"])
+
+    def save(self, directory) -> Path:
+        """Atomically write ``<directory>/last.pt``; refuses non-finite parameters.
+
+        Raises:
+            NonFiniteError: a parameter is NaN/Inf (the previous checkpoint is kept).
+        """
+        if not self.parameters_finite():
+            raise NonFiniteError(f"step {self.step}: the field's parameters are not finite; checkpoint not written")
+        path = Path(directory) / CHECKPOINT_NAME
+        save_checkpoint(path, self.state_dict())
+        return path
+
+    def resume(self, directory) -> int:
+        """Load ``<directory>/last.pt``; returns the step it continues after."""
+        self.load_state_dict(load_checkpoint(Path(directory) / CHECKPOINT_NAME, device="cpu"))
+        return self.step
+
+
+def truncate_log(path, last_step: int):
+    """Keep only the records of ``path`` (JSON lines) with ``step <= last_step``."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
+    atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
