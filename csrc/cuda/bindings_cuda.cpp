@@ -1,0 +1,122 @@
+// pybind11 entry points of the CUDA kernel (added to ssd_toolkit._C by csrc/bindings.cpp).
+// Raw device pointers and a cudaStream_t travel as Python ints; no CUDA header is needed.
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "../ssd_bindings.h"
+#include "../ssd_core.h"
+#include "ssd_cuda_api.h"
+
+namespace py = pybind11;
+
+namespace {
+
+[[noreturn]] void raise_cuda(const char* what, int code) {
+  throw std::runtime_error(std::string(what) + " failed: " + ssd::cuda_error_message(code) +
+                           " (cudaError_t " + std::to_string(code) + ")");
+}
+
+void estimate_cuda_py(uintptr_t eps_cond, uintptr_t eps_uncond, uintptr_t noise, uintptr_t out, uintptr_t t,
+                      double t_scalar, uintptr_t stats, int64_t B, int64_t N, const std::string& dtype, double M,
+                      uintptr_t stream) {
+  ssd::EstimateParams p{};
+  p.eps_cond = reinterpret_cast<const void*>(eps_cond);
+  p.eps_uncond = reinterpret_cast<const void*>(eps_uncond);
+  p.noise = reinterpret_cast<const void*>(noise);
+  p.out = reinterpret_cast<void*>(out);
+  p.t = reinterpret_cast<const double*>(t);
+  p.t_scalar = t_scalar;
+  p.stats = reinterpret_cast<double*>(stats);
+  p.B = B;
+  p.N = N;
+  p.dtype = ssd::dtype_from_name(dtype.c_str());
+  p.M = M;
+  if (B < 0 || N < 0)
+    throw std::invalid_argument("B, N: expected sizes >= 0, got B=" + std::to_string(B) + ", N=" + std::to_string(N));
+  if (B > 0 && N > 0 && (!eps_cond || !eps_uncond || !noise || !out))
+    throw std::invalid_argument("eps_cond_ptr, eps_uncond_ptr, noise_ptr, out_ptr: expected device addresses, got 0");
+  int code = 0;
+  {
+    py::gil_scoped_release release;
+    code = ssd::estimate_cuda(p, reinterpret_cast<void*>(stream));
+  }
+  if (code != 0) raise_cuda("ssd_toolkit estimate_cuda launch", code);
+}
+
+int pointer_device_py(uintptr_t ptr) {
+  int code = 0;
+  const int dev = ssd::cuda_pointer_device(ptr, &code);
+  if (code != 0) raise_cuda("cudaPointerGetAttributes", code);
+  return dev;
+}
+
+int current_device_py() {
+  int code = 0;
+  const int dev = ssd::cuda_current_device(&code);
+  if (code != 0) raise_cuda("cudaGetDevice", code);
+  return dev;
+}
+
+void set_path_py(const std::string& path) {
+  if (path == "auto") {
+    ssd::set_cuda_path(ssd::CudaPath::kAuto);
+  } else if (path == "no_cluster") {
+    ssd::set_cuda_path(ssd::CudaPath::kNoCluster);
+  } else if (path == "split") {
+    ssd::set_cuda_path(ssd::CudaPath::kSplit);
+  } else {
+    throw std::invalid_argument("path: expected 'auto', 'no_cluster' or 'split', got '" + path + "'");
+  }
+}
+
+std::string get_path_py() {
+  switch (ssd::get_cuda_path()) {
+    case ssd::CudaPath::kNoCluster: return "no_cluster";
+    case ssd::CudaPath::kSplit: return "split";
+    default: return "auto";
+  }
+}
+
+std::string plan_py(int64_t N, const std::string& dtype, bool aligned) {
+  if (N < 0) throw std::invalid_argument("N: expected >= 0, got " + std::to_string(N));
+  const int dt = static_cast<int>(ssd::dtype_from_name(dtype.c_str()));
+  int code = 0;
+  std::string text = ssd::cuda_launch_plan(N, dt, aligned, &code);
+  if (code != 0) raise_cuda("cuda_launch_plan", code);
+  return text;
+}
+
+}  // namespace
+
+void register_cuda_bindings(pybind11::module_& m) {
+  m.def("estimate_cuda", &estimate_cuda_py, py::arg("eps_cond_ptr"), py::arg("eps_uncond_ptr"),
+        py::arg("noise_ptr"), py::arg("out_ptr"), py::arg("t_ptr"), py::arg("t_scalar"), py::arg("stats_ptr"),
+        py::arg("B"), py::arg("N"), py::arg("dtype"), py::arg("M"), py::arg("stream_ptr"),
+        R"doc(SSD estimator on device memory: one fused launch on `stream_ptr` (asynchronous).
+
+Args:
+    eps_cond_ptr, eps_uncond_ptr, noise_ptr, out_ptr: device addresses of C-contiguous
+        [B, N] arrays of `dtype` ('float16', 'bfloat16', 'float32', 'float64') on the
+        current device; out must not overlap the inputs.
+    t_ptr: device address of a float64 [B] array, or 0: every sample has `t_scalar`.
+    t_scalar: the timestep used when t_ptr is 0.
+    stats_ptr: 0, or the device address of a float64 [6, B] array that receives r,
+        h_norm, eps_tilde_norm, eps_cond_norm, noise_norm, scale.
+    B, N: sizes (>= 0).
+    M: threshold; t_b > M gives eps_cond - eps_uncond.
+    stream_ptr: the cudaStream_t to launch on (0: the legacy default stream).
+
+Raises ValueError for bad sizes/dtype/pointers and RuntimeError naming the CUDA error
+when the launch fails (no driver, wrong device, ...).)doc");
+  m.def("cuda_pointer_device", &pointer_device_py, py::arg("ptr"),
+        "Device ordinal owning a device address (-1 for host memory); RuntimeError without a driver.");
+  m.def("cuda_current_device", &current_device_py, "The calling thread's current CUDA device.");
+  m.def("cuda_set_path", &set_path_py, py::arg("path"),
+        "Forces the launch path: 'auto' (default), 'no_cluster' or 'split' (for tests and benchmarks).");
+  m.def("cuda_get_path", &get_path_py, "The launch path set by cuda_set_path.");
+  m.def("cuda_launch_plan", &plan_py, py::arg("N"), py::arg("dtype"), py::arg("aligned") = true,
+        "The launch estimate_cuda would use for one [B, N] call on the current device, as text.");
+}
