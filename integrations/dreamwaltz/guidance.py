@@ -79,8 +79,9 @@ def _accepts(fn, name):
         return False
 
 
-def _resolve_estimator(estimator, estimator_params, guidance_scale):
+def _resolve_estimator(estimator, estimator_params, guidance_scale, device):
     import ssd_toolkit  # noqa: PLC0415
+    from ssd_toolkit import _extension  # noqa: PLC0415
 
     if not isinstance(estimator, str):
         if not callable(estimator) or not hasattr(estimator, "branches"):
@@ -94,6 +95,17 @@ def _resolve_estimator(estimator, estimator_params, guidance_scale):
     params = dict(estimator_params)
     if key == "sds":
         params.setdefault("guidance_scale", guidance_scale)
+    if key == "ssd" and "backend" not in params and device.type == "cuda" and not _extension.has_cuda_kernel():
+        # estimate(backend="auto") raises for CUDA data without the CUDA kernel; the eager
+        # torch backend computes the same estimator on the GPU.
+        warnings.warn(
+            "ssd_toolkit was built without its CUDA kernel; SSD guidance uses backend='torch' "
+            "(PyTorch eager ops). Rebuild with nvcc for the fused kernel, or pass "
+            "estimator_params={'M': ..., 'backend': ...} to choose.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        params["backend"] = "torch"
     return ssd_toolkit.get_estimator(estimator, **params)
 
 
@@ -168,6 +180,8 @@ class ControlNetGuidance:
             estimator object (callable with ``.branches``).
         estimator_params: keyword arguments of the estimator; default ``{"M": 200}`` for
             SSD and ``{}`` otherwise. For "sds" ``guidance_scale`` is filled in when absent.
+            On a CUDA device without ssd_toolkit's CUDA kernel, SSD gets
+            ``backend="torch"`` (with a warning) unless a backend is given.
         weighting: ``w(t)`` name ("sjc"/"uniform" = 1, DreamWaltz's default;
             "sds"/"dreamfusion"; "fantasia3d"/"latent-nerf") or a callable.
         t_sampler: timestep sampler name ("uniform" t in [20, 980], "paper",
@@ -203,7 +217,7 @@ class ControlNetGuidance:
         self.dtype = models.dtype
         self.guidance_scale = float(guidance_scale)
         self.negative_prompt = str(negative_prompt)
-        self.estimator = _resolve_estimator(estimator, estimator_params, self.guidance_scale)
+        self.estimator = _resolve_estimator(estimator, estimator_params, self.guidance_scale, self.device)
         unknown = set(self.estimator.branches) - set(BRANCH_ORDER)
         if not set(self.estimator.branches) or unknown:
             raise ValueError(
