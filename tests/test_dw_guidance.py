@@ -235,6 +235,8 @@ def test_errors_name_the_argument(models):
         g.guide(latents, cond, None)
     with pytest.raises(ValueError, match=r"conditions: expected batch 2 \(or 1, repeated\), got shape \[3, 3, 64, 64\]"):
         g.guide(latents, cond, uncond, torch.rand(3, 3, 64, 64))
+    with pytest.raises(ValueError, match=r"conditions: expected \[N, 3, H, W\] or \[3, H, W\] images, got shape \[2, 1, 64, 64\]"):
+        g.guide(latents, cond, uncond, torch.rand(2, 1, 64, 64))
     with pytest.raises(ValueError, match=r"t: expected timesteps in \[0, 999\], got min 5 max 1000"):
         g.guide(latents, cond, uncond, t=torch.tensor([5, 1000]))
     with pytest.raises(ValueError, match="name: expected one of"):

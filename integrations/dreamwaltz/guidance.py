@@ -19,6 +19,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ssd_toolkit.diagnostics import step_diagnostics
 from ssd_toolkit.losses import normalize_per_sample, sds_loss
 
@@ -147,24 +149,22 @@ def _check_batch(name, x, B, ndim):
     raise ValueError(f"{name}: expected batch {B} (or 1, repeated), got shape {list(x.shape)}")
 
 
-def _to_condition_tensor(item, size, device):
+def _to_condition_tensor(item, size, device, name="cond_inputs"):
     """A PIL image, a list of them, an HWC uint8 array or a [N,3,H,W]/[3,H,W] tensor in
     [0, 1] -> float32 ``[N, 3, size[0], size[1]]`` in [0, 1] on ``device``."""
-    import numpy as np  # noqa: PLC0415
-
     torch = _torch()
     if isinstance(item, (list, tuple)):
-        return torch.cat([_to_condition_tensor(x, size, device) for x in item], dim=0)
+        return torch.cat([_to_condition_tensor(x, size, device, name) for x in item], dim=0)
     if not isinstance(item, torch.Tensor):
         arr = np.asarray(item.convert("RGB") if hasattr(item, "convert") else item)
         if arr.ndim != 3 or arr.shape[-1] != 3:
-            raise ValueError(f"cond_inputs: expected an RGB image (H, W, 3), got shape {list(arr.shape)}")
+            raise ValueError(f"{name}: expected an RGB image (H, W, 3), got shape {list(arr.shape)}")
         scale = 255.0 if arr.dtype == np.uint8 else 1.0
         item = torch.from_numpy(arr.astype(np.float32) / scale).permute(2, 0, 1)
     if item.ndim == 3:
         item = item[None]
     if item.ndim != 4 or item.shape[1] != 3:
-        raise ValueError(f"cond_inputs: expected [N, 3, H, W] or [3, H, W] images, got shape {list(item.shape)}")
+        raise ValueError(f"{name}: expected [N, 3, H, W] or [3, H, W] images, got shape {list(item.shape)}")
     item = item.to(device=device, dtype=torch.float32)
     if tuple(item.shape[-2:]) != tuple(size):
         item = torch.nn.functional.interpolate(item, size=size, mode="bilinear", align_corners=False)
@@ -421,7 +421,7 @@ class ControlNetGuidance:
         latents_noisy = abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
         if conditions is not None:
             side = (latents.shape[-2] * self.vae_scale_factor, latents.shape[-1] * self.vae_scale_factor)
-            conditions = _to_condition_tensor(_check_batch("conditions", conditions, B, 4), side, self.device)
+            conditions = _to_condition_tensor(_check_batch("conditions", conditions, B, 4), side, self.device, "conditions")
         k = len(branches)
         eps = self.predict_noise(
             latents_noisy.repeat(k, 1, 1, 1),
