@@ -83,6 +83,7 @@ def test_guide_shapes_dtypes_and_loss_convention(models, B):
     assert d["grad_norm_applied"] == pytest.approx(float(per_sample.mean()), rel=1e-5)
     for b in range(B):
         assert d[f"grad_norm/{b}"] == pytest.approx(float(per_sample[b]), rel=1e-5)
+    assert d["nonfinite"] == 0
     for key in ("h_norm", "r", "scale", "frac_mode_seeking", "eps_cond_norm", "eps_uncond_norm"):
         assert np.isfinite(d[key]), key
 
@@ -183,6 +184,16 @@ def test_grad_norm_option_normalises_per_sample_and_warns_for_ssd(models):
     latents, cond, uncond, conditions = inputs(g, 3)
     out = g.guide(latents, cond, uncond, conditions)
     torch.testing.assert_close(out.gradients.flatten(1).norm(dim=1), torch.ones(3))
+
+
+def test_nonfinite_latents_are_reported_not_zeroed(models):
+    g = make(models, estimator="csd")
+    latents, cond, uncond, conditions = inputs(g, 2)
+    latents[1, 0, 0, 0] = float("nan")
+    out = g.guide(latents, cond, uncond, conditions, t=torch.tensor([500, 500]))
+    assert out.diagnostics["nonfinite"] > 0
+    assert bool(torch.isfinite(out.gradients[0]).all())
+    assert not bool(torch.isfinite(out.gradients[1]).all())
 
 
 def test_same_seed_same_step(models):

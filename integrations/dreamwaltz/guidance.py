@@ -51,8 +51,9 @@ class GuidanceOutput:
         diagnostics: per-step logging dict of plain floats:
             ``ssd_toolkit.step_diagnostics`` (t stats, weighted ``grad_norm`` mean and per
             sample, SSD's ``r``, ``h_norm``, ``scale``, ``frac_mode_seeking`` ...) plus
-            ``eps_<branch>_norm`` per UNet branch and ``grad_norm_applied`` (after
-            ``grad_norm`` normalisation).
+            ``eps_<branch>_norm`` per UNet branch, ``grad_norm_applied`` (after
+            ``grad_norm`` normalisation) and ``nonfinite`` (count of non-finite gradient
+            entries; gradients are never zeroed here).
     """
 
     gradients: Any
@@ -550,12 +551,14 @@ ControllableScoreDistillationSampling = ControlNetGuidance
 
 
 def _branch_diagnostics(eps, gradients):
-    """Batch-mean norms of each UNet branch and of the applied gradient."""
+    """Batch-mean norms of each UNet branch and of the applied gradient; the count of its
+    non-finite entries."""
     B = int(gradients.shape[0])
     out = {}
     for name, value in eps.items():
         out[f"eps_{name}_norm"] = float(value.reshape(B, -1).norm(dim=1).mean()) if B else float("nan")
     out["grad_norm_applied"] = float(gradients.reshape(B, -1).norm(dim=1).mean()) if B else float("nan")
+    out["nonfinite"] = float((~_torch().isfinite(gradients)).sum())
     return out
 
 
