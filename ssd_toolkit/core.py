@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from . import _arrays, _extension
@@ -40,6 +42,10 @@ def estimate(eps_cond, eps_uncond, noise, t, M, *, return_stats=False, backend="
         RuntimeError: a CUDA input without a CUDA build, or ``backend="compiled"``
             without a compiled module.
     """
+    if _traced_by_torch_compile(eps_cond):
+        from ._torch_op import estimate_traced  # noqa: PLC0415 - Dynamo tracing only
+
+        return estimate_traced(eps_cond, eps_uncond, noise, t, M, return_stats=return_stats, backend=backend)
     batch = _arrays.validate_arrays(eps_cond, eps_uncond, noise)
     M = _arrays.validate_threshold(M)
     if backend not in BACKENDS:
@@ -61,6 +67,13 @@ def estimate(eps_cond, eps_uncond, noise, t, M, *, return_stats=False, backend="
     if not return_stats:
         return E
     return E, _stats_like(stats, rows[0])
+
+
+def _traced_by_torch_compile(x):
+    """True while torch.compile (Dynamo) traces a call on torch tensors: ``_torch_op`` then
+    routes it through the ``ssd_toolkit::estimate`` custom op (fullgraph-safe)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor) and torch.compiler.is_compiling()
 
 
 def _choose_backend(batch, backend):
