@@ -2,9 +2,11 @@
 // sweep writes the output.
 //
 // Work is split into fixed units (sample b, chunk of kChunk elements). Pass 1 gives each
-// unit its partial sums; after a barrier, pass 2 reduces a sample's partials in chunk order
-// and writes the unit's output. The partition never depends on the thread count, so the
-// result is bitwise the same for any num_threads. Sums accumulate in float64 over kLanes
+// unit its partial sums; pass 2 reduces a sample's partials in chunk order and writes the
+// unit's output. Threads take whole samples (pass 2 right after pass 1, from cache) or,
+// with fewer samples than threads, ranges of units with a barrier between the passes.
+// The units never depend on the thread count, so the result is bitwise the same for any
+// num_threads. Sums accumulate in float64 over kLanes
 // independent lanes (vectorisable without reassociation), reduced by a fixed tree.
 // On x86-64 the loops are compiled twice, baseline and AVX2, chosen at run time; with
 // -ffp-contract=off both perform the same IEEE operations, so both give the same bits.
@@ -272,19 +274,30 @@ void run(const EstimateParams& p, int num_threads) {
     pass2 = pass2_avx2<T>;
   }
 #endif
+  const int64_t cps = job.chunks_per_sample;
   const int nt = choose_threads(num_threads, units, p.B * p.N);
-  if (nt == 1) {
-    pass1(job, 0, units);
-    pass2(job, 0, units);
-    return;
-  }
+  // Whole samples per thread when there are enough of them: pass 2 re-reads a sample
+  // right after pass 1, from cache. Otherwise units per thread with a barrier between the
+  // passes. Both give the same partial sums, reduced in the same order: the same bits.
+  const bool whole_samples = p.B % nt == 0 || p.B >= 8 * nt;  // balanced enough
   Barrier barrier(nt);
   auto worker = [&](int tid) {
+    if (whole_samples) {
+      for (int64_t b = p.B * tid / nt; b < p.B * (tid + 1) / nt; ++b) {
+        pass1(job, b * cps, (b + 1) * cps);
+        pass2(job, b * cps, (b + 1) * cps);
+      }
+      return;
+    }
     const int64_t u0 = units * tid / nt, u1 = units * (tid + 1) / nt;
     pass1(job, u0, u1);
     barrier.wait();
     pass2(job, u0, u1);
   };
+  if (nt == 1) {
+    worker(0);
+    return;
+  }
   std::vector<std::thread> threads;
   threads.reserve(static_cast<size_t>(nt - 1));
   for (int tid = 1; tid < nt; ++tid) threads.emplace_back(worker, tid);

@@ -211,8 +211,8 @@ def call_kernel(c, u, n, t, num_threads):
 
 @pytest.mark.parametrize("dtype", NUMPY_DTYPES)
 def test_deterministic_across_runs_threads_and_simd_paths(dtype, rng, monkeypatch):
-    """Bitwise identical for any num_threads and for the baseline vs the AVX2 loops."""
-    for B, N in [(1, 200_003), (3, 65_536 + 17)]:
+    """Bitwise identical for any num_threads (either work split) and baseline vs AVX2 loops."""
+    for B, N in [(1, 200_003), (3, 65_536 + 17), (4, 40_000)]:  # units split, whole samples per thread
         c, u, n = (rng.standard_normal((B, N)).astype(dtype) for _ in range(3))
         t = mixed_t(rng, B)
         first = call_kernel(c, u, n, t, 1)
