@@ -52,6 +52,8 @@ class GaussianMixture:
         self.means = means
         self.variances = variances
         self.isotropic = variances.ndim == 1
+        # one variance for all components: var_k(t) is a per-point scalar (the digits toy)
+        self._shared_var = float(variances[0]) if self.isotropic and np.all(variances == variances[0]) else None
         self._mean_sq = np.sum(means * means, axis=1)
 
     @property
@@ -86,7 +88,8 @@ class GaussianMixture:
         a = np.broadcast_to(np.asarray(alpha, dtype=np.float64), x.shape[:1])[:, None]
         s = np.broadcast_to(np.asarray(sigma, dtype=np.float64), x.shape[:1])[:, None]
         if self.isotropic:
-            var = a**2 * self.variances[None, :] + s**2  # [N, K]
+            v = self.variances[None, :] if self._shared_var is None else self._shared_var
+            var = a**2 * v + s**2  # [N, K], or [N, 1] with a shared variance
             sq = np.sum(x * x, axis=1, keepdims=True) - 2.0 * a * (x @ self.means.T) + a**2 * self._mean_sq
             sq = np.maximum(sq, 0.0)
             logn = -0.5 * (sq / var + self.dim * np.log(2.0 * np.pi * var))
@@ -96,7 +99,16 @@ class GaussianMixture:
             logn = -0.5 * np.sum(diff * diff / var + np.log(2.0 * np.pi * var), axis=2)
         return logn, a, var
 
-    def _log_weights(self, mask, n):
+    def log_weights(self, mask=None, n=1):
+        """Log mixture weights ``[n, K]``: all components (``mask=None``) or, per point, the
+        True components of ``mask`` (``[K]`` or ``[n, K]`` booleans) renormalised, -inf elsewhere.
+
+        A float ``[n, K]`` array passes through unchanged, so a caller evaluating the same
+        conditions many times (an optimisation loop) computes them once and passes them as
+        ``mask`` to ``log_prob``, ``score``, ``eps_hat`` and ``eps_hat_pair``.
+        """
+        if mask is not None and np.asarray(mask).dtype.kind == "f":
+            return np.broadcast_to(mask, (n, self.num_components))
         logw = np.broadcast_to(np.log(self.weights), (n, self.num_components))
         if mask is None:
             return logw
@@ -110,7 +122,9 @@ class GaussianMixture:
         logj = logw + logn
         logp = _logsumexp(logj, axis=1)
         resp = np.exp(logj - logp[:, None])  # [N, K]
-        if self.isotropic:
+        if self._shared_var is not None:
+            score = (a * (resp @ self.means) - x) / var
+        elif self.isotropic:
             rv = resp / var
             score = a * (rv @ self.means) - x * rv.sum(axis=1, keepdims=True)
         else:
@@ -125,17 +139,18 @@ class GaussianMixture:
             alpha, sigma: the signal and noise scales, scalars or ``[N]``; ``(1, 0)`` is the
                 data density itself.
             mask: optional ``[K]`` or ``[N, K]`` booleans: the conditional mixture of the
-                True components (weights renormalised), per point.
+                True components (weights renormalised), per point; or the ``[N, K]`` float
+                output of ``log_weights`` for the same.
         """
         x = np.asarray(x, dtype=np.float64)
         logn, _, _ = self._component_terms(x, alpha, sigma)
-        return _logsumexp(self._log_weights(mask, x.shape[0]) + logn, axis=1)
+        return _logsumexp(self.log_weights(mask, x.shape[0]) + logn, axis=1)
 
     def score(self, x, alpha=1.0, sigma=0.0, mask=None):
         """``grad_x log p_t(x)``, ``[N, d]`` (same arguments as ``log_prob``)."""
         x = np.asarray(x, dtype=np.float64)
         logn, a, var = self._component_terms(x, alpha, sigma)
-        return self._score_from(x, logn, a, var, self._log_weights(mask, x.shape[0]))[1]
+        return self._score_from(x, logn, a, var, self.log_weights(mask, x.shape[0]))[1]
 
     def eps_hat(self, x, alpha, sigma, mask=None):
         """The exact noise prediction ``-sigma grad log p_t(x)`` (Eq. 2), ``[N, d]``."""
@@ -153,8 +168,8 @@ class GaussianMixture:
         x = np.asarray(x, dtype=np.float64)
         logn, a, var = self._component_terms(x, alpha, sigma)
         s = np.broadcast_to(np.asarray(sigma, dtype=np.float64), x.shape[:1])[:, None]
-        _, score_c = self._score_from(x, logn, a, var, self._log_weights(mask, x.shape[0]))
-        _, score_u = self._score_from(x, logn, a, var, self._log_weights(None, x.shape[0]))
+        _, score_c = self._score_from(x, logn, a, var, self.log_weights(mask, x.shape[0]))
+        _, score_u = self._score_from(x, logn, a, var, self.log_weights(None, x.shape[0]))
         return -s * score_c, -s * score_u
 
 

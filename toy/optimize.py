@@ -100,6 +100,7 @@ def distill(
     lrs = np.array([lr[n] if isinstance(lr, dict) else lr for n in names], dtype=np.float64)[:, None, None]
     mask_all = np.broadcast_to(cond_mask, (n_seeds, mixture.num_components))
     mask_all = np.broadcast_to(mask_all, (n_est, n_seeds, mixture.num_components)).reshape(-1, mixture.num_components)
+    cond_logw = mixture.log_weights(mask_all, n_est * n_seeds)  # once, not every step
     rng = np.random.default_rng(seed)
     sampler = make_sampler(steps, seed=seed) if sampler is None else sampler
     w_of = get_weighting(weighting)
@@ -116,7 +117,7 @@ def distill(
         alpha, sigma = schedule.alpha(t), schedule.sigma(t)
         x_t = alpha[None, :, None] * theta + sigma[None, :, None] * noise[None]
         a_all, s_all = np.tile(alpha, n_est), np.tile(sigma, n_est)
-        eps_c, eps_u = mixture.eps_hat_pair(x_t.reshape(-1, mixture.dim), a_all, s_all, mask_all)
+        eps_c, eps_u = mixture.eps_hat_pair(x_t.reshape(-1, mixture.dim), a_all, s_all, cond_logw)
         eps_c = eps_c.reshape(theta.shape)
         eps_u = eps_u.reshape(theta.shape)
         for i, name in enumerate(names):

@@ -111,3 +111,23 @@ def plot_statistics(path, rows, dim):
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def plot_digits(path, names, theta, class_means):
+    """A grid: one row per estimator (and the class means), one column per class."""
+    rows = [("class mean", class_means)] + list(zip(names, theta))
+    fig, axes = plt.subplots(len(rows), 10, figsize=(10, 1.05 * len(rows)))
+    for i, (name, imgs) in enumerate(rows):
+        for c in range(10):
+            ax = axes[i, c]
+            ax.imshow(np.clip(imgs[c].reshape(8, 8), -1.5, 1.5), cmap="gray_r", vmin=-1.5, vmax=1.5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if np.any(np.abs(imgs[c]) > 1.125):
+                sat = np.abs(imgs[c].reshape(8, 8)) > 1.125
+                ys, xs = np.nonzero(sat)
+                ax.scatter(xs, ys, s=2, color="red")
+        axes[i, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
+    fig.suptitle("digits: one image per class from gray (red dots: pixels more than one grey level outside [-1, 1])", fontsize=9)
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(fig)

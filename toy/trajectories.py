@@ -65,7 +65,7 @@ def run_fig7(seeds=16, steps=3000, lr=0.01, M=200.0, weighting="uniform", seed=0
     return main, trap, time.perf_counter() - start
 
 
-def run(out="toy_out", seed=0, seeds=16, steps=3000, lr=0.01, M=200.0, weighting="uniform", progress=True):
+def run(out="toy_out", seed=0, seeds=16, steps=3000, lr=0.01, M=200.0, weighting="uniform", progress=False):
     """Run Fig. 7, write ``trajectories.{png,json,md}`` under ``out``; return the summary dict."""
     from .plots import plot_trajectories  # noqa: PLC0415 - matplotlib only when plotting
 
