@@ -3,8 +3,7 @@
 DreamWaltz pretrains its NeRF on the SMPL silhouette; here the density is fitted directly
 to the 3D occupancy of the posed body mesh, which constrains every view at once and needs
 no rasteriser. Inside/outside labels come from the nearest mesh vertex: a point is inside
-when it lies behind that vertex's (area-weighted) normal. The labels are made once; the
-fit is a few hundred Adam steps of binary cross-entropy between the label and the
+when it lies behind that vertex's (area-weighted) normal. The fit is a few hundred Adam steps of binary cross-entropy between the label and the
 occupancy ``1 - exp(-sigma * cell)`` the density gives over one cell length.
 """
 
@@ -72,22 +71,23 @@ def inside_body(points, vertices, normals, chunk: int = 4096):
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=points.device)
 
 
-def occupancy_samples(vertices, faces, center, half_extent, num_points: int, generator):
-    """Labelled points: half uniform in the box, half within ~2 cm of the surface.
+def body_normals(vertices, faces, center, half_extent):
+    """Outward vertex normals: the face winding is checked against the box corners (which
+    are outside); if most corners come out inside, the normals are flipped."""
+    normals = vertex_normals(vertices, faces)
+    corners = center + half_extent * torch.tensor(
+        [[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=torch.float32, device=vertices.device
+    )
+    return -normals if inside_body(corners, vertices, normals).float().mean() > 0.5 else normals
 
-    The face winding is checked against the box corners (which are outside): if most
-    corners come out inside, the normals are flipped.
+
+def occupancy_samples(vertices, normals, center, half_extent, num_points: int, generator):
+    """Fresh labelled points: half uniform in the box, half within ~2 cm of the surface.
 
     Returns:
         ``(points [N, 3], inside [N] float32)`` on ``vertices.device``.
     """
     device = vertices.device
-    normals = vertex_normals(vertices, faces)
-    corners = center + half_extent * torch.tensor(
-        [[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=torch.float32, device=device
-    )
-    if inside_body(corners, vertices, normals).float().mean() > 0.5:
-        normals = -normals
     n_uniform = num_points // 2
     uniform = center + half_extent * (2 * torch.rand((n_uniform, 3), generator=generator, device=device) - 1)
     pick = torch.randint(0, vertices.shape[0], (num_points - n_uniform,), generator=generator, device=device)
@@ -96,47 +96,50 @@ def occupancy_samples(vertices, faces, center, half_extent, num_points: int, gen
     return points, inside_body(points, vertices, normals).float()
 
 
-def fit_body_density(field, body, steps: int, generator, num_points: int = 1 << 16, batch: int = 8192,
+def fit_body_density(field, body, steps: int, generator, batch: int = 8192, eval_points: int = 1 << 15,
                      lr: float = 1e-2, progress: bool = True) -> BodyFit:
     """Fit ``field``'s density to the occupancy of ``body`` (in place).
+
+    Every step draws fresh labelled points (so the whole box is constrained, not a fixed
+    sample of it); the result is measured on another fresh sample.
 
     Args:
         field: ``LatentField`` whose box contains the body.
         body: object with ``vertices [V, 3]`` and ``faces [F, 3]`` (NumPy or torch).
         steps: Adam steps (0: only measure).
-        generator: ``torch.Generator`` on the field's device (points and minibatches).
-        num_points: labelled points made once.
-        batch: points per step.
+        generator: ``torch.Generator`` on the field's device (all sampled points).
+        batch: labelled points per step.
+        eval_points: labelled points of the final measurement.
         lr: Adam learning rate of this fit (a separate optimizer; the training run
             starts its own).
         progress: show a tqdm bar.
 
     Returns:
-        ``BodyFit`` measured on all labelled points after the fit.
+        ``BodyFit`` measured after the fit.
     """
     device = field.center.device
     vertices = torch.as_tensor(_numpy(body.vertices), dtype=torch.float32, device=device)
     faces = torch.as_tensor(_numpy(body.faces).astype(np.int64), device=device)
     if vertices.ndim != 2 or vertices.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
         raise ValueError(f"body: expected vertices [V, 3] and faces [F, 3], got {list(vertices.shape)} and {list(faces.shape)}")
-    points, inside = occupancy_samples(vertices, faces, field.center, field.half_extent, num_points, generator)
+    normals = body_normals(vertices, faces, field.center, field.half_extent)
     cell = float(2 * field.half_extent.max()) / 64
 
-    def bce(idx):
-        sigma, _ = field(points[idx])
+    def bce(points, inside):
+        sigma, _ = field(points)
         occupancy = (1 - torch.exp(-sigma * cell)).clamp(1e-5, 1 - 1e-5)
-        return F.binary_cross_entropy(occupancy, inside[idx]), occupancy
+        return F.binary_cross_entropy(occupancy, inside), occupancy
 
     optimizer = torch.optim.Adam(field.parameters(), lr=lr)
     bar = tqdm(range(steps), desc="body init", disable=not progress, leave=False)
     for _ in bar:
-        idx = torch.randint(0, points.shape[0], (min(batch, points.shape[0]),), generator=generator, device=device)
-        loss, _ = bce(idx)
+        loss, _ = bce(*occupancy_samples(vertices, normals, field.center, field.half_extent, batch, generator))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         bar.set_postfix(bce=f"{loss.item():.4f}")
     with torch.no_grad():
-        loss, occupancy = bce(torch.arange(points.shape[0], device=device))
+        points, inside = occupancy_samples(vertices, normals, field.center, field.half_extent, eval_points, generator)
+        loss, occupancy = bce(points, inside)
         accuracy = float(((occupancy > 0.5).float() == inside).float().mean())
     return BodyFit(float(loss), accuracy, float(inside.mean()))

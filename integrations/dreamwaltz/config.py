@@ -48,6 +48,7 @@ class AvatarConfig:
     field_hidden: int = 64
     box_margin: float = 0.15
     body_init_steps: int = 300
+    body_init_batch: int = 8192
     lambda_sparsity: float = 5e-4
     lambda_entropy: float = 1e-3
     preview_every: int = 500
@@ -85,6 +86,7 @@ HELP = {
     "field_hidden": "MLP hidden width",
     "box_margin": "padding of the field's box around the body (world units)",
     "body_init_steps": "steps fitting the density to the body's occupancy before training",
+    "body_init_batch": "labelled points per body-init step",
     "lambda_sparsity": "weight of the mean-opacity (sparsity) regulariser",
     "lambda_entropy": "weight of the opacity binary-entropy regulariser",
     "preview_every": "write a preview image every N steps (0: never)",
@@ -100,6 +102,9 @@ HELP = {
 # Defaults that --tiny replaces (unless set explicitly): CPU-sized everything.
 TINY_DEFAULTS = {
     "prompt": "a wooden robot",
+    "sd_model": "",  # empty: built by run.prepare_tiny_assets into <out>/tiny_assets
+    "controlnet": "",
+    "body": "",
     "steps": 12,
     "batch": 2,
     "latent_size": 8,
@@ -108,6 +113,7 @@ TINY_DEFAULTS = {
     "field_features": 4,
     "field_hidden": 16,
     "body_init_steps": 40,
+    "body_init_batch": 1024,
     "preview_every": 5,
     "checkpoint_every": 4,
     "turntable_frames": 8,
@@ -120,7 +126,7 @@ TINY_DEFAULTS = {
 RESUME_FIXED = (
     "prompt body model_type gender sd_model controlnet estimator M guidance_scale weighting t_sampler "
     "negative_prompt batch lr seed latent_size samples_per_ray field_resolutions field_features "
-    "field_hidden box_margin body_init_steps lambda_sparsity lambda_entropy precision tiny"
+    "field_hidden box_margin body_init_steps body_init_batch lambda_sparsity lambda_entropy precision tiny"
 ).split()
 
 FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(AvatarConfig)}
@@ -223,7 +229,7 @@ def validate(cfg: AvatarConfig) -> AvatarConfig:
     key = cfg.estimator.lower().replace("_", "-")
     if key not in ssd_toolkit.list_estimators():
         raise ValueError(f"estimator: expected one of {ssd_toolkit.list_estimators()}, got {cfg.estimator!r}")
-    for name in ("steps", "batch", "latent_size", "samples_per_ray", "field_features", "field_hidden", "turntable_frames", "turntable_fps"):
+    for name in ("steps", "batch", "body_init_batch", "latent_size", "samples_per_ray", "field_features", "field_hidden", "turntable_frames", "turntable_fps"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name}: expected an integer >= 1, got {getattr(cfg, name)}")
     for name in ("body_init_steps", "preview_every", "checkpoint_every"):

@@ -99,7 +99,8 @@ class Trainer:
     def init_from_body(self, progress: bool = True):
         """Fit the density to the body's occupancy (fresh runs only); returns ``BodyFit``."""
         gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 2)
-        return fit_body_density(self.field, self.body, self.cfg.body_init_steps, gen, progress=progress)
+        return fit_body_density(self.field, self.body, self.cfg.body_init_steps, gen, batch=self.cfg.body_init_batch,
+                                progress=progress)
 
     # ------------------------------------------------------------------ one step
 
@@ -127,11 +128,11 @@ class Trainer:
         entropy = binary_entropy(opacity).mean() * pixels
         reg = cfg.lambda_sparsity * sparsity + cfg.lambda_entropy * entropy
         loss = out.loss + reg
-        bad = int(out.diagnostics.get("nonfinite", 0))
-        if bad or not math.isfinite(float(loss)):
+        bad = int((~torch.isfinite(out.gradients)).sum())
+        if bad or not math.isfinite(loss.item()):
             raise NonFiniteError(
                 f"step {step}: non-finite values (guidance gradient: {bad} non-finite entries, guidance loss "
-                f"{float(out.loss)}, regularisers {float(reg)}); stopped before updating the field"
+                f"{out.loss.item()}, regularisers {reg.item()}); stopped before updating the field"
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -141,15 +142,16 @@ class Trainer:
         d = out.diagnostics
         record = {
             "step": step,
-            "loss": float(out.loss),
-            "reg": float(reg),
-            "grad_norm": d.get("grad_norm_mean", float("nan")),
-            "t_mean": d.get("t_mean", float("nan")),
-            "opacity": float(opacity.mean()),
+            "loss": out.loss.item(),
+            "reg": reg.item(),
+            # batch mean of the per-sample norm of the gradient applied to the latents
+            "grad_norm": float(out.gradients.detach().float().flatten(1).norm(dim=1).mean()),
+            "t_mean": float(out.t.float().mean()),
+            "opacity": opacity.mean().item(),
         }
-        if "mode_seeking_fraction" in d:
-            record["mode_seeking"] = d["mode_seeking_fraction"]
-            record["mode_disengaging"] = 1.0 - d["mode_seeking_fraction"]
+        if "frac_mode_seeking" in d:  # SSD: share of samples in each branch (t <= M / t > M)
+            record["mode_seeking"] = d["frac_mode_seeking"]
+            record["mode_disengaging"] = d["frac_mode_disengaging"]
         return record
 
     # ------------------------------------------------------------------ checkpoints

@@ -111,7 +111,7 @@ def write_turntable(frames_rgb, directory, fps: int) -> Turntable:
         h, w = frames_rgb.shape[1:3]
         padded = np.pad(frames_rgb, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
         iio.imwrite(tmp, padded, extension=".mp4", fps=fps, codec="libx264", macro_block_size=1,
-                    output_params=["-pix_fmt", "yuv420p"])
+                    pixelformat="yuv420p")
         tmp.replace(mp4)
     return Turntable(len(frames_rgb), gif, mp4, skipped, frame_dir)
 
