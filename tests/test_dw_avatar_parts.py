@@ -173,7 +173,7 @@ def test_inside_test_and_body_fit_on_a_sphere():
     torch.manual_seed(0)
     field = LatentField([0, 0, 0], [0.55] * 3, FieldConfig((8, 16), 4, 16), generator=torch.Generator().manual_seed(0))
     before = fit_body_density(field, sphere, 0, torch.Generator().manual_seed(1), batch=1024, eval_points=2048, progress=False)
-    after = fit_body_density(field, sphere, 60, torch.Generator().manual_seed(1), batch=1024, eval_points=2048, progress=False)
+    after = fit_body_density(field, sphere, 150, torch.Generator().manual_seed(1), batch=1024, eval_points=2048, progress=False)
     assert 0.1 < after.inside_fraction < 0.6
     assert after.loss < 0.5 * before.loss and after.accuracy > 0.9
 
