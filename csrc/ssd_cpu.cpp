@@ -8,25 +8,29 @@
 // The units never depend on the thread count, so the result is bitwise the same for any
 // num_threads. Sums accumulate in float64 over kLanes
 // independent lanes (vectorisable without reassociation), reduced by a fixed tree.
-// On x86-64 the loops are compiled twice, baseline and AVX2, chosen at run time; with
-// -ffp-contract=off both perform the same IEEE operations, so both give the same bits.
+// On x86-64 the loops are compiled twice, baseline and AVX2 (+F16C for float16), chosen
+// at run time; with -ffp-contract=off both perform the same IEEE operations, so both give
+// the same bits (NaN payloads aside).
 #include <algorithm>
 #include <cmath>
 #include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "half_convert.h"
 #include "ssd_core.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
 #define SSD_HAVE_AVX2_PATH 1
-#define SSD_TARGET_AVX2 __attribute__((target("avx2")))
+#define SSD_TARGET_AVX2 __attribute__((target("avx2,f16c")))
 #endif
 
 namespace ssd {
@@ -47,85 +51,187 @@ struct BFloat16 {
   uint16_t bits;
 };
 
-// Io<T>: loads as `Narrow` (float, or double for double inputs) and stores.
+// Element access for the half types (bit patterns in, float out, and back).
 template <typename T>
 struct Io;
 
 template <>
-struct Io<float> {
-  using Narrow = float;
-  static SSD_INLINE float load(const float* p, int64_t i) { return p[i]; }
-  static SSD_INLINE void store(float* p, int64_t i, float v) { p[i] = v; }
-  static SSD_INLINE void store_wide(float* p, int64_t i, double v) { p[i] = static_cast<float>(v); }
-};
-
-template <>
-struct Io<double> {
-  using Narrow = double;
-  static SSD_INLINE double load(const double* p, int64_t i) { return p[i]; }
-  static SSD_INLINE void store(double* p, int64_t i, double v) { p[i] = v; }
-  static SSD_INLINE void store_wide(double* p, int64_t i, double v) { p[i] = v; }
-};
-
-template <>
 struct Io<Half> {
-  using Narrow = float;
   static SSD_INLINE float load(const Half* p, int64_t i) { return half_to_float(p[i].bits); }
   static SSD_INLINE void store(Half* p, int64_t i, float v) { p[i].bits = float_to_half(v); }
-  static SSD_INLINE void store_wide(Half* p, int64_t i, double v) { store(p, i, static_cast<float>(v)); }
 };
 
 template <>
 struct Io<BFloat16> {
-  using Narrow = float;
   static SSD_INLINE float load(const BFloat16* p, int64_t i) { return bfloat16_to_float(p[i].bits); }
   static SSD_INLINE void store(BFloat16* p, int64_t i, float v) { p[i].bits = float_to_bfloat16(v); }
-  static SSD_INLINE void store_wide(BFloat16* p, int64_t i, double v) { store(p, i, static_cast<float>(v)); }
 };
+
+// Element i as double, for any input type (the scalar tails).
+template <typename T>
+SSD_INLINE double load_double(const T* p, int64_t i) {
+  if constexpr (std::is_same<T, float>::value || std::is_same<T, double>::value) {
+    return p[i];
+  } else {
+    return Io<T>::load(p, i);
+  }
+}
+
+#ifdef SSD_HAVE_AVX2_PATH
+// float16 blocks with the F16C instructions (IEEE round-to-nearest-even, as half_convert.h;
+// only NaN payloads may differ from the portable code).
+SSD_TARGET_AVX2 void widen_f16c(const Half* p, float* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i))));
+  for (; i < n; ++i) out[i] = half_to_float(p[i].bits);
+}
+
+SSD_TARGET_AVX2 void narrow_f16c(const float* in, Half* p, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p + i), _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT));
+  for (; i < n; ++i) p[i].bits = float_to_half(in[i]);
+}
+#endif
+
+// n elements of a half type to float (kF16C: the F16C instructions for float16).
+template <typename T, bool kF16C>
+SSD_INLINE void widen(const T* p, float* out, int64_t n) {
+#ifdef SSD_HAVE_AVX2_PATH
+  if constexpr (kF16C && std::is_same<T, Half>::value) {
+    widen_f16c(p, out, n);
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < n; ++i) out[i] = Io<T>::load(p, i);
+}
+
+template <typename T, bool kF16C>
+SSD_INLINE void narrow(const float* in, T* p, int64_t n) {
+#ifdef SSD_HAVE_AVX2_PATH
+  if constexpr (kF16C && std::is_same<T, Half>::value) {
+    narrow_f16c(in, p, n);
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < n; ++i) Io<T>::store(p, i, in[i]);
+}
+
+template <typename T>
+constexpr bool kIsHalfType = std::is_same<T, Half>::value || std::is_same<T, BFloat16>::value;
 
 SSD_INLINE double lane_tree(const double* a) {
   return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
-// The four sums over `len` elements of one chunk.
-template <typename T>
-SSD_INLINE Sums chunk_sums(const T* __restrict c, const T* __restrict u, const T* __restrict n, int64_t len) {
-  double hh[kLanes] = {}, cc[kLanes] = {}, cn[kLanes] = {}, nn[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= len; i += kLanes) {
-    for (int k = 0; k < kLanes; ++k) {
-      const double cv = Io<T>::load(c, i + k), uv = Io<T>::load(u, i + k), nv = Io<T>::load(n, i + k);
-      const double hv = cv - uv;
-      hh[k] += hv * hv;
-      cc[k] += cv * cv;
-      cn[k] += cv * nv;
-      nn[k] += nv * nv;
+// Explicit 4-wide vectors (GCC/Clang vector extensions): lowered to SSE2 pairs in the
+// baseline path, to single AVX2 registers in the AVX2 path; the same lanes either way.
+typedef double d4 __attribute__((vector_size(32)));
+typedef float f4 __attribute__((vector_size(16)));
+
+SSD_INLINE d4 load_d4(const float* p) {
+  f4 v;
+  std::memcpy(&v, p, sizeof v);
+  return __builtin_convertvector(v, d4);
+}
+SSD_INLINE d4 load_d4(const double* p) {
+  d4 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// Running sums over kLanes lanes; element i always goes to lane i % kLanes.
+struct LaneSums {
+  d4 hh[2] = {}, cc[2] = {}, cn[2] = {}, nn[2] = {};
+
+  template <typename F>
+  SSD_INLINE void add(const F* c, const F* u, const F* n, int64_t len) {  // len % kLanes == 0
+    for (int64_t i = 0; i < len; i += kLanes) {
+      for (int half = 0; half < 2; ++half) {
+        const d4 cv = load_d4(c + i + 4 * half), uv = load_d4(u + i + 4 * half), nv = load_d4(n + i + 4 * half);
+        const d4 hv = cv - uv;
+        hh[half] += hv * hv;
+        cc[half] += cv * cv;
+        cn[half] += cv * nv;
+        nn[half] += nv * nv;
+      }
     }
   }
-  for (int k = 0; i < len; ++i, ++k) {
-    const double cv = Io<T>::load(c, i), uv = Io<T>::load(u, i), nv = Io<T>::load(n, i);
+
+  SSD_INLINE void add_one(int lane, double cv, double uv, double nv) {
     const double hv = cv - uv;
-    hh[k] += hv * hv;
-    cc[k] += cv * cv;
-    cn[k] += cv * nv;
-    nn[k] += nv * nv;
+    hh[lane / 4][lane % 4] += hv * hv;
+    cc[lane / 4][lane % 4] += cv * cv;
+    cn[lane / 4][lane % 4] += cv * nv;
+    nn[lane / 4][lane % 4] += nv * nv;
   }
-  return {lane_tree(hh), lane_tree(cc), lane_tree(cn), lane_tree(nn)};
+
+  static SSD_INLINE double total(const d4* v) {
+    double a[kLanes];
+    std::memcpy(a, v, sizeof a);
+    return lane_tree(a);
+  }
+  SSD_INLINE Sums totals() const { return {total(hh), total(cc), total(cn), total(nn)}; }
+};
+
+constexpr int64_t kBlock = 512;  // half types are widened to float in blocks of this size
+
+// The four sums over `len` elements of one chunk.
+template <typename T, bool kF16C>
+SSD_INLINE Sums chunk_sums(const T* __restrict c, const T* __restrict u, const T* __restrict n, int64_t len) {
+  LaneSums acc;
+  const int64_t body = len - len % kLanes;
+  if constexpr (!kIsHalfType<T>) {
+    acc.add(c, u, n, body);
+  } else {
+    float cb[kBlock], ub[kBlock], nb[kBlock];
+    for (int64_t i0 = 0; i0 < body; i0 += kBlock) {
+      const int64_t m = std::min(kBlock, body - i0);
+      widen<T, kF16C>(c + i0, cb, m);
+      widen<T, kF16C>(u + i0, ub, m);
+      widen<T, kF16C>(n + i0, nb, m);
+      acc.add(cb, ub, nb, m);
+    }
+  }
+  for (int64_t i = body; i < len; ++i)
+    acc.add_one(static_cast<int>(i - body), load_double(c, i), load_double(u, i), load_double(n, i));
+  return acc.totals();
 }
 
 // t_b > M: E = c - u, in float for half types (rounded once) and in the input dtype otherwise.
-template <typename T>
+template <typename T, bool kF16C>
 SSD_INLINE void chunk_write_h(const T* __restrict c, const T* __restrict u, T* __restrict out, int64_t len) {
-  for (int64_t i = 0; i < len; ++i) Io<T>::store(out, i, Io<T>::load(c, i) - Io<T>::load(u, i));
+  if constexpr (!kIsHalfType<T>) {
+    for (int64_t i = 0; i < len; ++i) out[i] = c[i] - u[i];
+  } else {
+    float cb[kBlock], ub[kBlock];
+    for (int64_t i0 = 0; i0 < len; i0 += kBlock) {
+      const int64_t m = std::min(kBlock, len - i0);
+      widen<T, kF16C>(c + i0, cb, m);
+      widen<T, kF16C>(u + i0, ub, m);
+      for (int64_t i = 0; i < m; ++i) cb[i] -= ub[i];
+      narrow<T, kF16C>(cb, out + i0, m);
+    }
+  }
 }
 
-// t_b <= M: E = scale * (c - r * n), in float64, rounded once.
-template <typename T>
+// t_b <= M: E = scale * (c - r * n), in float64, rounded once (half types: via float).
+template <typename T, bool kF16C>
 SSD_INLINE void chunk_write_rescaled(const T* __restrict c, const T* __restrict n, T* __restrict out, int64_t len,
                                      double r, double scale) {
-  for (int64_t i = 0; i < len; ++i) {
-    const double et = static_cast<double>(Io<T>::load(c, i)) - r * static_cast<double>(Io<T>::load(n, i));
-    Io<T>::store_wide(out, i, scale * et);
+  if constexpr (!kIsHalfType<T>) {
+    for (int64_t i = 0; i < len; ++i) out[i] = static_cast<T>(scale * (static_cast<double>(c[i]) - r * n[i]));
+  } else {
+    float cb[kBlock], nb[kBlock];
+    for (int64_t i0 = 0; i0 < len; i0 += kBlock) {
+      const int64_t m = std::min(kBlock, len - i0);
+      widen<T, kF16C>(c + i0, cb, m);
+      widen<T, kF16C>(n + i0, nb, m);
+      for (int64_t i = 0; i < m; ++i)
+        cb[i] = static_cast<float>(scale * (static_cast<double>(cb[i]) - r * static_cast<double>(nb[i])));
+      narrow<T, kF16C>(cb, out + i0, m);
+    }
   }
 }
 
@@ -179,18 +285,18 @@ struct Job {
   Sums* partials;  // [B * chunks_per_sample]
 };
 
-template <typename T>
+template <typename T, bool kF16C>
 SSD_INLINE void pass1_body(const Job<T>& job, int64_t unit0, int64_t unit1) {
   const int64_t N = job.p->N, cps = job.chunks_per_sample;
   for (int64_t unit = unit0; unit < unit1; ++unit) {
     const int64_t b = unit / cps, begin = (unit % cps) * kChunk;
     const int64_t len = std::min(kChunk, N - begin);
     const int64_t off = b * N + begin;
-    job.partials[unit] = chunk_sums<T>(job.c + off, job.u + off, job.n + off, len);
+    job.partials[unit] = chunk_sums<T, kF16C>(job.c + off, job.u + off, job.n + off, len);
   }
 }
 
-template <typename T>
+template <typename T, bool kF16C>
 SSD_INLINE void pass2_body(const Job<T>& job, int64_t unit0, int64_t unit1) {
   const EstimateParams& p = *job.p;
   const int64_t N = p.N, cps = job.chunks_per_sample;
@@ -199,7 +305,7 @@ SSD_INLINE void pass2_body(const Job<T>& job, int64_t unit0, int64_t unit1) {
     const int64_t len = std::min(kChunk, N - begin);
     const int64_t off = b * N + begin;
     const bool mode_seeking = (p.t ? p.t[b] : p.t_scalar) <= p.M;  // a NaN t gives h, as in the reference
-    if (!mode_seeking) chunk_write_h<T>(job.c + off, job.u + off, job.out + off, len);
+    if (!mode_seeking) chunk_write_h<T, kF16C>(job.c + off, job.u + off, job.out + off, len);
     if (mode_seeking || (chunk == 0 && p.stats != nullptr)) {  // the sample's sums are needed
       Sums s{0, 0, 0, 0};
       for (int64_t j = 0; j < cps; ++j) {  // fixed order: the same bits for any thread count
@@ -212,36 +318,36 @@ SSD_INLINE void pass2_body(const Job<T>& job, int64_t unit0, int64_t unit1) {
       const Coefficients k = coefficients(s);
       if (chunk == 0 && p.stats != nullptr)
         for (int i = 0; i < kNumStats; ++i) p.stats[i * p.B + b] = k.stats[i];
-      if (mode_seeking) chunk_write_rescaled<T>(job.c + off, job.n + off, job.out + off, len, k.stats[0], k.output_scale);
+      if (mode_seeking) chunk_write_rescaled<T, kF16C>(job.c + off, job.n + off, job.out + off, len, k.stats[0], k.output_scale);
     }
   }
 }
 
 template <typename T>
 void pass1_generic(const Job<T>& job, int64_t u0, int64_t u1) {
-  pass1_body<T>(job, u0, u1);
+  pass1_body<T, false>(job, u0, u1);
 }
 template <typename T>
 void pass2_generic(const Job<T>& job, int64_t u0, int64_t u1) {
-  pass2_body<T>(job, u0, u1);
+  pass2_body<T, false>(job, u0, u1);
 }
 #ifdef SSD_HAVE_AVX2_PATH
 template <typename T>
 SSD_TARGET_AVX2 void pass1_avx2(const Job<T>& job, int64_t u0, int64_t u1) {
-  pass1_body<T>(job, u0, u1);
+  pass1_body<T, true>(job, u0, u1);
 }
 template <typename T>
 SSD_TARGET_AVX2 void pass2_avx2(const Job<T>& job, int64_t u0, int64_t u1) {
-  pass2_body<T>(job, u0, u1);
+  pass2_body<T, true>(job, u0, u1);
 }
 #endif
 
-// AVX2 when the CPU has it, unless SSD_TOOLKIT_CPU_SIMD=0 (the baseline path, for tests).
+// AVX2 + F16C when the CPU has them, unless SSD_TOOLKIT_CPU_SIMD=0 (the baseline path, for tests).
 bool use_avx2() {
 #ifdef SSD_HAVE_AVX2_PATH
   const char* env = std::getenv("SSD_TOOLKIT_CPU_SIMD");
   if (env != nullptr && std::string(env) == "0") return false;
-  return __builtin_cpu_supports("avx2");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
 #else
   return false;
 #endif

@@ -121,8 +121,14 @@ def test_h_branch_is_bit_exact_difference(rng):
         np.testing.assert_array_equal(E, c - u)
 
 
-def test_float16_conversion_all_bit_patterns():
-    """Every float16 pattern loads and stores unchanged; c - u rounds like NumPy (RNE)."""
+@pytest.mark.parametrize("simd", ["1", "0"], ids=["dispatched", "baseline"])
+def test_float16_conversion_all_bit_patterns(simd, monkeypatch):
+    """Every float16 pattern loads and stores unchanged; c - u rounds like NumPy (RNE).
+
+    Run on the dispatched path (F16C instructions where the CPU has them) and on the
+    portable conversion code (SSD_TOOLKIT_CPU_SIMD=0).
+    """
+    monkeypatch.setenv("SSD_TOOLKIT_CPU_SIMD", simd)
     bits = np.arange(1 << 16, dtype=np.uint16)
     c = bits.view(np.float16).reshape(1, -1)
     zeros = np.zeros_like(c)
@@ -139,8 +145,10 @@ def test_float16_conversion_all_bit_patterns():
     np.testing.assert_array_equal(E2.view(np.uint16), expected.view(np.uint16))
 
 
-def test_bfloat16_conversion_all_bit_patterns():
+@pytest.mark.parametrize("simd", ["1", "0"], ids=["dispatched", "baseline"])
+def test_bfloat16_conversion_all_bit_patterns(simd, monkeypatch):
     """Every bfloat16 pattern round-trips; c - u rounds like torch's float -> bfloat16 (RNE)."""
+    monkeypatch.setenv("SSD_TOOLKIT_CPU_SIMD", simd)
     bits = torch.arange(1 << 16, dtype=torch.int32).to(torch.int16).view(torch.bfloat16).reshape(1, -1)
     zeros = torch.zeros_like(bits)
     E = ssd_toolkit.estimate(bits, zeros, zeros, 900.0, M, backend="compiled")

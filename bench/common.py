@@ -1,0 +1,145 @@
+"""Shared benchmark helpers: inputs, timing, copy bandwidth, machine info, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_inputs(shape, dtype, seed=0, library="numpy", device="cpu"):
+    """``(eps_cond, eps_uncond, noise)`` of ``shape``: standard normal, cast to ``dtype``.
+
+    Args:
+        shape: full shape ``[B, ...]``.
+        dtype: "float16", "bfloat16" (torch only), "float32" or "float64".
+        seed: NumPy generator seed (same seed, same values in either library).
+        library: "numpy" or "torch".
+        device: torch device for library="torch".
+    """
+    rng = np.random.default_rng(seed)
+    arrays = [rng.standard_normal(shape, dtype=np.float32) for _ in range(3)]
+    if library == "numpy":
+        if dtype == "bfloat16":
+            raise ValueError("dtype: NumPy has no bfloat16, use library='torch'")
+        return tuple(a.astype(dtype) for a in arrays)
+    if library != "torch":
+        raise ValueError(f"library: expected 'numpy' or 'torch', got {library!r}")
+    import torch  # noqa: PLC0415
+
+    return tuple(torch.from_numpy(a).to(device=device, dtype=getattr(torch, dtype)) for a in arrays)
+
+
+def mixed_timesteps(B, M=500.0):
+    """B timesteps spread over [0, 999]: about half of them at or below M."""
+    return np.linspace(0.0, 999.0, B) if B > 1 else np.array([M / 2])
+
+
+def median_time(fn, warmup=2, repeats=7, sync=None):
+    """Median and minimum seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs.
+
+    Args:
+        fn: the call to time.
+        warmup: untimed runs first.
+        repeats: timed runs.
+        sync: called after each run before stopping the clock (e.g. a device synchronise).
+
+    Returns:
+        ``{"median_s", "min_s", "repeats"}``.
+    """
+    for _ in range(warmup):
+        fn()
+    if sync:
+        sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats}
+
+
+def copy_bandwidth(nbytes, repeats=9):
+    """GB/s of ``numpy.copyto`` between two ``nbytes`` buffers, counting 2 x nbytes moved
+    (one read and one write of the buffer) per copy."""
+    src = np.ones(nbytes, dtype=np.uint8)
+    dst = np.empty_like(src)
+    timing = median_time(lambda: np.copyto(dst, src), warmup=2, repeats=repeats)
+    return 2 * nbytes / timing["median_s"] / 1e9
+
+
+def machine_info():
+    """CPU model, core count, load average, library versions, git commit."""
+    model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "git_commit": git_commit(),
+        "utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+    }
+    try:
+        import torch  # noqa: PLC0415
+
+        info["torch"] = torch.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def git_commit():
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "csrc"], cwd=ROOT).returncode != 0
+        return out.stdout.strip() + ("+dirty-csrc" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def markdown_table(rows, columns):
+    """A markdown table of ``rows`` (dicts) with ``columns`` as ``(key, header, format)``."""
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt.format(row[k]) for k, _, fmt in columns) + " |")
+    return "\n".join(lines)
+
+
+def write_results(name, rows, columns, params, machine, notes=""):
+    """Writes ``results/<name>.json`` (everything) and ``results/<name>.md`` (the table).
+
+    Returns:
+        The markdown text.
+    """
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / f"{name}.json").write_text(
+        json.dumps({"machine": machine, "params": params, "rows": rows, "notes": notes}, indent=2) + "\n"
+    )
+    header = (
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, load average (1/5/15 min) "
+        f"{machine.get('loadavg_start', '?')} at the start, {machine['loadavg_1_5_15']} at the end; "
+        f"commit {machine['git_commit']}; {machine['utc']} UTC.\n"
+        f"Parameters: {json.dumps(params)}\n"
+    )
+    text = header + "\n" + markdown_table(rows, columns) + "\n" + (f"\n{notes}\n" if notes else "")
+    (RESULTS_DIR / f"{name}.md").write_text(text)
+    return text
