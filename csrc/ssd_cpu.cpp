@@ -4,14 +4,15 @@
 // Work is split into fixed units (sample b, chunk of kChunk elements). Pass 1 gives each
 // unit its partial sums; pass 2 reduces a sample's partials in chunk order and writes the
 // unit's output. Threads take whole samples (pass 2 right after pass 1, from cache) or,
-// with fewer samples than threads, ranges of units with a barrier between the passes.
-// The units never depend on the thread count, so the result is bitwise the same for any
-// num_threads. Sums accumulate in float64 over kLanes
+// with fewer samples than threads, units, with a barrier between the passes; work is
+// handed out dynamically. The units never depend on the thread count or on which thread
+// runs them, so the result is bitwise the same for any num_threads. Sums accumulate in float64 over kLanes
 // independent lanes (vectorisable without reassociation), reduced by a fixed tree.
 // On x86-64 the loops are compiled twice, baseline and AVX2 (+F16C for float16), chosen
 // at run time; with -ffp-contract=off both perform the same IEEE operations, so both give
 // the same bits (NaN payloads aside).
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <condition_variable>
 #include <cstdlib>
@@ -383,22 +384,25 @@ void run(const EstimateParams& p, int num_threads) {
   const int64_t cps = job.chunks_per_sample;
   const int nt = choose_threads(num_threads, units, p.B * p.N);
   // Whole samples per thread when there are enough of them: pass 2 re-reads a sample
-  // right after pass 1, from cache. Otherwise units per thread with a barrier between the
-  // passes. Both give the same partial sums, reduced in the same order: the same bits.
+  // right after pass 1, from cache. Otherwise units, with a barrier between the passes.
+  // Both give the same partial sums, reduced in the same order: the same bits.
   const bool whole_samples = p.B % nt == 0 || p.B >= 8 * nt;  // balanced enough
+  // Threads take the next sample (or unit) from a shared counter, so a thread slowed by
+  // other load does not hold the rest up. Who computes a unit never changes its bits.
+  std::atomic<int64_t> next_sample{0}, next_unit1{0}, next_unit2{0};
+  constexpr int64_t kGrab = 4;  // units taken at a time in the unit-split mode
   Barrier barrier(nt);
-  auto worker = [&](int tid) {
+  auto worker = [&](int) {
     if (whole_samples) {
-      for (int64_t b = p.B * tid / nt; b < p.B * (tid + 1) / nt; ++b) {
+      for (int64_t b; (b = next_sample.fetch_add(1)) < p.B;) {
         pass1(job, b * cps, (b + 1) * cps);
         pass2(job, b * cps, (b + 1) * cps);
       }
       return;
     }
-    const int64_t u0 = units * tid / nt, u1 = units * (tid + 1) / nt;
-    pass1(job, u0, u1);
+    for (int64_t u0; (u0 = next_unit1.fetch_add(kGrab)) < units;) pass1(job, u0, std::min(units, u0 + kGrab));
     barrier.wait();
-    pass2(job, u0, u1);
+    for (int64_t u0; (u0 = next_unit2.fetch_add(kGrab)) < units;) pass2(job, u0, std::min(units, u0 + kGrab));
   };
   if (nt == 1) {
     worker(0);
