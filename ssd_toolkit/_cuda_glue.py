@@ -12,6 +12,8 @@ the device once (asynchronously).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _arrays, _extension
@@ -38,43 +40,70 @@ def estimate_cuda(batch, t, M, return_stats):
         RuntimeError: the launch failed (the CUDA error is named).
     """
     if batch.library == "torch":
-        return estimate_torch_cuda(batch.eps_cond, batch.eps_uncond, batch.noise, t, M, return_stats, batch.shape)
+        return estimate_torch_cuda(
+            batch.eps_cond, batch.eps_uncond, batch.noise, t, M, return_stats, batch.shape, batch.N
+        )
     return _estimate_cai(batch, t, M, return_stats)
 
 
 # ----------------------------------------------------------------------------- torch
-def launch_torch(c2d, u2d, n2d, t_dev, t_scalar, M, stats):
-    """Launches the kernel on torch tensors; returns the new ``[B, N]`` output.
+# The eager path is on every training step: it avoids views and device switches it does
+# not need (a few microseconds each), because the launch itself takes about as long.
+def launch_torch(c, u, n, out, t_dev, t_scalar, M, stats, B, N):
+    """Launches the kernel on torch tensors (asynchronous, on the current stream).
 
     Args:
-        c2d, u2d, n2d: contiguous ``[B, N]`` CUDA tensors of one dtype on one device.
+        c, u, n: C-contiguous CUDA tensors of ``B * N`` elements, one dtype, one device.
+        out: a C-contiguous tensor like ``c`` that receives E.
         t_dev: float64 contiguous ``[B]`` tensor on that device, or None (use t_scalar).
         t_scalar: timestep of every sample when ``t_dev`` is None.
         M: float threshold.
         stats: None or a float64 ``[6, B]`` contiguous tensor on that device (filled).
+        B, N: batch size and sample size.
     """
     import torch  # noqa: PLC0415 - torch inputs only
 
+    index = c.device.index
+    args = (
+        c.data_ptr(),
+        u.data_ptr(),
+        n.data_ptr(),
+        out.data_ptr(),
+        0 if t_dev is None else t_dev.data_ptr(),
+        float(t_scalar),
+        0 if stats is None else stats.data_ptr(),
+        B,
+        N,
+        _DTYPE_NAMES[c.dtype],
+        float(M),
+    )
     module = _extension.load()
-    out = torch.empty(c2d.shape, dtype=c2d.dtype, device=c2d.device)
-    B, N = c2d.shape
-    with torch.cuda.device(c2d.device):
-        stream = torch.cuda.current_stream(c2d.device).cuda_stream
-        module.estimate_cuda(
-            c2d.data_ptr(),
-            u2d.data_ptr(),
-            n2d.data_ptr(),
-            out.data_ptr(),
-            0 if t_dev is None else t_dev.data_ptr(),
-            float(t_scalar),
-            0 if stats is None else stats.data_ptr(),
-            B,
-            N,
-            _arrays.dtype_name(c2d),
-            float(M),
-            stream,
-        )
-    return out
+    if torch.cuda.current_device() == index:
+        module.estimate_cuda(*args, _raw_stream(torch, index))
+    else:
+        with torch.cuda.device(index):
+            module.estimate_cuda(*args, _raw_stream(torch, index))
+
+
+def _raw_stream(torch, index):
+    """The current ``cudaStream_t`` of device ``index`` as an int."""
+    get = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    return get(index) if get is not None else torch.cuda.current_stream(index).cuda_stream
+
+
+def _dtype_names():
+    import torch  # noqa: PLC0415
+
+    return {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32", torch.float64: "float64"}
+
+
+class _LazyDtypeNames(dict):
+    def __missing__(self, key):
+        self.update(_dtype_names())
+        return dict.__getitem__(self, key)
+
+
+_DTYPE_NAMES = _LazyDtypeNames()
 
 
 def torch_timesteps(t, B, device):
@@ -86,6 +115,8 @@ def torch_timesteps(t, B, device):
     """
     import torch  # noqa: PLC0415
 
+    if isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t):
+        return None, float(t)
     if isinstance(t, torch.Tensor) and t.device.type != "cpu":
         if t.device != device:
             raise ValueError(f"t: expected a host value or a tensor on {device} (eps_cond's device), got {t.device}")
@@ -102,21 +133,21 @@ def torch_timesteps(t, B, device):
     return torch.from_numpy(t64).to(device, non_blocking=True), 0.0
 
 
-def estimate_torch_cuda(eps_cond, eps_uncond, noise, t, M, return_stats, shape):
-    """The eager torch route: flatten, launch, wrap the stats."""
+def estimate_torch_cuda(eps_cond, eps_uncond, noise, t, M, return_stats, shape, N):
+    """The eager torch route: launch on the inputs as they are (copies only for
+    non-contiguous ones), output in eps_cond's shape."""
     import torch  # noqa: PLC0415
 
-    B = int(shape[0])
-    N = int(np.prod(shape[1:], dtype=np.int64))
-    rows = [_arrays.flat_rows(x, B, N) for x in (eps_cond, eps_uncond, noise)]
-    device = rows[0].device
+    B = shape[0]
+    device = eps_cond.device
+    arrays = [x if x.is_contiguous() else x.contiguous() for x in (eps_cond, eps_uncond, noise)]
     t_dev, t_scalar = torch_timesteps(t, B, device)
+    out = torch.empty(shape, dtype=eps_cond.dtype, device=device)
     stats = torch.empty((len(STAT_NAMES), B), dtype=torch.float64, device=device) if return_stats else None
-    out = launch_torch(*rows, t_dev, t_scalar, M, stats)
-    E = out.view(shape)
+    launch_torch(*arrays, out, t_dev, t_scalar, M, stats, B, N)
     if not return_stats:
-        return E
-    return E, torch_stats_dict(stats, t_dev, t_scalar, M, B, device)
+        return out
+    return out, torch_stats_dict(stats, t_dev, t_scalar, M, B, device)
 
 
 def torch_stats_dict(stats, t_dev, t_scalar, M, B, device):

@@ -18,6 +18,7 @@ when ``return_stats`` is False.
 
 from __future__ import annotations
 
+import math
 import types
 
 import torch
@@ -45,10 +46,12 @@ def estimate_op(
 
     _choose_backend(types.SimpleNamespace(device=str(eps_cond.device), library="torch"), "auto")  # CPU-only build: raise
     B = eps_cond.shape[0]
+    N = math.prod(eps_cond.shape[1:])
     rows = [x.contiguous() for x in (eps_cond, eps_uncond, noise)]
+    out = torch.empty_like(eps_cond, memory_format=torch.contiguous_format)
     stats = _empty_stats(eps_cond, B if return_stats else 0)
     t_dev = None if t is None else t.to(device=eps_cond.device, dtype=torch.float64).contiguous()
-    out = launch_torch(*rows, t_dev, t_scalar, M, stats if return_stats else None)
+    launch_torch(*rows, out, t_dev, t_scalar, M, stats if return_stats else None, B, N)
     return out, stats
 
 

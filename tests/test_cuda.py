@@ -7,6 +7,7 @@ torch.compile route) run everywhere.
 
 import os
 import shutil
+import types
 
 import numpy as np
 import pytest
@@ -92,6 +93,43 @@ def test_timestep_errors_before_any_device_work():
         _cuda_glue.torch_timesteps(float("nan"), 4, torch.device("cuda:0"))
     with pytest.raises(ValueError, match=r"t: expected a host value or a tensor on cuda:0.*got meta"):
         _cuda_glue.torch_timesteps(torch.zeros(4, device="meta"), 4, torch.device("cuda:0"))
+
+
+@pytest.mark.skipif(not _extension.has_cpu_kernel(), reason="compiled CPU kernel not built")
+@pytest.mark.parametrize("t", (300.0, 700, [1.0, 900.0, 2.0, 999.0], "tensor"), ids=("float", "int", "list", "tensor"))
+@pytest.mark.parametrize("return_stats", (False, True))
+def test_torch_glue_passes_the_binding_what_it_expects(t, return_stats, monkeypatch, rng):
+    """The eager torch glue, end to end on host tensors: the binding is replaced by one that
+    runs the compiled CPU kernel on the very addresses and sizes the glue passes, so the
+    argument order, contiguity, output allocation and stats wiring are all checked."""
+    cpu_module = _module()
+    calls = []
+
+    def estimate_cuda(c, u, n, out, t_ptr, t_scalar, stats_ptr, B, N, dtype, M_, stream):
+        calls.append((t_ptr, t_scalar, stream))
+        t_host = np.full(B, t_scalar) if t_ptr == 0 else None
+        cpu_module.estimate_cpu(c, u, n, out, t_ptr or t_host.ctypes.data, stats_ptr, B, N, dtype, M_)
+
+    monkeypatch.setattr(_extension, "load", lambda: types.SimpleNamespace(estimate_cuda=estimate_cuda))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: None)  # host tensors: device index None
+    monkeypatch.setattr(_cuda_glue, "_raw_stream", lambda torch_, index: 1234)
+    shape = (4, 3, 5)
+    c = torch.from_numpy(rng.standard_normal((4, 3, 6)))[:, :, 1:]  # non-contiguous: copied
+    u, n = (torch.from_numpy(rng.standard_normal(shape)) for _ in range(2))
+    t_arg = torch.tensor([1.0, 900.0, 2.0, 999.0]) if t == "tensor" else t
+    batch = _arrays.validate_arrays(c, u, n)
+    result = _cuda_glue.estimate_cuda(batch, t_arg, M, return_stats)
+    E, stats = result if return_stats else (result, None)
+    t_np = np.asarray(t_arg, dtype=np.float64) if t != "tensor" else t_arg.numpy()
+    E_ref, stats_ref = _reference(c, u, n, t_np)
+    assert E.shape == shape and E.dtype == torch.float64
+    assert_close_to_reference(E, E_ref, "float64")
+    assert calls[0][2] == 1234
+    assert (calls[0][0] == 0) == isinstance(t, (int, float)), calls  # a scalar travels as t_scalar
+    if return_stats:
+        for name in STAT_NAMES:
+            np.testing.assert_allclose(stats[name].numpy(), stats_ref[name], rtol=1e-12, err_msg=name)
+        np.testing.assert_array_equal(stats["mode_seeking"].numpy(), stats_ref["mode_seeking"])
 
 
 @pytest.mark.skipif(not HAS_CUDA_BUILD, reason="CUDA kernel not compiled in")
