@@ -48,3 +48,12 @@ def write_markdown(path, title, sections):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         f.write(f"# {title}\n\n" + "\n\n".join(sections) + "\n")
+
+
+def compress_png(src, dst, colors=128):
+    """``src`` re-saved as a ``colors``-colour palette PNG at ``dst`` (figures for the docs)."""
+    from PIL import Image  # noqa: PLC0415 - matplotlib's dependency
+
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    with Image.open(src) as im:
+        im.convert("RGB").quantize(colors=colors).save(dst, optimize=True)
