@@ -200,3 +200,20 @@ def test_resume_without_a_checkpoint_says_so(assets, tmp_path, capsys):
     shutil.rmtree(out, ignore_errors=True)
     code, err = _cli(["--resume", "--out", str(out)], capsys)
     assert code == 2 and "--resume: expected a previous run's config.json" in err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tiny_run_with_mixed_precision_on_cuda(assets, tmp_path):
+    """fp16 autocast + GradScaler path: finite losses, checkpointed scaler, CUDA peak memory."""
+    out = tmp_path / "cuda"
+    result = run_tiny(settings(assets, out, device="cuda", precision="fp16", **SHORT))
+    assert result.metrics["precision"] == "fp16-autocast"
+    assert result.metrics["peak_memory"]["kind"] == "cuda_max_memory_allocated"
+    assert all(np.isfinite(r["loss"]) for r in losses(out))
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["step"] == SHORT["steps"] and "scale" in ckpt["scaler"]
+    resumed = tmp_path / "cuda_resumed"
+    shutil.copytree(out, resumed)
+    result = run_tiny({"out": str(resumed), "steps": SHORT["steps"] + 2}, resume=True)
+    assert result.metrics["resumed_from_step"] == SHORT["steps"] and result.metrics["steps"] == SHORT["steps"] + 2
