@@ -160,7 +160,7 @@ def run_avatar(cfg, resume: bool = False, progress: bool = True, log=print) -> R
         train.NonFiniteError: NaN/Inf during training (the last good checkpoint stays).
         KeyboardInterrupt: re-raised after saying where to resume from.
     """
-    from .preview import preview_grid, render_views, view_cameras, write_png  # noqa: PLC0415
+    from .preview import PREVIEW_AZIMUTHS, preview_grid, render_views, view_cameras, write_png  # noqa: PLC0415
     from .train import NonFiniteError, Trainer, truncate_log  # noqa: PLC0415
     from .turntable import make_turntable  # noqa: PLC0415
 
@@ -180,8 +180,9 @@ def run_avatar(cfg, resume: bool = False, progress: bool = True, log=print) -> R
         log(SMOKE_NOTE.strip())
     body = load_body(cfg)
     guidance = load_guidance_for(cfg, device, amp)
-    if cfg.latent_size * guidance.vae_scale_factor < 8:
-        raise ValueError(f"latent_size: expected >= 1 latent pixel per VAE block, got {cfg.latent_size}")
+    down = 2 ** (len(guidance.models.unet.config.block_out_channels) - 1)
+    if cfg.latent_size % down:
+        raise ValueError(f"latent_size: expected a multiple of {down} (the UNet downsamples {down}x), got {cfg.latent_size}")
     trainer = Trainer(cfg, guidance, body, device, amp)
     # ---- from here on the output directory changes
     if cfg.tiny:
@@ -200,7 +201,7 @@ def run_avatar(cfg, resume: bool = False, progress: bool = True, log=print) -> R
     config_mod.write_config(cfg, out)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    preview_cams = view_cameras([0.0, 90.0, 180.0, 270.0])
+    preview_cams = view_cameras(PREVIEW_AZIMUTHS)
     losses = []
     train_started = time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=start, desc="SMOKE avatar" if cfg.tiny else "avatar", disable=not progress)

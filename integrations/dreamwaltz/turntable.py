@@ -8,8 +8,9 @@ never merge them and the frame count is exactly ``frames``).
 
 from __future__ import annotations
 
+import importlib.util
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ class Turntable:
     gif: Path
     mp4: Path | None
     mp4_skipped: str | None = None
-    frame_dir: Path | None = field(default=None)
+    frame_dir: Path | None = None
 
 
 def overlay_skeleton(rgb, skeleton, alpha: float = OVERLAY_ALPHA):
@@ -74,12 +75,10 @@ def turntable_frames(field_, guidance, body, frames: int, latent_size: int, samp
 
 
 def _mp4_writer_available():
-    try:
-        import imageio_ffmpeg  # noqa: F401, PLC0415 - optional
-
-        return None
-    except ImportError:
+    """None when an MP4 can be written, else the reason (shown in the run's log)."""
+    if importlib.util.find_spec("imageio_ffmpeg") is None:
         return "imageio-ffmpeg is not installed (pip install imageio-ffmpeg); wrote the GIF and PNG frames only"
+    return None
 
 
 def write_turntable(frames_rgb, directory, fps: int) -> Turntable:
