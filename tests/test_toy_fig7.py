@@ -8,12 +8,12 @@ import warnings
 
 import numpy as np
 import pytest
-
-from ssd_toolkit import stable_diffusion_schedule
 from ssd_toolkit.toy.estimator_sets import SSDUnscaled, ssd_sweep_estimators
 from ssd_toolkit.toy.mixture import paper_mixture
 from ssd_toolkit.toy.optimize import distill, make_sampler
 from ssd_toolkit.toy.trajectories import H_FROM_TRAP, TRAP, run_fig7
+
+from ssd_toolkit import stable_diffusion_schedule
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +69,18 @@ def test_rescaled_ssd_does_not_reach_a_mode_but_unscaled_does_with_annealing():
     ests = ssd_sweep_estimators([200])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        res = distill(mixture, mask, ests, np.zeros((8, 2)), schedule=stable_diffusion_schedule(), steps=3000,
-                      lr=0.01, sampler=make_sampler(3000, anneal=True, seed=0), seed=0, record_every=3000)
+        res = distill(
+            mixture,
+            mask,
+            ests,
+            np.zeros((8, 2)),
+            schedule=stable_diffusion_schedule(),
+            steps=3000,
+            lr=0.01,
+            sampler=make_sampler(3000, anneal=True, seed=0),
+            seed=0,
+            record_every=3000,
+        )
     scaled = _dist_to_cond_modes(res.theta[0], mixture, mask)
     unscaled = _dist_to_cond_modes(res.theta[1], mixture, mask)
     assert scaled.min() > 0.6

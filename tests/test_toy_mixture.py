@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from ssd_toolkit import stable_diffusion_schedule
 from ssd_toolkit.toy.mixture import GaussianMixture, paper_mixture
 from ssd_toolkit.toy.modes import find_modes, is_mode_consistent
+
+from ssd_toolkit import stable_diffusion_schedule
 
 SCHEDULE = stable_diffusion_schedule()
 
@@ -108,7 +108,9 @@ def test_sec10_limit_no_noise_is_the_data_score(mix_mask_rng):
     s = 1e-6
     near = mixture.score(x, np.sqrt(1 - s * s), s)
     np.testing.assert_allclose(near, data_score, rtol=1e-6, atol=1e-6)
-    np.testing.assert_array_less(np.abs(mixture.eps_hat(x, np.sqrt(1 - s * s), s)), 1e-6 * (1 + np.abs(data_score)) + 1e-12)
+    np.testing.assert_array_less(
+        np.abs(mixture.eps_hat(x, np.sqrt(1 - s * s), s)), 1e-6 * (1 + np.abs(data_score)) + 1e-12
+    )
 
 
 def test_single_gaussian_matches_closed_form():

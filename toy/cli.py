@@ -67,8 +67,12 @@ def _all(args):
 
     start = time.perf_counter()
     parsers = _PARSERS
-    for name, func in (("trajectories", _trajectories), ("sweep", _sweep), ("statistics", _statistics),
-                       ("digits", _digits)):
+    for name, func in (
+        ("trajectories", _trajectories),
+        ("sweep", _sweep),
+        ("statistics", _statistics),
+        ("digits", _digits),
+    ):
         defaults = vars(parsers[name].parse_args([]))
         defaults.update(out=args.out, seed=args.seed)
         func(SimpleNamespace(**defaults))

@@ -37,6 +37,7 @@ def load_digit_mixture():
 
 
 def digit_estimators(cfg_scales=(7.5, 100.0), Ms=(200.0, 500.0, 800.0)):
+    """SDS at each CFG scale, mode-seeking, h, SSD at each M, and the unscaled ablation at ``Ms[0]``."""
     ests = {f"SDS CFG {s:g}": ssd_toolkit.get_estimator("sds", guidance_scale=s) for s in cfg_scales}
     ests["mode-seeking"] = ssd_toolkit.get_estimator("mode-seeking")
     ests["mode-disengaging (h)"] = ssd_toolkit.get_estimator("csd")
@@ -68,9 +69,20 @@ def run(out="toy_out", seed=0, steps=1000, lr=0.01, weighting="uniform", per_cla
     classes = np.repeat(np.arange(10), per_class)
     mask = labels[None, :] == classes[:, None]  # [10 per_class, 1797]
     ests = digit_estimators()
-    res = distill(mixture, mask, ests, np.zeros(64), schedule=ssd_toolkit.stable_diffusion_schedule(), steps=steps,
-                  lr=lr, weighting=weighting, sampler=make_sampler(steps, seed=seed), seed=seed,
-                  record_every=steps, progress=progress)
+    res = distill(
+        mixture,
+        mask,
+        ests,
+        np.zeros(64),
+        schedule=ssd_toolkit.stable_diffusion_schedule(),
+        steps=steps,
+        lr=lr,
+        weighting=weighting,
+        sampler=make_sampler(steps, seed=seed),
+        seed=seed,
+        record_every=steps,
+        progress=progress,
+    )
     seconds = time.perf_counter() - start
     per = {}
     for i, name in enumerate(res.names):
@@ -82,22 +94,63 @@ def run(out="toy_out", seed=0, steps=1000, lr=0.01, weighting="uniform", per_cla
     os.makedirs(out, exist_ok=True)
     png = os.path.join(out, "digits.png")
     plot_digits(png, res.names, res.theta[:, ::per_class], class_means)
-    summary = {"config": dict(steps=steps, lr=lr, per_class=per_class, weighting=weighting, seed=seed, start="gray (0)",
-                              component_variance=COMPONENT_VARIANCE, pixel_scale="0..16 -> [-1, 1]", t_range=[20, 980]),
-               "seconds": seconds, "estimators": per,
-               "class_means_reference": {k: float(np.mean(v)) for k, v in ref_mean.items()}}
+    summary = {
+        "config": dict(
+            steps=steps,
+            lr=lr,
+            per_class=per_class,
+            weighting=weighting,
+            seed=seed,
+            start="gray (0)",
+            component_variance=COMPONENT_VARIANCE,
+            pixel_scale="0..16 -> [-1, 1]",
+            t_range=[20, 980],
+        ),
+        "seconds": seconds,
+        "estimators": per,
+        "class_means_reference": {k: float(np.mean(v)) for k, v in ref_mean.items()},
+    }
     write_json(os.path.join(out, "digits.json"), summary)
-    rows = [(n, v["dist_nearest_same_class"], v["dist_class_mean"], v["frac_pixels_outside_range"],
-             f"{v['nearest_is_right_class']:.0%}") for n, v in per.items()]
+    rows = [
+        (
+            n,
+            v["dist_nearest_same_class"],
+            v["dist_class_mean"],
+            v["frac_pixels_outside_range"],
+            f"{v['nearest_is_right_class']:.0%}",
+        )
+        for n, v in per.items()
+    ]
     rm = summary["class_means_reference"]
-    rows.append(("(class mean itself)", rm["dist_nearest_same_class"], 0.0, rm["frac_pixels_outside_range"],
-                 f"{rm['nearest_is_right_class']:.0%}"))
-    write_markdown(os.path.join(out, "digits.md"), "8x8 digits with exact scores", [
-        f"{per_class} images per class ({10 * per_class} in all, metrics averaged), {steps} steps, lr {lr}, w(t) {weighting}, t ~ U{{20..980}}, start gray; "
-        f"component variance {COMPONENT_VARIANCE}; {seconds:.1f} s. L2 distances in [-1, 1] pixel units (64 pixels; "
-        "a per-pixel RMS is the distance / 8). Saturation counts pixels more than one grey level (0.125) outside "
-        "the data range [-1, 1].",
-        markdown_table(["estimator", "dist. nearest same-class image (detail)", "dist. class mean (smoothing)",
-                        "pixels beyond [-1.125, 1.125] (saturation)", "nearest image has the class"], rows),
-        f"![digits]({os.path.basename(png)})"])
+    rows.append(
+        (
+            "(class mean itself)",
+            rm["dist_nearest_same_class"],
+            0.0,
+            rm["frac_pixels_outside_range"],
+            f"{rm['nearest_is_right_class']:.0%}",
+        )
+    )
+    write_markdown(
+        os.path.join(out, "digits.md"),
+        "8x8 digits with exact scores",
+        [
+            f"{per_class} images per class ({10 * per_class} in all, metrics averaged), {steps} steps, lr {lr}, "
+            f"w(t) {weighting}, t ~ U{{20..980}}, start gray; component variance {COMPONENT_VARIANCE}; "
+            f"{seconds:.1f} s. L2 distances in [-1, 1] pixel units (64 pixels; "
+            "a per-pixel RMS is the distance / 8). Saturation counts pixels more than one grey level (0.125) outside "
+            "the data range [-1, 1].",
+            markdown_table(
+                [
+                    "estimator",
+                    "dist. nearest same-class image (detail)",
+                    "dist. class mean (smoothing)",
+                    "pixels beyond [-1.125, 1.125] (saturation)",
+                    "nearest image has the class",
+                ],
+                rows,
+            ),
+            f"![digits]({os.path.basename(png)})",
+        ],
+    )
     return summary

@@ -35,6 +35,7 @@ class SSDUnscaled:
 
 
 def ssd_label(M, scaled=True):
+    """The label of SSD (or, ``scaled=False``, the unscaled ablation) at threshold ``M``."""
     return f"SSD M={M:g}" if scaled else f"SSD unscaled M={M:g}"
 
 

@@ -66,7 +66,7 @@ class GaussianMixture:
     def dim(self) -> int:
         return self.means.shape[1]
 
-    def subset(self, components) -> "GaussianMixture":
+    def subset(self, components) -> GaussianMixture:
         """The mixture of the given components (indices or a boolean mask), weights renormalised."""
         idx = np.arange(self.num_components)[np.asarray(components)]
         if idx.size == 0:

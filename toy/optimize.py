@@ -10,7 +10,7 @@ random numbers), so the estimators are compared on the same draws.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -51,7 +51,6 @@ class DistillResult:
     theta: np.ndarray
     path: np.ndarray
     steps: np.ndarray
-    extra: dict = field(default_factory=dict)
 
 
 def distill(

@@ -8,8 +8,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray",
-          "tab:olive", "tab:cyan"]
+COLORS = [
+    "tab:blue",
+    "tab:orange",
+    "tab:green",
+    "tab:red",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:gray",
+    "tab:olive",
+    "tab:cyan",
+]
 
 
 def _density_grid(mixture, mask, lo, hi, alpha=1.0, sigma=0.0, n=200):
@@ -33,11 +43,15 @@ def plot_trajectories(path, mixture, cond_mask, main, trap, schedule, show_t, tr
     for c, (name, seed_paths) in enumerate(runs):
         color = COLORS[c % len(COLORS)]
         for s in range(seed_paths.shape[1]):
-            ax.plot(seed_paths[:, s, 0], seed_paths[:, s, 1], color=color, lw=0.6, alpha=0.5, label=name if s == 0 else None)
+            ax.plot(
+                seed_paths[:, s, 0], seed_paths[:, s, 1], color=color, lw=0.6, alpha=0.5, label=name if s == 0 else None
+            )
         ax.scatter(seed_paths[-1, :, 0], seed_paths[-1, :, 1], color=color, s=10, zorder=3)
     ax.scatter([0], [0], marker="*", s=250, color="gold", edgecolor="k", zorder=4, label="start [0,0]")
     modes = mixture.means[cond_mask]
-    ax.scatter(modes[:, 0], modes[:, 1], marker="*", s=250, color="red", edgecolor="k", zorder=4, label="conditional modes")
+    ax.scatter(
+        modes[:, 0], modes[:, 1], marker="*", s=250, color="red", edgecolor="k", zorder=4, label="conditional modes"
+    )
     ax.set_aspect("equal")
     ax.set_title("log P(x|y) and trajectories (all seeds)")
     ax.legend(fontsize=7, loc="upper left")
@@ -47,9 +61,26 @@ def plot_trajectories(path, mixture, cond_mask, main, trap, schedule, show_t, tr
     ms = main.names.index("mode-seeking")
     for sd in range(main.path.shape[2]):
         ax2.plot(a * main.path[ms, :, sd, 0], a * main.path[ms, :, sd, 1], color="w", lw=0.5, alpha=0.6)
-    ax2.scatter(a * modes[:, 0], a * modes[:, 1], marker="*", s=200, color="red", edgecolor="k", label="induced modes alpha_t o", zorder=5)
-    ax2.scatter(transient[:, 0], transient[:, 1], marker="X", s=120, color="orange", edgecolor="k",
-                label="transient mode alpha_t o_tr", zorder=5)
+    ax2.scatter(
+        a * modes[:, 0],
+        a * modes[:, 1],
+        marker="*",
+        s=200,
+        color="red",
+        edgecolor="k",
+        label="induced modes alpha_t o",
+        zorder=5,
+    )
+    ax2.scatter(
+        transient[:, 0],
+        transient[:, 1],
+        marker="X",
+        s=120,
+        color="orange",
+        edgecolor="k",
+        label="transient mode alpha_t o_tr",
+        zorder=5,
+    )
     ax2.set_aspect("equal")
     ax2.set_title(f"P(x_t|y) at t={show_t}, mode-seeking path of alpha_t x")
     ax2.legend(fontsize=7, loc="lower right")
@@ -62,7 +93,7 @@ def plot_sweep(path, rows, Ms, radius):
     """Heatmaps of the median distance to the nearest conditional mode: config rows x M."""
     configs = sorted({(r["lr"], r["steps"], r["anneal"]) for r in rows})
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(configs) + 2), sharey=True)
-    for ax, scaled in zip(axes, (True, False)):
+    for ax, scaled in zip(axes, (True, False), strict=True):
         grid = np.full((len(configs), len(Ms)), np.nan)
         frac = np.zeros_like(grid)
         for r in rows:
@@ -71,14 +102,27 @@ def plot_sweep(path, rows, Ms, radius):
                 grid[i, j], frac[i, j] = r["dist_median"], r["frac_converged"]
         im = ax.imshow(np.log10(grid), cmap="magma_r", vmin=-2, vmax=1, aspect="auto")
         for i, j in np.ndindex(grid.shape):
-            ax.text(j, i, f"{grid[i, j]:.2f}\n{frac[i, j]:.0%}", ha="center", va="center", fontsize=6,
-                    color="w" if grid[i, j] > 0.5 else "k")
+            ax.text(
+                j,
+                i,
+                f"{grid[i, j]:.2f}\n{frac[i, j]:.0%}",
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="w" if grid[i, j] > 0.5 else "k",
+            )
         ax.set_xticks(range(len(Ms)), [str(m) for m in Ms])
         ax.set_xlabel("M")
-        ax.set_title(("SSD (Algorithm 1, rescaled to ||h||)" if scaled else "SSD unscaled (ablation)")
-                     + f"\nmedian dist. to cond. mode; % seeds < {radius}", fontsize=9)
-    axes[0].set_yticks(range(len(configs)), [f"lr {c[0]:g}, {c[1]} steps, {'anneal' if c[2] else 'uniform'}"
-                                             for c in configs], fontsize=7)
+        ax.set_title(
+            ("SSD (Algorithm 1, rescaled to ||h||)" if scaled else "SSD unscaled (ablation)")
+            + f"\nmedian dist. to cond. mode; % seeds < {radius}",
+            fontsize=9,
+        )
+    axes[0].set_yticks(
+        range(len(configs)),
+        [f"lr {c[0]:g}, {c[1]} steps, {'anneal' if c[2] else 'uniform'}" for c in configs],
+        fontsize=7,
+    )
     fig.colorbar(im, ax=axes, label="log10 median distance", shrink=0.8)
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
@@ -115,7 +159,7 @@ def plot_statistics(path, rows, dim):
 
 def plot_digits(path, names, theta, class_means):
     """A grid: one row per estimator (and the class means), one column per class."""
-    rows = [("class mean", class_means)] + list(zip(names, theta))
+    rows = [("class mean", class_means)] + list(zip(names, theta, strict=True))
     fig, axes = plt.subplots(len(rows), 10, figsize=(10, 1.05 * len(rows)))
     for i, (name, imgs) in enumerate(rows):
         for c in range(10):
@@ -128,6 +172,8 @@ def plot_digits(path, names, theta, class_means):
                 ys, xs = np.nonzero(sat)
                 ax.scatter(xs, ys, s=2, color="red")
         axes[i, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
-    fig.suptitle("digits: one image per class from gray (red dots: pixels more than one grey level outside [-1, 1])", fontsize=9)
+    fig.suptitle(
+        "digits: one image per class from gray (red dots: pixels more than one grey level outside [-1, 1])", fontsize=9
+    )
     fig.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(fig)

@@ -49,8 +49,9 @@ def statistics_at(mixture, mask, x, t, schedule, noises, rng):
     noise = rng.standard_normal((noises, mixture.dim))
     a, s = float(schedule.alpha(t)), float(schedule.sigma(t))
     eps_c, eps_u = mixture.eps_hat_pair(a * x[None] + s * noise, a, s, mask)
-    _, st = ssd_toolkit.estimate(eps_c, eps_u, noise, np.full(noises, float(t)), M=float(schedule.num_timesteps),
-                                 return_stats=True)
+    _, st = ssd_toolkit.estimate(
+        eps_c, eps_u, noise, np.full(noises, float(t)), M=float(schedule.num_timesteps), return_stats=True
+    )
     c = ssd_toolkit.optimal_coefficient(eps_c, noise)
     eps_tilde = ssd_toolkit.variance_reduced(eps_c, noise)
     var_eps = _total_cov(eps_c, eps_c)
@@ -59,9 +60,14 @@ def statistics_at(mixture, mask, x, t, schedule, noises, rng):
         eps_hat_norm=float(st["eps_cond_norm"].mean()),
         h_norm=float(st["h_norm"].mean()),
         correlation=_total_cov(eps_c, noise) / np.sqrt(var_eps * _total_cov(noise, noise)),
-        c=c, r_min=float(st["r"].min()), r_max=float(st["r"].max()), r_mean=float(st["r"].mean()),
-        var_eps_hat=var_eps, var_minus_eps=_total_cov(eps_c - noise, eps_c - noise),
-        var_minus_r_eps=_total_cov(eps_tilde, eps_tilde), var_minus_c_eps=_total_cov(eps_c - c * noise, eps_c - c * noise),
+        c=c,
+        r_min=float(st["r"].min()),
+        r_max=float(st["r"].max()),
+        r_mean=float(st["r"].mean()),
+        var_eps_hat=var_eps,
+        var_minus_eps=_total_cov(eps_c - noise, eps_c - noise),
+        var_minus_r_eps=_total_cov(eps_tilde, eps_tilde),
+        var_minus_c_eps=_total_cov(eps_c - c * noise, eps_c - c * noise),
     )
 
 
@@ -78,27 +84,69 @@ def checks(rows):
     rho_norm, rho_corr, rho_c = (_spearman(t, col[k]) for k in ("eps_hat_norm", "correlation", "c"))
     large = ssd_vs_sds[t >= 500]
     return [
-        dict(figure="Fig. 16", claim="||eps_hat|| increases with t", measure="Spearman(t, ||eps_hat||)",
-             value=rho_norm, holds=rho_norm > 0.9),
-        dict(figure="Fig. 17", claim="corr(eps_hat, eps) increases with t",
-             measure=f"Spearman(t, corr); corr in [{col['correlation'].min():.3f}, {col['correlation'].max():.3f}]",
-             value=rho_corr, holds=rho_corr > 0.9),
-        dict(figure="(Fig. 17)", claim="what does increase: the regression coefficient c of eps_hat on eps",
-             measure=f"Spearman(t, c); c from {col['c'][0]:.3f} to {col['c'][-1]:.3f}", value=rho_c, holds=rho_c > 0.9),
-        dict(figure="Fig. 18", claim="c lies within [min r, max r]", measure="fraction of t with min r <= c <= max r",
-             value=float(inside.mean()), holds=bool(inside.all())),
-        dict(figure="Fig. 19", claim="||h|| << ||eps_hat||", measure="max over t of ||h|| / ||eps_hat||",
-             value=float(ratio.max()), holds=float(ratio.max()) < 0.1),
-        dict(figure="Fig. 9", claim="eps_hat - eps does not reduce variance at small t",
-             measure="largest t with var(eps_hat - eps) > var(eps_hat)", value=crossover, holds=crossover >= 20),
-        dict(figure="Fig. 9", claim="eps_hat - r eps has much lower variance than eps_hat - eps at small t",
-             measure="max over t <= 200 of var(eps_hat - r eps) / var(eps_hat - eps)",
-             value=float(ssd_vs_sds[t <= 200].max()), holds=float(ssd_vs_sds[t <= 200].max()) < 0.5),
-        dict(figure="Fig. 9", claim="at large t both reductions perform alike",
-             measure=f"var(eps_hat - r eps) / var(eps_hat - eps) over t >= 500: [{large.min():.2f}, {large.max():.2f}]",
-             value=float(large.max()), holds=bool(large.min() > 0.5 and large.max() < 2.0)),
-        dict(figure="Fig. 9", claim="c is close to 1 at t = 500", measure=f"c at t = {int(t[i500])}",
-             value=float(col["c"][i500]), holds=abs(float(col["c"][i500]) - 1.0) < 0.1),
+        dict(
+            figure="Fig. 16",
+            claim="||eps_hat|| increases with t",
+            measure="Spearman(t, ||eps_hat||)",
+            value=rho_norm,
+            holds=rho_norm > 0.9,
+        ),
+        dict(
+            figure="Fig. 17",
+            claim="corr(eps_hat, eps) increases with t",
+            measure=f"Spearman(t, corr); corr in [{col['correlation'].min():.3f}, {col['correlation'].max():.3f}]",
+            value=rho_corr,
+            holds=rho_corr > 0.9,
+        ),
+        dict(
+            figure="(Fig. 17)",
+            claim="what does increase: the regression coefficient c of eps_hat on eps",
+            measure=f"Spearman(t, c); c from {col['c'][0]:.3f} to {col['c'][-1]:.3f}",
+            value=rho_c,
+            holds=rho_c > 0.9,
+        ),
+        dict(
+            figure="Fig. 18",
+            claim="c lies within [min r, max r]",
+            measure="fraction of t with min r <= c <= max r",
+            value=float(inside.mean()),
+            holds=bool(inside.all()),
+        ),
+        dict(
+            figure="Fig. 19",
+            claim="||h|| << ||eps_hat||",
+            measure="max over t of ||h|| / ||eps_hat||",
+            value=float(ratio.max()),
+            holds=float(ratio.max()) < 0.1,
+        ),
+        dict(
+            figure="Fig. 9",
+            claim="eps_hat - eps does not reduce variance at small t",
+            measure="largest t with var(eps_hat - eps) > var(eps_hat)",
+            value=crossover,
+            holds=crossover >= 20,
+        ),
+        dict(
+            figure="Fig. 9",
+            claim="eps_hat - r eps has much lower variance than eps_hat - eps at small t",
+            measure="max over t <= 200 of var(eps_hat - r eps) / var(eps_hat - eps)",
+            value=float(ssd_vs_sds[t <= 200].max()),
+            holds=float(ssd_vs_sds[t <= 200].max()) < 0.5,
+        ),
+        dict(
+            figure="Fig. 9",
+            claim="at large t both reductions perform alike",
+            measure=f"var(eps_hat - r eps) / var(eps_hat - eps) over t >= 500: [{large.min():.2f}, {large.max():.2f}]",
+            value=float(large.max()),
+            holds=bool(large.min() > 0.5 and large.max() < 2.0),
+        ),
+        dict(
+            figure="Fig. 9",
+            claim="c is close to 1 at t = 500",
+            measure=f"c at t = {int(t[i500])}",
+            value=float(col["c"][i500]),
+            holds=abs(float(col["c"][i500]) - 1.0) < 0.1,
+        ),
     ]
 
 
@@ -122,18 +170,62 @@ def run(out="toy_out", seed=0, dim=64, noises=8192, num_t=40, progress=True):
     os.makedirs(out, exist_ok=True)
     png = os.path.join(out, "statistics.png")
     plot_statistics(png, rows, dim)
-    summary = {"config": dict(dim=dim, components=8, cond_components=3, variance=0.05, noises=noises, num_t=num_t,
-                              seed=seed, x="one draw from the conditional mixture"),
-               "seconds": seconds, "checks": found, "rows": rows}
+    summary = {
+        "config": dict(
+            dim=dim,
+            components=8,
+            cond_components=3,
+            variance=0.05,
+            noises=noises,
+            num_t=num_t,
+            seed=seed,
+            x="one draw from the conditional mixture",
+        ),
+        "seconds": seconds,
+        "checks": found,
+        "rows": rows,
+    }
     write_json(os.path.join(out, "statistics.json"), summary)
-    write_markdown(os.path.join(out, "statistics.md"), "Sec. 11 statistics (Figs. 16-19, 9)", [
-        f"{dim}-d mixture (8 components, 3 conditional, variance 0.05, means uniform in [-1, 1]), {noises} noises "
-        f"per t, {len(rows)} timesteps in [1, 999]; {seconds:.1f} s.",
-        markdown_table(["figure", "paper's claim", "measure", "value", "holds here"],
-                       [(c["figure"], c["claim"], c["measure"], c["value"], "yes" if c["holds"] else "no") for c in found]),
-        markdown_table(["t", "||eps_hat||", "||h||", "corr", "c", "min r", "max r", "var eps_hat", "var eps_hat-eps",
-                        "var eps_hat-r eps"],
-                       [(r["t"], r["eps_hat_norm"], r["h_norm"], r["correlation"], r["c"], r["r_min"], r["r_max"],
-                         r["var_eps_hat"], r["var_minus_eps"], r["var_minus_r_eps"]) for r in rows[:: max(1, len(rows) // 10)]]),
-        f"![statistics]({os.path.basename(png)})"])
+    write_markdown(
+        os.path.join(out, "statistics.md"),
+        "Sec. 11 statistics (Figs. 16-19, 9)",
+        [
+            f"{dim}-d mixture (8 components, 3 conditional, variance 0.05, means uniform in [-1, 1]), {noises} noises "
+            f"per t, {len(rows)} timesteps in [1, 999]; {seconds:.1f} s.",
+            markdown_table(
+                ["figure", "paper's claim", "measure", "value", "holds here"],
+                [(c["figure"], c["claim"], c["measure"], c["value"], "yes" if c["holds"] else "no") for c in found],
+            ),
+            markdown_table(
+                [
+                    "t",
+                    "||eps_hat||",
+                    "||h||",
+                    "corr",
+                    "c",
+                    "min r",
+                    "max r",
+                    "var eps_hat",
+                    "var eps_hat-eps",
+                    "var eps_hat-r eps",
+                ],
+                [
+                    (
+                        r["t"],
+                        r["eps_hat_norm"],
+                        r["h_norm"],
+                        r["correlation"],
+                        r["c"],
+                        r["r_min"],
+                        r["r_max"],
+                        r["var_eps_hat"],
+                        r["var_minus_eps"],
+                        r["var_minus_r_eps"],
+                    )
+                    for r in rows[:: max(1, len(rows) // 10)]
+                ],
+            ),
+            f"![statistics]({os.path.basename(png)})",
+        ],
+    )
     return summary

@@ -40,18 +40,36 @@ def sweep(Ms=DEFAULT_MS, lrs=DEFAULT_LRS, steps_list=DEFAULT_STEPS, seeds=8, see
         configs = tqdm(configs, desc="sweep")
     rows = []
     for lr, steps, anneal in configs:
-        res = distill(mixture, cond_mask, ests, np.zeros((seeds, 2)), schedule=schedule, steps=steps, lr=lr,
-                      sampler=make_sampler(steps, anneal=anneal, seed=seed), seed=seed, record_every=steps)
+        res = distill(
+            mixture,
+            cond_mask,
+            ests,
+            np.zeros((seeds, 2)),
+            schedule=schedule,
+            steps=steps,
+            lr=lr,
+            sampler=make_sampler(steps, anneal=anneal, seed=seed),
+            seed=seed,
+            record_every=steps,
+        )
         for M, scaled in itertools.product(Ms, (True, False)):
             theta = res.theta[res.names.index(ssd_label(M, scaled))]
             dist = np.min(np.linalg.norm(theta[:, None, :] - modes[None], axis=-1), axis=1)
-            rows.append(dict(
-                lr=lr, steps=steps, anneal=anneal, M=M, scaled=scaled, end_mean=theta.mean(0),
-                dist_median=float(np.median(dist)), dist_max=float(dist.max()),
-                frac_converged=float(np.mean(dist < CONVERGED_RADIUS)),
-                converged=bool(np.all(dist < CONVERGED_RADIUS)),
-                log_p_cond_mean=float(mixture.log_prob(theta, mask=cond_mask).mean()),
-            ))
+            rows.append(
+                dict(
+                    lr=lr,
+                    steps=steps,
+                    anneal=anneal,
+                    M=M,
+                    scaled=scaled,
+                    end_mean=theta.mean(0),
+                    dist_median=float(np.median(dist)),
+                    dist_max=float(dist.max()),
+                    frac_converged=float(np.mean(dist < CONVERGED_RADIUS)),
+                    converged=bool(np.all(dist < CONVERGED_RADIUS)),
+                    log_p_cond_mean=float(mixture.log_prob(theta, mask=cond_mask).mean()),
+                )
+            )
     return rows
 
 
@@ -67,9 +85,16 @@ def run(out="toy_out", seed=0, Ms=DEFAULT_MS, lrs=DEFAULT_LRS, steps_list=DEFAUL
     plot_sweep(png, rows, Ms, CONVERGED_RADIUS)
     conv = [r for r in rows if r["converged"]]
     summary = {
-        "config": dict(Ms=list(Ms), lrs=list(lrs), steps=list(steps_list), seeds=seeds, seed=seed, start=[0, 0],
-                       annealing="[20, 980] for the first third of the steps, then [20, 500]",
-                       converged_radius=CONVERGED_RADIUS),
+        "config": dict(
+            Ms=list(Ms),
+            lrs=list(lrs),
+            steps=list(steps_list),
+            seeds=seeds,
+            seed=seed,
+            start=[0, 0],
+            annealing="[20, 980] for the first third of the steps, then [20, 500]",
+            converged_radius=CONVERGED_RADIUS,
+        ),
         "seconds": seconds,
         "converged_scaled": [(r["lr"], r["steps"], r["anneal"], r["M"]) for r in conv if r["scaled"]],
         "converged_unscaled": [(r["lr"], r["steps"], r["anneal"], r["M"]) for r in conv if not r["scaled"]],
@@ -78,14 +103,32 @@ def run(out="toy_out", seed=0, Ms=DEFAULT_MS, lrs=DEFAULT_LRS, steps_list=DEFAUL
     write_json(os.path.join(out, "sweep.json"), summary)
     table = markdown_table(
         ["lr", "steps", "annealed", "M", "SSD", "mean end point", "dist. median", "dist. max", "seeds converged"],
-        [(r["lr"], r["steps"], "yes" if r["anneal"] else "no", r["M"], "rescaled" if r["scaled"] else "unscaled",
-          f"[{r['end_mean'][0]:.2f}, {r['end_mean'][1]:.2f}]", r["dist_median"], r["dist_max"],
-          f"{r['frac_converged']:.0%}") for r in rows])
+        [
+            (
+                r["lr"],
+                r["steps"],
+                "yes" if r["anneal"] else "no",
+                r["M"],
+                "rescaled" if r["scaled"] else "unscaled",
+                f"[{r['end_mean'][0]:.2f}, {r['end_mean'][1]:.2f}]",
+                r["dist_median"],
+                r["dist_max"],
+                f"{r['frac_converged']:.0%}",
+            )
+            for r in rows
+        ],
+    )
     n_s, n_u = len(summary["converged_scaled"]), len(summary["converged_unscaled"])
     total = len(rows) // 2
-    write_markdown(os.path.join(out, "sweep.md"), "SSD's end state against M, lr, steps, annealing", [
-        f"{seeds} seeds per configuration, start [0, 0], w(t) = 1; {seconds:.1f} s. Converged = every seed within "
-        f"{CONVERGED_RADIUS} of a conditional mode. Rescaled SSD (Algorithm 1) converged in {n_s}/{total} "
-        f"configurations; the unscaled ablation in {n_u}/{total}.",
-        table, f"![sweep]({os.path.basename(png)})"])
+    write_markdown(
+        os.path.join(out, "sweep.md"),
+        "SSD's end state against M, lr, steps, annealing",
+        [
+            f"{seeds} seeds per configuration, start [0, 0], w(t) = 1; {seconds:.1f} s. Converged = every seed within "
+            f"{CONVERGED_RADIUS} of a conditional mode. Rescaled SSD (Algorithm 1) converged in {n_s}/{total} "
+            f"configurations; the unscaled ablation in {n_u}/{total}.",
+            table,
+            f"![sweep]({os.path.basename(png)})",
+        ],
+    )
     return summary

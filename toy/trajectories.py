@@ -55,12 +55,22 @@ def run_fig7(seeds=16, steps=3000, lr=0.01, M=200.0, weighting="uniform", seed=0
     kw = dict(schedule=schedule, steps=steps, lr=lr, weighting=weighting, progress=progress)
     start = time.perf_counter()
     main = distill(
-        mixture, cond_mask, fig7_estimators(M), np.zeros((seeds, 2)),
-        sampler=make_sampler(steps, seed=seed, t_range=t_range), seed=seed, **kw,
+        mixture,
+        cond_mask,
+        fig7_estimators(M),
+        np.zeros((seeds, 2)),
+        sampler=make_sampler(steps, seed=seed, t_range=t_range),
+        seed=seed,
+        **kw,
     )
     trap = distill(
-        mixture, cond_mask, {H_FROM_TRAP: ssd_toolkit.get_estimator("csd")}, np.tile(TRAP, (seeds, 1)),
-        sampler=make_sampler(steps, seed=seed + 1, t_range=t_range), seed=seed + 1, **kw,
+        mixture,
+        cond_mask,
+        {H_FROM_TRAP: ssd_toolkit.get_estimator("csd")},
+        np.tile(TRAP, (seeds, 1)),
+        sampler=make_sampler(steps, seed=seed + 1, t_range=t_range),
+        seed=seed + 1,
+        **kw,
     )
     return main, trap, time.perf_counter() - start
 
@@ -77,8 +87,16 @@ def run(out="toy_out", seed=0, seeds=16, steps=3000, lr=0.01, M=200.0, weighting
     per = {name: end_state_summary(mixture, cond_mask, main.theta[i]) for i, name in enumerate(main.names)}
     per[H_FROM_TRAP] = end_state_summary(mixture, cond_mask, trap.theta[0])
     summary = {
-        "config": dict(seeds=seeds, steps=steps, lr=lr, M=M, weighting=weighting, seed=seed, t_range=[20, 980],
-                       schedule="stable_diffusion (scaled-linear 0.00085..0.012, 1000 steps)"),
+        "config": dict(
+            seeds=seeds,
+            steps=steps,
+            lr=lr,
+            M=M,
+            weighting=weighting,
+            seed=seed,
+            t_range=[20, 980],
+            schedule="stable_diffusion (scaled-linear 0.00085..0.012, 1000 steps)",
+        ),
         "seconds_both_runs": seconds,
         "transient_modes_at_t350_over_alpha": transient / a,
         "estimators": per,
@@ -88,16 +106,38 @@ def run(out="toy_out", seed=0, seeds=16, steps=3000, lr=0.01, M=200.0, weighting
     plot_trajectories(png, mixture, cond_mask, main, trap, schedule, SHOW_T, transient)
     write_json(os.path.join(out, "trajectories.json"), summary)
     rows = [
-        (n, f"[{v['end_mean'][0]:.2f}, {v['end_mean'][1]:.2f}]", v["dist_to_cond_mode_median"], v["dist_to_cond_mode_max"],
-         v["dist_to_trap_median"], v["log_p_cond_mean"], v["log_p_uncond_mean"])
+        (
+            n,
+            f"[{v['end_mean'][0]:.2f}, {v['end_mean'][1]:.2f}]",
+            v["dist_to_cond_mode_median"],
+            v["dist_to_cond_mode_max"],
+            v["dist_to_trap_median"],
+            v["log_p_cond_mean"],
+            v["log_p_uncond_mean"],
+        )
         for n, v in per.items()
     ]
     table = markdown_table(
-        ["estimator", "mean end point", "dist. to nearest cond. mode (median)", "(max)", "dist. to trap [1.5,1] (median)",
-         "log P(x|y)", "log P(x)"], rows)
-    write_markdown(os.path.join(out, "trajectories.md"), "Fig. 7: trajectories on the paper's mixture", [
-        f"{seeds} seeds x {steps} steps, lr {lr}, w(t) {weighting}, t ~ U{{20..980}}, SSD M = {M:g}; "
-        f"both runs took {seconds:.2f} s. Transient mode of P(x_t|y) at t = {SHOW_T}, divided by alpha_t: "
-        f"{np.round(transient / a, 3).tolist()}.",
-        table, f"![trajectories]({os.path.basename(png)})"])
+        [
+            "estimator",
+            "mean end point",
+            "dist. to nearest cond. mode (median)",
+            "(max)",
+            "dist. to trap [1.5,1] (median)",
+            "log P(x|y)",
+            "log P(x)",
+        ],
+        rows,
+    )
+    write_markdown(
+        os.path.join(out, "trajectories.md"),
+        "Fig. 7: trajectories on the paper's mixture",
+        [
+            f"{seeds} seeds x {steps} steps, lr {lr}, w(t) {weighting}, t ~ U{{20..980}}, SSD M = {M:g}; "
+            f"both runs took {seconds:.2f} s. Transient mode of P(x_t|y) at t = {SHOW_T}, divided by alpha_t: "
+            f"{np.round(transient / a, 3).tolist()}.",
+            table,
+            f"![trajectories]({os.path.basename(png)})",
+        ],
+    )
     return summary
