@@ -27,6 +27,7 @@
 
 #include "half_convert.h"
 #include "ssd_core.h"
+#include "thread_pool.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -355,7 +356,8 @@ bool use_avx2() {
 }
 
 int choose_threads(int requested, int64_t units, int64_t elements) {
-  int64_t nt = requested > 0 ? requested : static_cast<int64_t>(std::thread::hardware_concurrency());
+  static const int64_t hardware = std::max(1u, std::thread::hardware_concurrency());  // ~5 us a query
+  int64_t nt = requested > 0 ? requested : hardware;
   nt = std::max<int64_t>(1, std::min<int64_t>({nt, units, elements / kMinElemsPerThread}));
   return static_cast<int>(nt);
 }
@@ -404,15 +406,7 @@ void run(const EstimateParams& p, int num_threads) {
     barrier.wait();
     for (int64_t u0; (u0 = next_unit2.fetch_add(kGrab)) < units;) pass2(job, u0, std::min(units, u0 + kGrab));
   };
-  if (nt == 1) {
-    worker(0);
-    return;
-  }
-  std::vector<std::thread> threads;
-  threads.reserve(static_cast<size_t>(nt - 1));
-  for (int tid = 1; tid < nt; ++tid) threads.emplace_back(worker, tid);
-  worker(0);
-  for (auto& th : threads) th.join();
+  ThreadPool::run(nt, worker);
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 """The compiled CPU kernel (backend="compiled") against the float64 NumPy reference."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -265,3 +267,61 @@ def test_kernel_validates_its_arguments(rng):
     with pytest.raises(ValueError, match="t_ptr: expected the address"):
         _C().estimate_cpu(p, p, p, out.ctypes.data, 0, 0, 2, 3, "float64", M)
     call_kernel(c, c, c, t, 1)  # stats_ptr and valid pointers: no error
+
+
+def _threaded_case(rng):
+    c, u, n = (rng.standard_normal((4, 50_000)).astype(np.float32) for _ in range(3))
+    t = mixed_t(rng, 4)
+    return (c, u, n, t), call_kernel(c, u, n, t, 1)
+
+
+def test_concurrent_callers_get_correct_results(rng):
+    """Two Python threads in the kernel at once (the GIL is released): both exact."""
+    import threading  # noqa: PLC0415
+
+    args, expected = _threaded_case(rng)
+    results, errors = [], []
+
+    def work():
+        try:
+            for _ in range(20):
+                results.append(call_kernel(*args, 2))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=60)
+    assert not errors and len(results) == 60
+    for out, stats in results:
+        np.testing.assert_array_equal(out, expected[0])
+        np.testing.assert_array_equal(stats, expected[1])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_kernel_works_in_a_forked_child(rng):
+    """The parked worker threads do not survive fork(); the child must not wait on them."""
+    import time  # noqa: PLC0415
+
+    args, expected = _threaded_case(rng)
+    call_kernel(*args, 2)  # the parent's workers exist now
+    pid = os.fork()
+    if pid == 0:  # child: exit status 0 only if the result is exact
+        ok = False
+        try:
+            out, stats = call_kernel(*args, 2)
+            ok = np.array_equal(out, expected[0]) and np.array_equal(stats, expected[1])
+        finally:
+            os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the kernel hung in a forked child")
