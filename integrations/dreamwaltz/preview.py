@@ -57,11 +57,15 @@ def render_views(field, guidance, body, cameras, latent_size: int, samples_per_r
 
 
 def label_smoke(image):
-    """Write ``SMOKE_LABEL`` across the top of ``image`` (uint8 ``[H, W, 3]``), in place."""
+    """Write ``SMOKE_LABEL`` (just "SMOKE RUN" where it does not fit) across the top of
+    ``image`` (uint8 ``[H, W, 3]``), in place."""
     h, w = image.shape[:2]
     scale = max(0.25, w / 1400)
+    text = SMOKE_LABEL
+    if cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > w - 6:
+        text = SMOKE_LABEL.split(":")[0]
     cv2.rectangle(image, (0, 0), (w, int(24 * scale) + 6), (0, 0, 0), -1)
-    cv2.putText(image, SMOKE_LABEL, (3, int(18 * scale) + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 80, 80), 1, cv2.LINE_AA)
+    cv2.putText(image, text, (3, int(18 * scale) + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 80, 80), 1, cv2.LINE_AA)
     return image
 
 
