@@ -18,7 +18,7 @@ SMOKE_LABEL = "SMOKE RUN: random tiny models, image meaningless"
 PREVIEW_AZIMUTHS = (0.0, 90.0, 180.0, 270.0)
 
 
-def view_cameras(azimuths_deg, radius: float = 1.6, polar_deg: float = 90.0, fovy_deg: float = 55.0):
+def view_cameras(azimuths_deg, radius: float = 1.9, polar_deg: float = 90.0, fovy_deg: float = 55.0):
     """Fixed orbit cameras around the origin (DreamWaltz's look-at target) for previews."""
     return orbit_cameras(radius, polar_deg, np.asarray(azimuths_deg, dtype=np.float64), fovy_deg)
 
