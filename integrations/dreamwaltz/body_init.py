@@ -3,8 +3,9 @@
 DreamWaltz pretrains its NeRF on the SMPL silhouette; here the density is fitted directly
 to the 3D occupancy of the posed body mesh, which constrains every view at once and needs
 no rasteriser. Inside/outside labels come from the nearest mesh vertex: a point is inside
-when it lies behind that vertex's (area-weighted) normal. The fit is a few hundred Adam steps of binary cross-entropy between the label and the
-occupancy ``1 - exp(-sigma * cell)`` the density gives over one cell length.
+when it lies behind that vertex's (area-weighted) normal. The fit is a few hundred Adam
+steps of binary cross-entropy between the label and the occupancy
+``1 - exp(-sigma * cell)`` the density gives over one cell length, on fresh points each step.
 """
 
 from __future__ import annotations
