@@ -42,18 +42,17 @@ def plot_trajectories(path, mixture, cond_mask, main, trap, schedule, show_t, tr
     runs = [(n, main.path[i]) for i, n in enumerate(main.names)] + [(trap.names[0], trap.path[0])]
     for c, (name, seed_paths) in enumerate(runs):
         color = COLORS[c % len(COLORS)]
-        for s in range(seed_paths.shape[1]):
-            ax.plot(
-                seed_paths[:, s, 0], seed_paths[:, s, 1], color=color, lw=0.6, alpha=0.5, label=name if s == 0 else None
-            )
-        ax.scatter(seed_paths[-1, :, 0], seed_paths[-1, :, 1], color=color, s=10, zorder=3)
+        ax.plot(seed_paths[:, :, 0], seed_paths[:, :, 1], color=color, lw=0.4, alpha=0.35)
+        median = np.median(seed_paths, axis=1)  # the seeds' median path, bold
+        ax.plot(median[:, 0], median[:, 1], color=color, lw=2.0, label=name, zorder=3)
+        ax.scatter(seed_paths[-1, :, 0], seed_paths[-1, :, 1], color=color, s=10, edgecolor="k", lw=0.3, zorder=3)
     ax.scatter([0], [0], marker="*", s=250, color="gold", edgecolor="k", zorder=4, label="start [0,0]")
     modes = mixture.means[cond_mask]
     ax.scatter(
         modes[:, 0], modes[:, 1], marker="*", s=250, color="red", edgecolor="k", zorder=4, label="conditional modes"
     )
     ax.set_aspect("equal")
-    ax.set_title("log P(x|y) and trajectories (all seeds)")
+    ax.set_title("log P(x|y); every seed (thin) and the median path (bold)")
     ax.legend(fontsize=7, loc="upper left")
     a, s = float(schedule.alpha(show_t)), float(schedule.sigma(show_t))
     X, Y, logp = _density_grid(mixture, cond_mask, [-0.5, -0.5], [2.5, 1.8], a, s)

@@ -50,10 +50,10 @@ def write_markdown(path, title, sections):
         f.write(f"# {title}\n\n" + "\n\n".join(sections) + "\n")
 
 
-def compress_png(src, dst, colors=128):
+def compress_png(src, dst, colors=256):
     """``src`` re-saved as a ``colors``-colour palette PNG at ``dst`` (figures for the docs)."""
     from PIL import Image  # noqa: PLC0415 - matplotlib's dependency
 
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     with Image.open(src) as im:
-        im.convert("RGB").quantize(colors=colors).save(dst, optimize=True)
+        im.convert("RGB").quantize(colors=colors, method=Image.Quantize.FASTOCTREE).save(dst, optimize=True)
