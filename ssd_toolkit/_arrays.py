@@ -37,13 +37,17 @@ def library_of(x) -> str:
     return "unknown"
 
 
+_DTYPE_NAMES = {}  # dtype object -> canonical name; NumPy's dtype.name is slow on hot paths
+
+
 def dtype_name(x) -> str:
     """Canonical dtype name ('float32', 'bfloat16', 'int64', ...) of a NumPy array or tensor."""
-    if is_torch_tensor(x):
-        return str(x.dtype).replace("torch.", "")
-    if isinstance(x, np.ndarray):
-        return x.dtype.name
-    return str(np.dtype(x.__cuda_array_interface__["typestr"]).name)
+    dtype = x.dtype if (isinstance(x, np.ndarray) or is_torch_tensor(x)) else x.__cuda_array_interface__["typestr"]
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = str(dtype).replace("torch.", "") if is_torch_tensor(x) else np.dtype(dtype).name
+        _DTYPE_NAMES[dtype] = name
+    return name
 
 
 def device_of(x) -> str:
@@ -102,7 +106,7 @@ def validate_arrays(eps_cond, eps_uncond, noise) -> Batch:
         a = arrays[name]
         if tuple(a.shape) != ref_shape:
             raise ValueError(f"{name}: expected shape {list(ref_shape)} (eps_cond's), got {list(a.shape)}")
-        if dtype_name(a) != ref_dtype:
+        if a.dtype != eps_cond.dtype and dtype_name(a) != ref_dtype:
             raise ValueError(f"{name}: expected dtype {ref_dtype} (eps_cond's), got {dtype_name(a)}")
         if device_of(a) != ref_device:
             raise ValueError(f"{name}: expected device {ref_device} (eps_cond's), got {device_of(a)}")
