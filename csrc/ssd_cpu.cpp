@@ -40,7 +40,7 @@ namespace {
 
 constexpr int64_t kChunk = 8192;               // elements per unit; fixes the summation order
 constexpr int kLanes = 8;                      // independent accumulators per sum
-constexpr int64_t kMinElemsPerThread = 32768;  // below this, another thread costs more than it saves
+constexpr int64_t kMinElemsPerThread = 131072;  // measured: below this a second thread does not pay off
 
 struct Sums {
   double hh, cc, cn, nn;

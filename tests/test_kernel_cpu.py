@@ -222,7 +222,8 @@ def call_kernel(c, u, n, t, num_threads):
 @pytest.mark.parametrize("dtype", NUMPY_DTYPES)
 def test_deterministic_across_runs_threads_and_simd_paths(dtype, rng, monkeypatch):
     """Bitwise identical for any num_threads (either work split) and baseline vs AVX2 loops."""
-    for B, N in [(1, 200_003), (3, 65_536 + 17), (4, 40_000)]:  # units split, whole samples per thread
+    # (1, .): units split across threads; (3, .): units with 2 threads, whole samples with 3.
+    for B, N in [(1, 400_003), (3, 131_072 + 17)]:
         c, u, n = (rng.standard_normal((B, N)).astype(dtype) for _ in range(3))
         t = mixed_t(rng, B)
         first = call_kernel(c, u, n, t, 1)
@@ -270,7 +271,7 @@ def test_kernel_validates_its_arguments(rng):
 
 
 def _threaded_case(rng):
-    c, u, n = (rng.standard_normal((4, 50_000)).astype(np.float32) for _ in range(3))
+    c, u, n = (rng.standard_normal((4, 100_000)).astype(np.float32) for _ in range(3))
     t = mixed_t(rng, 4)
     return (c, u, n, t), call_kernel(c, u, n, t, 1)
 
