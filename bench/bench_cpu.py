@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import time
 
 import numpy as np
 import torch
@@ -36,6 +38,7 @@ COLUMNS = [
     ("dtype", "dtype", "{}"),
     ("kernel_ms", "kernel API ms", "{:.3f}"),
     ("kernel_raw_ms", "kernel raw ms", "{:.3f}"),
+    ("kernel_isolated_ms", "raw, isolated ms", "{:.3f}"),
     ("numpy_ms", "NumPy ref ms", "{:.3f}"),
     ("torch_ms", "torch eager ms", "{:.3f}"),
     ("torch_threads", "torch threads", "{}"),
@@ -63,11 +66,21 @@ def bench_one(shape, dtype, threads, repeats):
         module.estimate_cpu(*(x.ctypes.data for x in rows2d), out.ctypes.data, t.ctypes.data, stats.ctypes.data,
                             B, N, dtype, M, threads)
 
+    def raw_isolated():  # 2 ms idle first (untimed): the workers are asleep, as between training steps
+        time.sleep(0.002)
+        start = time.perf_counter()
+        raw()
+        isolated.append(time.perf_counter() - start)
+
+    isolated = []
     timings = {
         "kernel": median_time(lambda: ssd_toolkit.estimate(c, u, n, t, M, backend="compiled"), repeats=repeats),
         "kernel_raw": median_time(raw, repeats=repeats),
         "numpy": median_time(lambda: estimate_reference(*rows2d, t, M), repeats=max(3, repeats // 3)),
     }
+    median_time(raw_isolated, warmup=0, repeats=repeats)
+    timings["kernel_raw_isolated"] = {"median_s": statistics.median(isolated), "min_s": min(isolated),
+                                      "repeats": repeats}
     for torch_threads in sorted({1, threads}):
         torch.set_num_threads(torch_threads)
         timings[f"torch_{torch_threads}t"] = median_time(
@@ -84,6 +97,7 @@ def bench_one(shape, dtype, threads, repeats):
         "dtype": dtype,
         "kernel_ms": ms["kernel"],
         "kernel_raw_ms": ms["kernel_raw"],
+        "kernel_isolated_ms": ms["kernel_raw_isolated"],
         "numpy_ms": ms["numpy"],
         "torch_ms": ms["torch"],
         "x_numpy": ms["numpy"] / ms["kernel"],
@@ -124,7 +138,9 @@ def main():
     params = {"M": M, "t": "linspace(0, 999, B) (about half the samples rescaled)", "kernel_threads": threads,
               "repeats": args.repeats, "torch_accum": "float64", "inputs": "standard normal, seed 0"}
     notes = ("kernel API = ssd_toolkit.estimate(backend='compiled') on NumPy arrays (validation, output and "
-             "stats allocation included); kernel raw = ssd_toolkit._C.estimate_cpu on preallocated buffers. "
+             "stats allocation included); kernel raw = ssd_toolkit._C.estimate_cpu on preallocated buffers, "
+             "back to back; raw, isolated = the same call after 2 ms idle, when the kernel's worker threads "
+             "sleep (as between training steps; waking them costs tens of microseconds on this VM). "
              "x NumPy / x torch use the API time. GB/s: 4 x input bytes per kernel call; copyto of a "
              "2 x input-bytes buffer, 2 x its bytes per copy (the same 4 x input bytes). The kernel "
              "really reads two inputs twice (pass 2 re-reads a sample right after pass 1, from cache "
