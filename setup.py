@@ -28,7 +28,8 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-CONFIG = json.load(open(os.path.join(ROOT, "csrc", "build_config.json")))
+with open(os.path.join(ROOT, "csrc", "build_config.json")) as _config_file:
+    CONFIG = json.load(_config_file)
 
 PACKAGE_DIR = {
     "ssd_toolkit": "ssd_toolkit",
