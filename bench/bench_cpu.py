@@ -132,7 +132,8 @@ def main():
         for shape in SHAPES:
             row = bench_one(shape, dtype, threads, args.repeats)
             rows.append(row)
-            print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k != "timings"}, flush=True)
+            shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k != "timings"}
+            print(shown, flush=True)
     machine["loadavg_start"] = machine["loadavg_1_5_15"]
     machine["loadavg_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
     params = {"M": M, "t": "linspace(0, 999, B) (about half the samples rescaled)", "kernel_threads": threads,

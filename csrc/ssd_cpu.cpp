@@ -6,8 +6,9 @@
 // unit's output. Threads take whole samples (pass 2 right after pass 1, from cache) or,
 // with fewer samples than threads, units, with a barrier between the passes; work is
 // handed out dynamically. The units never depend on the thread count or on which thread
-// runs them, so the result is bitwise the same for any num_threads. Sums accumulate in float64 over kLanes
-// independent lanes (vectorisable without reassociation), reduced by a fixed tree.
+// runs them, so the result is bitwise the same for any num_threads. Sums accumulate in
+// float64 over kLanes independent lanes (vectorisable without reassociation), reduced by a
+// fixed tree.
 // On x86-64 the loops are compiled twice, baseline and AVX2 (+F16C for float16), chosen
 // at run time; with -ffp-contract=off both perform the same IEEE operations, so both give
 // the same bits (NaN payloads aside).
@@ -94,7 +95,8 @@ SSD_TARGET_AVX2 void widen_f16c(const Half* p, float* out, int64_t n) {
 SSD_TARGET_AVX2 void narrow_f16c(const float* in, Half* p, int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(p + i), _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT));
   for (; i < n; ++i) p[i].bits = float_to_half(in[i]);
 }
 #endif
@@ -322,7 +324,8 @@ SSD_INLINE void pass2_body(const Job<T>& job, int64_t unit0, int64_t unit1) {
       const Coefficients k = coefficients(s);
       if (chunk == 0 && p.stats != nullptr)
         for (int i = 0; i < kNumStats; ++i) p.stats[i * p.B + b] = k.stats[i];
-      if (mode_seeking) chunk_write_rescaled<T, kF16C>(job.c + off, job.n + off, job.out + off, len, k.stats[0], k.output_scale);
+      if (mode_seeking)
+        chunk_write_rescaled<T, kF16C>(job.c + off, job.n + off, job.out + off, len, k.stats[0], k.output_scale);
     }
   }
 }
@@ -431,7 +434,8 @@ void validate_params(const EstimateParams& p) {
     const char* names[] = {"eps_cond", "eps_uncond", "noise", "out"};
     const void* ptrs[] = {p.eps_cond, p.eps_uncond, p.noise, p.out};
     for (int i = 0; i < 4; ++i)
-      if (ptrs[i] == nullptr) throw std::invalid_argument(std::string(names[i]) + ": expected a data pointer, got null");
+      if (ptrs[i] == nullptr)
+        throw std::invalid_argument(std::string(names[i]) + ": expected a data pointer, got null");
   }
 }
 

@@ -107,7 +107,8 @@ def test_cmake_cpu_build_imports_and_runs(tmp_path):
         "C = importlib.util.module_from_spec(spec); spec.loader.exec_module(C)\n"
         "c = np.array([[3.0, 4.0]]); u = np.zeros_like(c); n = np.array([[1.0, 0.0]])\n"
         "out = np.empty_like(c); t = np.zeros(1)\n"
-        "C.estimate_cpu(c.ctypes.data, u.ctypes.data, n.ctypes.data, out.ctypes.data, t.ctypes.data, 0, 1, 2, 'float64', 5.0)\n"
+        "C.estimate_cpu(c.ctypes.data, u.ctypes.data, n.ctypes.data, out.ctypes.data, t.ctypes.data, 0,\n"
+        "               1, 2, 'float64', 5.0)\n"
         "print(C.compiled_with_cuda(), out.tolist())\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

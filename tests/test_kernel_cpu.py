@@ -100,7 +100,9 @@ def test_scalar_t_each_branch(dtype, rng):
     assert bool(s_low["mode_seeking"].all()) and not bool(s_high["mode_seeking"].any())
 
 
-@pytest.mark.parametrize("library,dtype", [("numpy", "float32"), ("numpy", "float16"), ("torch", "bfloat16"), ("torch", "float64")])
+@pytest.mark.parametrize(
+    "library,dtype", [("numpy", "float32"), ("numpy", "float16"), ("torch", "bfloat16"), ("torch", "float64")]
+)
 def test_non_contiguous_inputs(library, dtype, rng):
     B = 3
     base = [make(rng, (B, 64, 4, 65), dtype, library) for _ in range(3)]
