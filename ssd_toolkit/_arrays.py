@@ -106,7 +106,7 @@ def validate_arrays(eps_cond, eps_uncond, noise) -> Batch:
         a = arrays[name]
         if tuple(a.shape) != ref_shape:
             raise ValueError(f"{name}: expected shape {list(ref_shape)} (eps_cond's), got {list(a.shape)}")
-        if a.dtype != eps_cond.dtype and dtype_name(a) != ref_dtype:
+        if dtype_name(a) != ref_dtype:
             raise ValueError(f"{name}: expected dtype {ref_dtype} (eps_cond's), got {dtype_name(a)}")
         if device_of(a) != ref_device:
             raise ValueError(f"{name}: expected device {ref_device} (eps_cond's), got {device_of(a)}")
