@@ -59,6 +59,12 @@ class _RangeSampler:
         self.seed = seed
         self._rng = np.random.default_rng(seed)
 
+    @property
+    def rng(self) -> np.random.Generator:
+        """The NumPy Generator that draws t. Save and restore ``rng.bit_generator.state``
+        with a checkpoint to resume a run with the same timesteps."""
+        return self._rng
+
     def sample(self, batch_size: int, step: int = 0) -> np.ndarray:
         """``batch_size`` timesteps, int64, uniform on the inclusive ``t_range(step)``.
 

@@ -108,3 +108,15 @@ def test_bad_call_arguments():
     empty = get_sampler("threestudio", min_step_percent=0.6, max_step_percent=[0, 0.98, 0.5, 10])
     with pytest.raises(ValueError, match="at step 10 the range is empty"):
         empty.t_range(10)
+
+
+@pytest.mark.parametrize("name, params", [("uniform", {}), ("paper", {}), ("piecewise-linear", {}), ("dreamtime", {"total_steps": 100})])
+def test_saved_rng_state_replays_the_same_timesteps(name, params):
+    sampler = get_sampler(name, seed=3, **params)
+    sampler.sample(4, step=1)
+    saved = sampler.rng.bit_generator.state
+    expected = [sampler.sample(4, step=s) for s in (2, 3)]
+    fresh = get_sampler(name, seed=99, **params)
+    fresh.rng.bit_generator.state = saved
+    for s, want in zip((2, 3), expected):
+        np.testing.assert_array_equal(fresh.sample(4, step=s), want)

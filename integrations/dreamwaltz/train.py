@@ -43,9 +43,8 @@ class NonFiniteError(RuntimeError):
 
 
 def _sampler_rng(guidance):
-    """The timestep sampler's NumPy Generator (``ssd_toolkit.timesteps`` keeps it in ``_rng``)."""
-    rng = getattr(guidance.t_sampler, "_rng", None)
-    return {"t_sampler": rng} if isinstance(rng, np.random.Generator) else {}
+    """The timestep sampler's NumPy Generator, saved with every checkpoint."""
+    return {"t_sampler": guidance.t_sampler.rng}
 
 
 def binary_entropy(p, eps: float = 1e-6):
