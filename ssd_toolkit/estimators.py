@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _arrays
+from ._registry import lookup
 from .core import BACKENDS, estimate
 
 CFG_CONVENTIONS = ("standard", "threestudio")
@@ -335,7 +336,4 @@ def get_estimator(name, **params):
         ValueError: unknown name (the message lists the known ones), bad parameter values.
         TypeError: a parameter the estimator does not take.
     """
-    key = str(name).lower().replace("_", "-")
-    if key not in ESTIMATORS:
-        raise ValueError(f"name: expected one of {list_estimators()}, got {name!r}")
-    return ESTIMATORS[key](**params)
+    return lookup(ESTIMATORS, name)(**params)

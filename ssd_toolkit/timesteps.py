@@ -31,6 +31,7 @@ import numbers
 
 import numpy as np
 
+from ._registry import lookup
 from .schedules import stable_diffusion_schedule
 
 
@@ -253,7 +254,4 @@ def get_sampler(name: str, seed=None, **params):
         ValueError: unknown name (the message lists the known ones), bad parameter values.
         TypeError: a parameter the sampler does not take.
     """
-    key = str(name).lower().replace("_", "-")
-    if key not in SAMPLERS:
-        raise ValueError(f"name: expected one of {list_samplers()}, got {name!r}")
-    return SAMPLERS[key](seed=seed, **params)
+    return lookup(SAMPLERS, name)(seed=seed, **params)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _arrays
+from ._registry import lookup
 
 
 def _sds(abar):
@@ -124,7 +125,4 @@ def get_weighting(name: str) -> Weighting:
     Raises:
         ValueError: unknown name (the message lists the known ones).
     """
-    key = str(name).lower().replace("_", "-")
-    if key not in ALIASES:
-        raise ValueError(f"name: expected one of {list_weightings()}, got {name!r}")
-    return Weighting(ALIASES[key])
+    return Weighting(lookup(ALIASES, name))
