@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
-from ssd_toolkit.toy.estimator_sets import SSDUnscaled, ssd_sweep_estimators
+from ssd_toolkit.toy.estimator_sets import ssd_sweep_estimators, unscaled_ssd
 from ssd_toolkit.toy.mixture import paper_mixture
 from ssd_toolkit.toy.optimize import distill, make_sampler
 from ssd_toolkit.toy.trajectories import H_FROM_TRAP, TRAP, run_fig7
@@ -91,7 +91,7 @@ def test_ssd_unscaled_matches_ssd_above_threshold_and_eq7_below():
     rng = np.random.default_rng(0)
     c, u, n = rng.normal(size=(3, 4, 5))
     t = np.array([100.0, 300.0, 200.0, 201.0])
-    out = SSDUnscaled(200)(c, u, n, t)
+    out = unscaled_ssd(200)(c, u, n, t)
     r = np.sum(c * n, axis=1) / np.sum(n * n, axis=1)
     expected = np.where((t > 200)[:, None], c - u, c - r[:, None] * n)
     np.testing.assert_allclose(out, expected, rtol=1e-12)

@@ -18,7 +18,7 @@ import numpy as np
 
 import ssd_toolkit
 
-from .estimator_sets import SSDUnscaled, ssd_label
+from .estimator_sets import ssd_label, unscaled_ssd
 from .mixture import GaussianMixture
 from .optimize import distill, make_sampler
 from .report import markdown_table, write_json, write_markdown
@@ -42,7 +42,7 @@ def digit_estimators(cfg_scales=(7.5, 100.0), Ms=(200.0, 500.0, 800.0)):
     ests["mode-seeking"] = ssd_toolkit.get_estimator("mode-seeking")
     ests["mode-disengaging (h)"] = ssd_toolkit.get_estimator("csd")
     ests.update({ssd_label(M): ssd_toolkit.get_estimator("ssd", M=M) for M in Ms})
-    ests[ssd_label(Ms[0], scaled=False)] = SSDUnscaled(Ms[0])
+    ests[ssd_label(Ms[0], scaled=False)] = unscaled_ssd(Ms[0])
     return ests
 
 

@@ -1,37 +1,20 @@
 """The estimators each toy experiment compares, built from ``ssd_toolkit``.
 
-Everything is an ``ssd_toolkit.get_estimator`` object except ``SSDUnscaled``, an
-ablation composed from the term-level API (``mode_disengaging``, ``variance_reduced``):
-SSD without Algorithm 1's rescaling of the variance-reduced term to ``||h||`` (line 15).
-The toys show why it is worth having: with exact scores ``||h||`` vanishes at small t
-near the conditional modes, and the rescaled term vanishes with it.
+Everything is an ``ssd_toolkit.get_estimator`` object. Besides the paper's estimators the
+toys run the ``ssd-no-rescale`` ablation: SSD without Algorithm 1's rescaling of the
+variance-reduced term to ``||h||`` (line 15). The toys show why it is worth having: with
+exact scores ``||h||`` vanishes at small t near the conditional modes, and the rescaled
+term vanishes with it.
 """
 
 from __future__ import annotations
 
-import numpy as np
-
 import ssd_toolkit
 
 
-class SSDUnscaled:
-    """Ablation: ``h`` for ``t > M``, ``eps_tilde = eps_cond - r noise`` (Eq. 7) for ``t <= M``.
-
-    Called like the ``ssd_toolkit`` estimators: ``est(eps_cond, eps_uncond, noise, t)`` with
-    NumPy ``[B, ...]`` arrays and ``t`` a scalar or ``[B]``.
-    """
-
-    name = "ssd-unscaled"
-    branches = ("cond", "uncond")
-
-    def __init__(self, M):
-        self.M = float(M)
-
-    def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None):
-        eps_tilde = ssd_toolkit.variance_reduced(eps_cond, noise)  # validates the inputs
-        h = eps_cond - eps_uncond
-        above = np.broadcast_to(np.asarray(t, dtype=np.float64) > self.M, (h.shape[0],))
-        return np.where(above.reshape((-1,) + (1,) * (h.ndim - 1)), h, eps_tilde)
+def unscaled_ssd(M):
+    """The ablation: ``h`` for ``t > M``, ``eps_tilde = eps_cond - r noise`` (Eq. 7) for ``t <= M``."""
+    return ssd_toolkit.get_estimator("ssd-no-rescale", M=M)
 
 
 def ssd_label(M, scaled=True):
@@ -48,12 +31,12 @@ def fig7_estimators(M=200.0, cfg_scales=(7.5, 100.0)):
     for s in cfg_scales:
         ests[f"SDS CFG {s:g}"] = ssd_toolkit.get_estimator("sds", guidance_scale=s, cfg="standard")
     ests[ssd_label(M)] = ssd_toolkit.get_estimator("ssd", M=M)
-    ests[ssd_label(M, scaled=False)] = SSDUnscaled(M)
+    ests[ssd_label(M, scaled=False)] = unscaled_ssd(M)
     return ests
 
 
 def ssd_sweep_estimators(Ms):
     """SSD and its unscaled ablation at every threshold in ``Ms``."""
     ests = {ssd_label(M): ssd_toolkit.get_estimator("ssd", M=M) for M in Ms}
-    ests.update({ssd_label(M, scaled=False): SSDUnscaled(M) for M in Ms})
+    ests.update({ssd_label(M, scaled=False): unscaled_ssd(M) for M in Ms})
     return ests

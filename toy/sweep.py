@@ -1,7 +1,7 @@
 """Experiment 2: SSD's end state against M, learning rate, steps and timestep annealing.
 
 Every configuration starts at [0, 0] (Fig. 7's start) on the paper's mixture. SSD and the
-unscaled ablation (``estimator_sets.SSDUnscaled``) run side by side for every M in one
+unscaled ablation (``ssd-no-rescale``) run side by side for every M in one
 vectorised ``distill`` call per (lr, steps, annealing). "Converged" means every seed ends
 within ``CONVERGED_RADIUS`` = 0.25 of a conditional mode (a component's std is 0.22).
 """
