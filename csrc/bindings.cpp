@@ -12,26 +12,75 @@ namespace py = pybind11;
 
 namespace {
 
-template <typename P>
-P* as_pointer(uintptr_t address) {
-  return reinterpret_cast<P*>(address);
+// An argument given as an address (int) or as a C-contiguous object exporting the Python
+// buffer protocol (a NumPy array, a memoryview...). A buffer must hold at least `bytes`
+// bytes and stays exported (its memory pinned) until the call returns.
+class HostArg {
+ public:
+  HostArg(py::handle obj, const char* name, int64_t bytes, bool writable) {
+    PyObject* o = obj.ptr();
+    if (PyLong_Check(o) || (PyIndex_Check(o) && !PySequence_Check(o))) {  // ints, NumPy integer scalars
+      const auto address = obj.cast<uintptr_t>();
+      ptr_ = reinterpret_cast<void*>(address);
+      return;
+    }
+    if (obj.is_none()) return;  // null: only stats may be None
+    if (PyObject_GetBuffer(o, &view_, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) != 0) {
+      PyErr_Clear();
+      throw py::value_error(std::string(name) + ": expected an address or a C-contiguous" +
+                            (writable ? " writable" : "") + " buffer, got " +
+                            std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
+    }
+    held_ = true;
+    if (view_.len < bytes) {
+      throw py::value_error(std::string(name) + ": expected a buffer of at least " + std::to_string(bytes) +
+                            " bytes, got " + std::to_string(view_.len));
+    }
+    ptr_ = view_.buf;
+  }
+  ~HostArg() {
+    if (held_) PyBuffer_Release(&view_);
+  }
+  HostArg(const HostArg&) = delete;
+  HostArg& operator=(const HostArg&) = delete;
+  void* ptr() const { return ptr_; }
+
+ private:
+  Py_buffer view_{};
+  bool held_ = false;
+  void* ptr_ = nullptr;
+};
+
+int64_t item_size(ssd::DType d) {
+  switch (d) {
+    case ssd::DType::kFloat16:
+    case ssd::DType::kBFloat16: return 2;
+    case ssd::DType::kFloat32: return 4;
+    case ssd::DType::kFloat64: return 8;
+  }
+  return 8;
 }
 
-void estimate_cpu_py(uintptr_t eps_cond, uintptr_t eps_uncond, uintptr_t noise, uintptr_t out, uintptr_t t,
-                     uintptr_t stats, int64_t B, int64_t N, const std::string& dtype, double M, int num_threads) {
+void estimate_cpu_py(py::handle eps_cond, py::handle eps_uncond, py::handle noise, py::handle out, py::handle t,
+                     py::handle stats, int64_t B, int64_t N, const std::string& dtype, double M, int num_threads) {
   ssd::EstimateParams p{};
-  p.eps_cond = as_pointer<const void>(eps_cond);
-  p.eps_uncond = as_pointer<const void>(eps_uncond);
-  p.noise = as_pointer<const void>(noise);
-  p.out = as_pointer<void>(out);
-  p.t = as_pointer<const double>(t);
-  p.t_scalar = 0.0;
-  p.stats = as_pointer<double>(stats);
   p.B = B;
   p.N = N;
   p.dtype = ssd::dtype_from_name(dtype.c_str());
   p.M = M;
-  if (t == 0 && B > 0) throw std::invalid_argument("t_ptr: expected the address of a float64 [B] array, got 0");
+  if (B < 0 || N < 0) ssd::validate_params(p);  // the size errors first
+  const int64_t bytes = B * N * item_size(p.dtype);
+  const HostArg c(eps_cond, "eps_cond", bytes, false), u(eps_uncond, "eps_uncond", bytes, false),
+      n(noise, "noise", bytes, false), o(out, "out", bytes, true), tt(t, "t", B * 8, false),
+      st(stats, "stats", ssd::kNumStats * B * 8, true);
+  p.eps_cond = c.ptr();
+  p.eps_uncond = u.ptr();
+  p.noise = n.ptr();
+  p.out = o.ptr();
+  p.t = static_cast<const double*>(tt.ptr());
+  p.t_scalar = 0.0;
+  p.stats = static_cast<double*>(st.ptr());
+  if (p.t == nullptr && B > 0) throw std::invalid_argument("t_ptr: expected the address of a float64 [B] array, got 0");
   ssd::validate_params(p);
   py::gil_scoped_release release;
   ssd::estimate_cpu(p, num_threads);
@@ -58,8 +107,11 @@ Args:
     eps_cond_ptr, eps_uncond_ptr, noise_ptr, out_ptr: addresses of C-contiguous [B, N]
         arrays of `dtype` ('float16', 'bfloat16', 'float32', 'float64').
     t_ptr: address of a float64 [B] array of timesteps.
-    stats_ptr: 0, or the address of a float64 [6, B] array that receives r, h_norm,
-        eps_tilde_norm, eps_cond_norm, noise_norm, scale.
+    stats_ptr: 0 (or None), or the address of a float64 [6, B] array that receives r,
+        h_norm, eps_tilde_norm, eps_cond_norm, noise_norm, scale.
+    Each array may instead be given as a C-contiguous object with the Python buffer
+    protocol (a NumPy array: no address look-up in Python); it must hold at least the
+    bytes named above (out and stats writable).
     B, N: sizes (>= 0).
     M: threshold; t_b > M gives eps_cond - eps_uncond.
     num_threads: <= 0 uses every hardware thread; the result does not depend on it.

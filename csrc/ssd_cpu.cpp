@@ -4,7 +4,7 @@
 // Work is split into fixed units (sample b, chunk of kChunk elements). Pass 1 gives each
 // unit its partial sums; pass 2 reduces a sample's partials in chunk order and writes the
 // unit's output. Threads take whole samples (pass 2 right after pass 1, from cache) or,
-// with fewer samples than threads, units, with a barrier between the passes; work is
+// with fewer samples than threads, units, pass 2 waiting for every partial sum; work is
 // handed out dynamically. The units never depend on the thread count or on which thread
 // runs them, so the result is bitwise the same for any num_threads. Sums accumulate in
 // float64 over kLanes independent lanes (vectorisable without reassociation), reduced by a
@@ -15,11 +15,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
-#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -41,9 +39,12 @@ namespace {
 
 constexpr int64_t kChunk = 8192;               // elements per unit; fixes the summation order
 constexpr int kLanes = 8;                      // independent accumulators per sum
-// Measured on a 2-core VM: waking a sleeping worker costs ~20-40 us, so below this many
-// elements per thread an isolated call (one per training step) is faster on fewer threads.
-constexpr int64_t kMinElemsPerThread = 131072;
+// Measured on a 2-core VM: waking a sleeping worker costs ~20-40 us. Below kMinElemsToWake
+// elements a call runs on the caller alone; above it helpers are asked for, at most one
+// per kMinElemsPerThread elements (sleeping workers) or kMinElemsPerHotThread (polling ones).
+constexpr int64_t kMinElemsToWake = 32768;
+constexpr int64_t kMinElemsPerThread = 65536;
+constexpr int64_t kMinElemsPerHotThread = 8192;
 
 struct Sums {
   double hh, cc, cn, nn;
@@ -260,26 +261,6 @@ Coefficients coefficients(const Sums& s) {
   return k;
 }
 
-// A reusable barrier for a fixed number of threads (C++17 has none).
-class Barrier {
- public:
-  explicit Barrier(int count) : count_(count), waiting_(0) {}
-  void wait() {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (++waiting_ == count_) {
-      cv_.notify_all();
-      return;
-    }
-    cv_.wait(lock, [this] { return waiting_ == count_; });
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  const int count_;
-  int waiting_;
-};
-
 template <typename T>
 struct Job {
   const T* c;
@@ -360,10 +341,17 @@ bool use_avx2() {
 #endif
 }
 
+// Threads for a call of `elements` elements in `units` units. Parked workers that still
+// poll after the previous call (hot) start at once, so a few chunks per thread are enough;
+// sleeping ones are woken only for calls long enough to outlast the wake-up (the caller
+// never waits for a helper that arrives after the work is gone, see thread_pool.h).
 int choose_threads(int requested, int64_t units, int64_t elements) {
   static const int64_t hardware = std::max(1u, std::thread::hardware_concurrency());  // ~5 us a query
   int64_t nt = requested > 0 ? requested : hardware;
-  nt = std::max<int64_t>(1, std::min<int64_t>({nt, units, elements / kMinElemsPerThread}));
+  nt = std::min<int64_t>(nt, units);
+  if (nt <= 1 || elements < kMinElemsToWake) return 1;
+  const int64_t per_thread = ThreadPool::hot(static_cast<int>(nt)) ? kMinElemsPerHotThread : kMinElemsPerThread;
+  nt = std::max<int64_t>(2, std::min<int64_t>(nt, elements / per_thread));
   return static_cast<int>(nt);
 }
 
@@ -391,25 +379,30 @@ void run(const EstimateParams& p, int num_threads) {
   const int64_t cps = job.chunks_per_sample;
   const int nt = choose_threads(num_threads, units, p.B * p.N);
   // Whole samples per thread when there are enough of them: pass 2 re-reads a sample
-  // right after pass 1, from cache. Otherwise units, with a barrier between the passes.
+  // right after pass 1, from cache. Otherwise units, pass 2 after all of pass 1.
   // Both give the same partial sums, reduced in the same order: the same bits.
   const bool whole_samples = p.B % nt == 0 || p.B >= 8 * nt;  // balanced enough
   // Threads take the next sample (or unit) from a shared counter, so a thread slowed by
-  // other load does not hold the rest up. Who computes a unit never changes its bits.
-  std::atomic<int64_t> next_sample{0}, next_unit1{0}, next_unit2{0};
+  // other load does not hold the rest up, and any number of them (the caller alone
+  // included) completes the job. Who computes a unit never changes its bits.
+  std::atomic<int64_t> next_sample{0}, next_unit1{0}, next_unit2{0}, done_unit1{0};
   constexpr int64_t kGrab = 4;  // units taken at a time in the unit-split mode
-  Barrier barrier(nt);
   auto worker = [&](int) {
     if (whole_samples) {
-      for (int64_t b; (b = next_sample.fetch_add(1)) < p.B;) {
+      for (int64_t b; (b = next_sample.fetch_add(1, std::memory_order_relaxed)) < p.B;) {
         pass1(job, b * cps, (b + 1) * cps);
         pass2(job, b * cps, (b + 1) * cps);
       }
       return;
     }
-    for (int64_t u0; (u0 = next_unit1.fetch_add(kGrab)) < units;) pass1(job, u0, std::min(units, u0 + kGrab));
-    barrier.wait();
-    for (int64_t u0; (u0 = next_unit2.fetch_add(kGrab)) < units;) pass2(job, u0, std::min(units, u0 + kGrab));
+    for (int64_t u0; (u0 = next_unit1.fetch_add(kGrab, std::memory_order_relaxed)) < units;) {
+      const int64_t u1 = std::min(units, u0 + kGrab);
+      pass1(job, u0, u1);
+      done_unit1.fetch_add(u1 - u0, std::memory_order_release);
+    }
+    spin_until([&] { return done_unit1.load(std::memory_order_acquire) == units; });  // every partial sum
+    for (int64_t u0; (u0 = next_unit2.fetch_add(kGrab, std::memory_order_relaxed)) < units;)
+      pass2(job, u0, std::min(units, u0 + kGrab));
   };
   ThreadPool::run(nt, worker);
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 import numpy as np
@@ -42,6 +43,10 @@ def estimate(eps_cond, eps_uncond, noise, t, M, *, return_stats=False, backend="
         RuntimeError: a CUDA input without a CUDA build, or ``backend="compiled"``
             without a compiled module.
     """
+    if type(eps_cond) is np.ndarray and (backend == "auto" or backend == "compiled"):
+        result = _estimate_numpy_fast(eps_cond, eps_uncond, noise, t, M, return_stats)
+        if result is not None:
+            return result
     if _traced_by_torch_compile(eps_cond):
         from ._torch_op import estimate_traced  # noqa: PLC0415 - Dynamo tracing only
 
@@ -67,6 +72,65 @@ def estimate(eps_cond, eps_uncond, noise, t, M, *, return_stats=False, backend="
     if not return_stats:
         return E
     return E, _stats_like(stats, rows[0])
+
+
+# Native-byte-order float dtypes the fast path takes, by identity (no hashing on the hot path).
+_FAST_DTYPES = tuple((np.dtype(name), name) for name in ("float32", "float16", "float64"))
+_F64 = np.dtype("float64")
+
+
+def _estimate_numpy_fast(eps_cond, eps_uncond, noise, t, M, return_stats):
+    """The common case on the compiled CPU kernel with the least Python work: three
+    C-contiguous native-order NumPy arrays of one float dtype and shape, a float64 ``[B]``
+    array or a Python number for ``t``, a finite float or int ``M``. Returns None for
+    anything else (or anything wrong): the general path then handles it, errors included.
+    """
+    if type(eps_uncond) is not np.ndarray or type(noise) is not np.ndarray:
+        return None
+    dt = eps_cond.dtype
+    for fast_dtype, name in _FAST_DTYPES:
+        if dt is fast_dtype:
+            break
+    else:
+        return None
+    shape = eps_cond.shape
+    if (
+        eps_uncond.dtype is not dt
+        or noise.dtype is not dt
+        or eps_uncond.shape != shape
+        or noise.shape != shape
+        or not shape
+        or not shape[0]
+        or not (eps_cond.flags.c_contiguous and eps_uncond.flags.c_contiguous and noise.flags.c_contiguous)
+    ):
+        return None
+    type_M = type(M)
+    if (type_M is not float and type_M is not int) or not math.isfinite(M):
+        return None
+    if not _extension.has_cpu_kernel():
+        return None
+    B = shape[0]
+    type_t = type(t)
+    if type_t is np.ndarray:
+        # t . t is finite only if every t_b is (an overflow merely takes the general path).
+        if t.dtype is not _F64 or t.shape != (B,) or not t.flags.c_contiguous or not math.isfinite(t.dot(t)):
+            return None
+        t64 = t
+    elif (type_t is float or type_t is int) and math.isfinite(t):
+        t64 = np.full(B, float(t))
+    else:
+        return None
+    M = float(M)
+    module = _extension.load()
+    out = np.empty(shape, dt)
+    stats_buf = np.empty((len(STAT_NAMES), B)) if return_stats else None
+    # The arrays themselves cross the boundary (buffer protocol): no address look-ups here.
+    module.estimate_cpu(eps_cond, eps_uncond, noise, out, t64, stats_buf, B, eps_cond.size // B, name, M)
+    if not return_stats:
+        return out
+    stats = dict(zip(STAT_NAMES, stats_buf))
+    stats["mode_seeking"] = t64 <= M
+    return out, stats
 
 
 def _traced_by_torch_compile(x):
@@ -136,16 +200,7 @@ def _estimate_compiled_cpu(rows, t64, M):
     out_view, _ = _arrays.host_view(out)
     B, N = rows[0].shape
     stats_buf = np.empty((len(STAT_NAMES), B), dtype=np.float64)
-    module.estimate_cpu(
-        *(v.ctypes.data for v, _ in views),
-        out_view.ctypes.data,
-        t64.ctypes.data,
-        stats_buf.ctypes.data,
-        B,
-        N,
-        dtype,
-        M,
-    )
+    module.estimate_cpu(*(v for v, _ in views), out_view, t64, stats_buf, B, N, dtype, M)  # buffers, no addresses
     stats = dict(zip(STAT_NAMES, stats_buf))
     stats["mode_seeking"] = t64 <= M
     return out, stats
