@@ -6,7 +6,7 @@
 // helper slots, works, then closes the slots nobody took and waits only for the helpers
 // that joined. A worker still waking up (20-40 us on a VM) therefore never delays the
 // caller: it finds the slots closed and goes back to polling. After a job, workers poll
-// (with a pause instruction) for kSpin before they sleep on a condition variable, so
+// (a pause instruction, a yield now and then) for kSpin before they sleep on a condition variable, so
 // back-to-back calls start on all threads at once; hot() tells the kernel whether they do.
 #pragma once
 
@@ -126,7 +126,12 @@ class ThreadPool {
         const auto spin_end = std::chrono::steady_clock::now() + kSpin;
         for (int i = 1; (t >> 32) == seen; ++i) {
           SSD_CPU_RELAX();
-          if (i % 64 == 0 && std::chrono::steady_clock::now() >= spin_end) break;
+          if (i % 64 == 0) {
+            // Yield now and then: a worker placed on the caller's core (the other one busy)
+            // must not keep the caller off it for the whole poll.
+            std::this_thread::yield();
+            if (std::chrono::steady_clock::now() >= spin_end) break;
+          }
           t = s->ticket.load(std::memory_order_acquire);
         }
         s->polling.fetch_sub(1, std::memory_order_relaxed);
