@@ -9,9 +9,9 @@
 // runs them, so the result is bitwise the same for any num_threads. Sums accumulate in
 // float64 over kLanes independent lanes (vectorisable without reassociation), reduced by a
 // fixed tree.
-// On x86-64 the loops are compiled twice, baseline and AVX2 (+F16C for float16), chosen
-// at run time; with -ffp-contract=off both perform the same IEEE operations, so both give
-// the same bits (NaN payloads aside).
+// On x86-64 the loops are compiled three times, baseline, AVX2 (+F16C for float16) and
+// AVX-512F, chosen at run time; with -ffp-contract=off all perform the same IEEE operations
+// on the same lanes, so all give the same bits (NaN payloads aside).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -32,10 +32,14 @@
 #include <immintrin.h>
 #define SSD_HAVE_AVX2_PATH 1
 #define SSD_TARGET_AVX2 __attribute__((target("avx2,f16c")))
+#define SSD_TARGET_AVX512 __attribute__((target("avx512f,avx2,f16c")))
 #endif
 
 namespace ssd {
 namespace {
+
+// Instruction sets of the loop variants (template argument kIsa).
+constexpr int kIsaBaseline = 0, kIsaAvx2 = 1, kIsaAvx512 = 2;
 
 constexpr int64_t kChunk = 8192;               // elements per unit; fixes the summation order
 constexpr int kLanes = 8;                      // independent accumulators per sum
@@ -102,11 +106,11 @@ SSD_TARGET_AVX2 void narrow_f16c(const float* in, Half* p, int64_t n) {
 }
 #endif
 
-// n elements of a half type to float (kF16C: the F16C instructions for float16).
-template <typename T, bool kF16C>
+// n elements of a half type to float (F16C instructions for float16 from the AVX2 path on).
+template <typename T, int kIsa>
 SSD_INLINE void widen(const T* p, float* out, int64_t n) {
 #ifdef SSD_HAVE_AVX2_PATH
-  if constexpr (kF16C && std::is_same<T, Half>::value) {
+  if constexpr (kIsa >= kIsaAvx2 && std::is_same<T, Half>::value) {
     widen_f16c(p, out, n);
     return;
   }
@@ -114,10 +118,10 @@ SSD_INLINE void widen(const T* p, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = Io<T>::load(p, i);
 }
 
-template <typename T, bool kF16C>
+template <typename T, int kIsa>
 SSD_INLINE void narrow(const float* in, T* p, int64_t n) {
 #ifdef SSD_HAVE_AVX2_PATH
-  if constexpr (kF16C && std::is_same<T, Half>::value) {
+  if constexpr (kIsa >= kIsaAvx2 && std::is_same<T, Half>::value) {
     narrow_f16c(in, p, n);
     return;
   }
@@ -183,23 +187,64 @@ struct LaneSums {
   SSD_INLINE Sums totals() const { return {total(hh), total(cc), total(cn), total(nn)}; }
 };
 
+#ifdef SSD_HAVE_AVX2_PATH
+// LaneSums::add with AVX-512: one 8-double register per sum holds lanes 0..7, exactly the
+// lanes of the two 4-wide halves, with the same operations per lane (the same bits). Half
+// as many instructions as AVX2, and the float -> double conversions, which bound the AVX2
+// loop, 8 at a time.
+SSD_TARGET_AVX512 SSD_INLINE __m512d load_d8(const float* p) { return _mm512_cvtps_pd(_mm256_loadu_ps(p)); }
+SSD_TARGET_AVX512 SSD_INLINE __m512d load_d8(const double* p) { return _mm512_loadu_pd(p); }
+
+template <typename F>
+SSD_TARGET_AVX512 void add_avx512(LaneSums& acc, const F* c, const F* u, const F* n, int64_t len) {
+  static_assert(kLanes == 8 && sizeof(acc.hh) == 8 * sizeof(double), "one register per sum");
+  __m512d hh = _mm512_loadu_pd(reinterpret_cast<const double*>(acc.hh));
+  __m512d cc = _mm512_loadu_pd(reinterpret_cast<const double*>(acc.cc));
+  __m512d cn = _mm512_loadu_pd(reinterpret_cast<const double*>(acc.cn));
+  __m512d nn = _mm512_loadu_pd(reinterpret_cast<const double*>(acc.nn));
+  for (int64_t i = 0; i < len; i += kLanes) {  // len % kLanes == 0
+    const __m512d cv = load_d8(c + i), uv = load_d8(u + i), nv = load_d8(n + i);
+    const __m512d hv = _mm512_sub_pd(cv, uv);
+    hh = _mm512_add_pd(hh, _mm512_mul_pd(hv, hv));
+    cc = _mm512_add_pd(cc, _mm512_mul_pd(cv, cv));
+    cn = _mm512_add_pd(cn, _mm512_mul_pd(cv, nv));
+    nn = _mm512_add_pd(nn, _mm512_mul_pd(nv, nv));
+  }
+  _mm512_storeu_pd(reinterpret_cast<double*>(acc.hh), hh);
+  _mm512_storeu_pd(reinterpret_cast<double*>(acc.cc), cc);
+  _mm512_storeu_pd(reinterpret_cast<double*>(acc.cn), cn);
+  _mm512_storeu_pd(reinterpret_cast<double*>(acc.nn), nn);
+}
+#endif
+
+template <int kIsa, typename F>
+SSD_INLINE void lane_add(LaneSums& acc, const F* c, const F* u, const F* n, int64_t len) {
+#ifdef SSD_HAVE_AVX2_PATH
+  if constexpr (kIsa == kIsaAvx512) {
+    add_avx512(acc, c, u, n, len);
+    return;
+  }
+#endif
+  acc.add(c, u, n, len);
+}
+
 constexpr int64_t kBlock = 512;  // half types are widened to float in blocks of this size
 
 // The four sums over `len` elements of one chunk.
-template <typename T, bool kF16C>
+template <typename T, int kIsa>
 SSD_INLINE Sums chunk_sums(const T* __restrict c, const T* __restrict u, const T* __restrict n, int64_t len) {
   LaneSums acc;
   const int64_t body = len - len % kLanes;
   if constexpr (!kIsHalfType<T>) {
-    acc.add(c, u, n, body);
+    lane_add<kIsa>(acc, c, u, n, body);
   } else {
     float cb[kBlock], ub[kBlock], nb[kBlock];
     for (int64_t i0 = 0; i0 < body; i0 += kBlock) {
       const int64_t m = std::min(kBlock, body - i0);
-      widen<T, kF16C>(c + i0, cb, m);
-      widen<T, kF16C>(u + i0, ub, m);
-      widen<T, kF16C>(n + i0, nb, m);
-      acc.add(cb, ub, nb, m);
+      widen<T, kIsa>(c + i0, cb, m);
+      widen<T, kIsa>(u + i0, ub, m);
+      widen<T, kIsa>(n + i0, nb, m);
+      lane_add<kIsa>(acc, cb, ub, nb, m);
     }
   }
   for (int64_t i = body; i < len; ++i)
@@ -208,7 +253,7 @@ SSD_INLINE Sums chunk_sums(const T* __restrict c, const T* __restrict u, const T
 }
 
 // t_b > M: E = c - u, in float for half types (rounded once) and in the input dtype otherwise.
-template <typename T, bool kF16C>
+template <typename T, int kIsa>
 SSD_INLINE void chunk_write_h(const T* __restrict c, const T* __restrict u, T* __restrict out, int64_t len) {
   if constexpr (!kIsHalfType<T>) {
     for (int64_t i = 0; i < len; ++i) out[i] = c[i] - u[i];
@@ -216,16 +261,16 @@ SSD_INLINE void chunk_write_h(const T* __restrict c, const T* __restrict u, T* _
     float cb[kBlock], ub[kBlock];
     for (int64_t i0 = 0; i0 < len; i0 += kBlock) {
       const int64_t m = std::min(kBlock, len - i0);
-      widen<T, kF16C>(c + i0, cb, m);
-      widen<T, kF16C>(u + i0, ub, m);
+      widen<T, kIsa>(c + i0, cb, m);
+      widen<T, kIsa>(u + i0, ub, m);
       for (int64_t i = 0; i < m; ++i) cb[i] -= ub[i];
-      narrow<T, kF16C>(cb, out + i0, m);
+      narrow<T, kIsa>(cb, out + i0, m);
     }
   }
 }
 
 // t_b <= M: E = scale * (c - r * n), in float64, rounded once (half types: via float).
-template <typename T, bool kF16C>
+template <typename T, int kIsa>
 SSD_INLINE void chunk_write_rescaled(const T* __restrict c, const T* __restrict n, T* __restrict out, int64_t len,
                                      double r, double scale) {
   if constexpr (!kIsHalfType<T>) {
@@ -234,11 +279,11 @@ SSD_INLINE void chunk_write_rescaled(const T* __restrict c, const T* __restrict 
     float cb[kBlock], nb[kBlock];
     for (int64_t i0 = 0; i0 < len; i0 += kBlock) {
       const int64_t m = std::min(kBlock, len - i0);
-      widen<T, kF16C>(c + i0, cb, m);
-      widen<T, kF16C>(n + i0, nb, m);
+      widen<T, kIsa>(c + i0, cb, m);
+      widen<T, kIsa>(n + i0, nb, m);
       for (int64_t i = 0; i < m; ++i)
         cb[i] = static_cast<float>(scale * (static_cast<double>(cb[i]) - r * static_cast<double>(nb[i])));
-      narrow<T, kF16C>(cb, out + i0, m);
+      narrow<T, kIsa>(cb, out + i0, m);
     }
   }
 }
@@ -273,18 +318,18 @@ struct Job {
   Sums* partials;  // [B * chunks_per_sample]
 };
 
-template <typename T, bool kF16C>
+template <typename T, int kIsa>
 SSD_INLINE void pass1_body(const Job<T>& job, int64_t unit0, int64_t unit1) {
   const int64_t N = job.p->N, cps = job.chunks_per_sample;
   for (int64_t unit = unit0; unit < unit1; ++unit) {
     const int64_t b = unit / cps, begin = (unit % cps) * kChunk;
     const int64_t len = std::min(kChunk, N - begin);
     const int64_t off = b * N + begin;
-    job.partials[unit] = chunk_sums<T, kF16C>(job.c + off, job.u + off, job.n + off, len);
+    job.partials[unit] = chunk_sums<T, kIsa>(job.c + off, job.u + off, job.n + off, len);
   }
 }
 
-template <typename T, bool kF16C>
+template <typename T, int kIsa>
 SSD_INLINE void pass2_body(const Job<T>& job, int64_t unit0, int64_t unit1) {
   const EstimateParams& p = *job.p;
   const int64_t N = p.N, cps = job.chunks_per_sample;
@@ -293,7 +338,7 @@ SSD_INLINE void pass2_body(const Job<T>& job, int64_t unit0, int64_t unit1) {
     const int64_t len = std::min(kChunk, N - begin);
     const int64_t off = b * N + begin;
     const bool mode_seeking = (p.t ? p.t[b] : p.t_scalar) <= p.M;  // a NaN t gives h, as in the reference
-    if (!mode_seeking) chunk_write_h<T, kF16C>(job.c + off, job.u + off, job.out + off, len);
+    if (!mode_seeking) chunk_write_h<T, kIsa>(job.c + off, job.u + off, job.out + off, len);
     if (mode_seeking || (chunk == 0 && p.stats != nullptr)) {  // the sample's sums are needed
       Sums s{0, 0, 0, 0};
       for (int64_t j = 0; j < cps; ++j) {  // fixed order: the same bits for any thread count
@@ -307,38 +352,50 @@ SSD_INLINE void pass2_body(const Job<T>& job, int64_t unit0, int64_t unit1) {
       if (chunk == 0 && p.stats != nullptr)
         for (int i = 0; i < kNumStats; ++i) p.stats[i * p.B + b] = k.stats[i];
       if (mode_seeking)
-        chunk_write_rescaled<T, kF16C>(job.c + off, job.n + off, job.out + off, len, k.stats[0], k.output_scale);
+        chunk_write_rescaled<T, kIsa>(job.c + off, job.n + off, job.out + off, len, k.stats[0], k.output_scale);
     }
   }
 }
 
 template <typename T>
 void pass1_generic(const Job<T>& job, int64_t u0, int64_t u1) {
-  pass1_body<T, false>(job, u0, u1);
+  pass1_body<T, kIsaBaseline>(job, u0, u1);
 }
 template <typename T>
 void pass2_generic(const Job<T>& job, int64_t u0, int64_t u1) {
-  pass2_body<T, false>(job, u0, u1);
+  pass2_body<T, kIsaBaseline>(job, u0, u1);
 }
 #ifdef SSD_HAVE_AVX2_PATH
 template <typename T>
 SSD_TARGET_AVX2 void pass1_avx2(const Job<T>& job, int64_t u0, int64_t u1) {
-  pass1_body<T, true>(job, u0, u1);
+  pass1_body<T, kIsaAvx2>(job, u0, u1);
 }
 template <typename T>
 SSD_TARGET_AVX2 void pass2_avx2(const Job<T>& job, int64_t u0, int64_t u1) {
-  pass2_body<T, true>(job, u0, u1);
+  pass2_body<T, kIsaAvx2>(job, u0, u1);
+}
+template <typename T>
+SSD_TARGET_AVX512 void pass1_avx512(const Job<T>& job, int64_t u0, int64_t u1) {
+  pass1_body<T, kIsaAvx512>(job, u0, u1);
+}
+template <typename T>
+SSD_TARGET_AVX512 void pass2_avx512(const Job<T>& job, int64_t u0, int64_t u1) {
+  pass2_body<T, kIsaAvx512>(job, u0, u1);
 }
 #endif
 
-// AVX2 + F16C when the CPU has them, unless SSD_TOOLKIT_CPU_SIMD=0 (the baseline path, for tests).
-bool use_avx2() {
+// The best loop variant the CPU runs: AVX-512F (with AVX2 + F16C), else AVX2 + F16C, else
+// baseline. SSD_TOOLKIT_CPU_SIMD=0 forces the baseline loops, =avx2 caps at AVX2 (tests).
+int simd_level() {
 #ifdef SSD_HAVE_AVX2_PATH
   const char* env = std::getenv("SSD_TOOLKIT_CPU_SIMD");
-  if (env != nullptr && std::string(env) == "0") return false;
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  const std::string cap = env != nullptr ? env : "";
+  if (cap == "0") return kIsaBaseline;
+  if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"))) return kIsaBaseline;
+  if (cap == "avx2" || !__builtin_cpu_supports("avx512f")) return kIsaAvx2;
+  return kIsaAvx512;
 #else
-  return false;
+  return kIsaBaseline;
 #endif
 }
 
@@ -372,9 +429,13 @@ void run(const EstimateParams& p, int num_threads) {
   auto pass1 = pass1_generic<T>;
   auto pass2 = pass2_generic<T>;
 #ifdef SSD_HAVE_AVX2_PATH
-  if (use_avx2()) {
+  const int isa = simd_level();
+  if (isa == kIsaAvx2) {
     pass1 = pass1_avx2<T>;
     pass2 = pass2_avx2<T>;
+  } else if (isa == kIsaAvx512) {
+    pass1 = pass1_avx512<T>;
+    pass2 = pass2_avx512<T>;
   }
 #endif
   const int64_t cps = job.chunks_per_sample;

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <pthread.h>
+#include <sched.h>
 
 #include <atomic>
 #include <chrono>
@@ -67,6 +68,7 @@ class ThreadPool {
       std::lock_guard<std::mutex> lock(s.mu);
       while (s.workers < n - 1) std::thread(worker_loop, &s).detach(), ++s.workers;
     }
+    s.caller_cpu.store(current_cpu(), std::memory_order_relaxed);
     s.fn = &fn;
     s.finished.store(0, std::memory_order_relaxed);
     const uint64_t gen = ++s.generation;  // only the owner writes it
@@ -100,6 +102,7 @@ class ThreadPool {
     std::atomic<int> finished{0};                  // helpers of this job that have returned
     std::atomic<int> sleepers{0};                  // workers waiting on work_cv
     std::atomic<int> polling{0};                   // workers spinning for the next job
+    std::atomic<int> caller_cpu{-1};               // where the last caller ran
   };
 
   // How long a worker polls for the next job before it sleeps: back-to-back calls then
@@ -117,6 +120,14 @@ class ThreadPool {
   }
   static State& state() { return *state_ptr(); }
 
+  static int current_cpu() {
+#if defined(__linux__)
+    return sched_getcpu();
+#else
+    return -2;  // unknown: never equal to the caller's
+#endif
+  }
+
   static void worker_loop(State* s) {
     uint64_t seen = 0;  // generations up to this one are done with (or were missed)
     for (;;) {
@@ -127,9 +138,10 @@ class ThreadPool {
         for (int i = 1; (t >> 32) == seen; ++i) {
           SSD_CPU_RELAX();
           if (i % 64 == 0) {
-            // Yield now and then: a worker placed on the caller's core (the other one busy)
-            // must not keep the caller off it for the whole poll.
-            std::this_thread::yield();
+            // A worker that shares the caller's core (the other one busy) yields, so as not
+            // to keep the caller off it; on a core of its own it keeps it (yielding to another
+            // program's spinning thread there could cost it a whole time slice).
+            if (current_cpu() == s->caller_cpu.load(std::memory_order_relaxed)) std::this_thread::yield();
             if (std::chrono::steady_clock::now() >= spin_end) break;
           }
           t = s->ticket.load(std::memory_order_acquire);

@@ -223,7 +223,7 @@ def call_kernel(c, u, n, t, num_threads):
 
 @pytest.mark.parametrize("dtype", NUMPY_DTYPES)
 def test_deterministic_across_runs_threads_and_simd_paths(dtype, rng, monkeypatch):
-    """Bitwise identical for any num_threads (either work split) and baseline vs AVX2 loops."""
+    """Bitwise identical for any num_threads (either work split) and baseline, AVX2 and AVX-512 loops."""
     # (1, .): units split across threads; (3, .): units with 2 threads, whole samples with 3.
     for B, N in [(1, 400_003), (3, 131_072 + 17)]:
         c, u, n = (rng.standard_normal((B, N)).astype(dtype) for _ in range(3))
@@ -233,11 +233,12 @@ def test_deterministic_across_runs_threads_and_simd_paths(dtype, rng, monkeypatc
             again = call_kernel(c, u, n, t, nt)
             np.testing.assert_array_equal(again[0].view(np.uint8), first[0].view(np.uint8))
             np.testing.assert_array_equal(again[1], first[1])
-        monkeypatch.setenv("SSD_TOOLKIT_CPU_SIMD", "0")
-        baseline = call_kernel(c, u, n, t, 2)
-        monkeypatch.delenv("SSD_TOOLKIT_CPU_SIMD")
-        np.testing.assert_array_equal(baseline[0].view(np.uint8), first[0].view(np.uint8))
-        np.testing.assert_array_equal(baseline[1], first[1])
+        for simd in ("0", "avx2"):  # baseline loops; AVX2 where the dispatched path is AVX-512
+            monkeypatch.setenv("SSD_TOOLKIT_CPU_SIMD", simd)
+            baseline = call_kernel(c, u, n, t, 2)
+            monkeypatch.delenv("SSD_TOOLKIT_CPU_SIMD")
+            np.testing.assert_array_equal(baseline[0].view(np.uint8), first[0].view(np.uint8))
+            np.testing.assert_array_equal(baseline[1], first[1])
         E_ref, _ = estimate_reference(c, u, n, t, M)
         assert_close_to_reference(first[0], E_ref, dtype)
 
