@@ -70,12 +70,25 @@ def median_time(fn, warmup=2, repeats=7, sync=None):
     return {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats}
 
 
-def copy_bandwidth(nbytes, repeats=9):
-    """GB/s of ``numpy.copyto`` between two ``nbytes`` buffers, counting 2 x nbytes moved
-    (one read and one write of the buffer) per copy."""
+def copy_bandwidth(nbytes, repeats=9, threads=1):
+    """GB/s of a copy between two ``nbytes`` buffers, counting 2 x nbytes moved (one read
+    and one write of the buffer) per copy: ``numpy.copyto`` (one thread) for
+    ``threads=1``, else torch's ``Tensor.copy_`` on ``threads`` intra-op threads (a
+    persistent pool, so small buffers are not charged a thread start)."""
     src = np.ones(nbytes, dtype=np.uint8)
     dst = np.empty_like(src)
-    timing = median_time(lambda: np.copyto(dst, src), warmup=2, repeats=repeats)
+    if threads == 1:
+        timing = median_time(lambda: np.copyto(dst, src), warmup=2, repeats=repeats)
+    else:
+        import torch  # noqa: PLC0415 - only the multi-threaded baseline needs it
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        tsrc, tdst = torch.from_numpy(src), torch.from_numpy(dst)
+        try:
+            timing = median_time(lambda: tdst.copy_(tsrc), warmup=2, repeats=repeats)
+        finally:
+            torch.set_num_threads(previous)
     return 2 * nbytes / timing["median_s"] / 1e9
 
 
