@@ -14,7 +14,7 @@ _state = {"loaded": False, "module": None, "error": None, "warned": False}
 
 BUILD_HINT = (
     "build it with `pip install -e .` (a C++17 compiler, pybind11 and ninja are needed; "
-    "CUDA is compiled in when nvcc is found, see README 'Building')"
+    "CUDA is compiled in when nvcc is found, see docs/kernels.md)"
 )
 
 

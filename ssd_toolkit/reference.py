@@ -3,7 +3,7 @@
 This is the oracle every compiled kernel is tested against, and the fallback backend
 when no compiled module is present. All arithmetic is done in float64.
 
-Semantics (shared by every backend, see README "Edge cases"):
+Semantics (shared by every backend, see docs/api.md "Edge cases"):
   * samples are the rows of a ``[B, N]`` view; every norm and inner product is per row;
   * ``t_b > M``  -> ``E_b = h_b = eps_cond_b - eps_uncond_b`` (elementwise, exact);
   * ``t_b <= M`` -> ``E_b = (||h_b|| / ||eps_tilde_b||) * eps_tilde_b`` with

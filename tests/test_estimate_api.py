@@ -115,7 +115,7 @@ def test_sdxl_fp16_latent_does_not_overflow():
         assert_close_to_reference(E, ref, "float16", what=backend)
 
 
-# ---- edge cases (README "Edge cases") ----
+# ---- edge cases (docs/api.md "Edge cases") ----
 
 def test_zero_noise_gives_r_zero():
     c, u, n = make((2, 6), "float64")

@@ -1,4 +1,4 @@
-"""The dtype-keyed tolerance policy every kernel is judged by (also stated in the README).
+"""The dtype-keyed tolerance policy every kernel is judged by (also stated in docs/kernels.md).
 
 A kernel's output E (in the input dtype) is compared with the float64 NumPy reference
 ``E_ref`` elementwise:  |E - E_ref| <= rtol * |E_ref| + atol * rms(E_ref_b),
