@@ -7,6 +7,7 @@ pytest.importorskip("cv2")
 smplx = pytest.importorskip("smplx")
 
 from ssd_toolkit.cli import main  # noqa: E402
+from ssd_toolkit.integrations.dreamwaltz import cli  # noqa: E402
 from ssd_toolkit.integrations.dreamwaltz import body as dw_body  # noqa: E402
 from ssd_toolkit.integrations.dreamwaltz import cameras as dw_cameras  # noqa: E402
 from ssd_toolkit.integrations.dreamwaltz import openpose, skeleton, synthetic  # noqa: E402
@@ -124,5 +125,11 @@ def test_cli_writes_a_grid(tmp_path, capsys):
     out = tmp_path / "grid.png"
     assert main(["skeleton", "--synthetic", "smpl", "--out", str(out), "--views", "6", "--size", "64"]) == 0
     grid = cv2.imread(str(out))
-    assert grid.shape == (128, 256, 3) and grid[:64, :64].any() and not grid[64:, 128:].any()
+    gap = cli.TILE_GAP
+    assert grid.shape == (2 * 64 + 3 * gap, 4 * 64 + 5 * gap, 3)
+    assert (grid[:gap] == cli.GAP_GREY).all() and (grid[:, 64 + gap:64 + 2 * gap] == cli.GAP_GREY).all()  # separators
+    first = grid[gap:gap + 64, gap:gap + 64]
+    assert first[20:].any() and (first[:16] == 255).any()  # a skeleton, and the white azimuth label on top
+    empty = grid[64 + 2 * gap:64 * 2 + 2 * gap, 2 * 64 + 3 * gap:]  # the two unused tiles of row 2
+    assert set(np.unique(empty)) == {cli.GAP_GREY}
     assert "6 views" in capsys.readouterr().out

@@ -5,7 +5,7 @@ import pytest
 
 from ssd_toolkit import stable_diffusion_schedule
 from ssd_toolkit.toy.digits import image_metrics, load_digit_mixture
-from ssd_toolkit.toy.statistics import statistics_at, statistics_mixture
+from ssd_toolkit.toy.score_statistics import statistics_at, statistics_mixture
 
 
 @pytest.fixture(scope="module")

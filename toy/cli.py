@@ -1,13 +1,22 @@
 """``ssd-toolkit toy ...``: the paper's mixture-of-Gaussians experiments.
 
-Heavy imports (matplotlib, scikit-learn, the experiment modules) happen inside the run
-functions, so ``ssd-toolkit --help`` stays fast.
+Arguments are checked when parsed (counts >= 1, finite positive rates, known names) and the
+output folder and optional dependencies before anything runs; heavy imports (matplotlib,
+scikit-learn, the experiment modules) happen inside the run functions, so
+``ssd-toolkit --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import functools
 import time
+
+from ssd_toolkit.cli_args import check_output_dir, comma_list, integer, number, require
+
+EXPERIMENTS = ("trajectories", "sweep", "statistics", "digits")
+# optional modules each experiment imports (all come with the "toy" extra)
+NEEDS = {"trajectories": ("matplotlib",), "sweep": ("matplotlib",), "statistics": ("matplotlib",),
+         "digits": ("matplotlib", "sklearn")}  # fmt: skip
 
 
 def _single_blas_thread(func):
@@ -26,14 +35,22 @@ def _single_blas_thread(func):
     return wrapper
 
 
-def _floats(text):
-    return tuple(float(v) for v in text.split(","))
+def _checked(name):
+    """Decorator: check ``--out`` and the experiment's dependencies before it runs."""
+
+    def wrap(func):
+        @functools.wraps(func)
+        def run(args):
+            check_output_dir(args.out)
+            require(*NEEDS[name])
+            return func(args)
+
+        return _single_blas_thread(run)
+
+    return wrap
 
 
-def _ints(text):
-    return tuple(int(v) for v in text.split(","))
-
-
+@_checked("trajectories")
 def _trajectories(args):
     from . import trajectories  # noqa: PLC0415
 
@@ -41,6 +58,7 @@ def _trajectories(args):
     print(f"trajectories: {s['seconds_both_runs']:.2f} s -> {args.out}/trajectories.{{png,json,md}}")
 
 
+@_checked("sweep")
 def _sweep(args):
     from . import sweep  # noqa: PLC0415
 
@@ -48,13 +66,15 @@ def _sweep(args):
     print(f"sweep: {s['seconds']:.1f} s -> {args.out}/sweep.{{png,json,md}}")
 
 
+@_checked("statistics")
 def _statistics(args):
-    from . import statistics  # noqa: PLC0415
+    from . import score_statistics  # noqa: PLC0415
 
-    s = statistics.run(args.out, args.seed, args.dim, args.noises, args.num_t)
+    s = score_statistics.run(args.out, args.seed, args.dim, args.noises, args.num_t)
     print(f"statistics: {s['seconds']:.1f} s -> {args.out}/statistics.{{png,json,md}}")
 
 
+@_checked("digits")
 def _digits(args):
     from . import digits  # noqa: PLC0415
 
@@ -62,76 +82,87 @@ def _digits(args):
     print(f"digits: {s['seconds']:.1f} s -> {args.out}/digits.{{png,json,md}}")
 
 
+_RUNS = {"trajectories": _trajectories, "sweep": _sweep, "statistics": _statistics, "digits": _digits}
+_PARSERS = {}
+
+
 def _all(args):
     from types import SimpleNamespace  # noqa: PLC0415
 
+    check_output_dir(args.out)
+    if args.docs:
+        check_output_dir(args.docs, "--docs")
+    require(*sorted({m for name in EXPERIMENTS for m in NEEDS[name]}))
     start = time.perf_counter()
-    parsers = _PARSERS
-    for name, func in (
-        ("trajectories", _trajectories),
-        ("sweep", _sweep),
-        ("statistics", _statistics),
-        ("digits", _digits),
-    ):
-        defaults = vars(parsers[name].parse_args([]))
+    for name in EXPERIMENTS:
+        defaults = vars(_PARSERS[name].parse_args([]))
         defaults.update(out=args.out, seed=args.seed)
-        func(SimpleNamespace(**defaults))
+        _RUNS[name](SimpleNamespace(**defaults))
     print(f"toy all: {time.perf_counter() - start:.1f} s; summaries in {args.out}/*.md")
     if args.docs:
         from .report import compress_png  # noqa: PLC0415
 
-        for stem in ("trajectories", "sweep", "statistics", "digits"):
+        for stem in EXPERIMENTS:
             compress_png(f"{args.out}/{stem}.png", f"{args.docs}/{stem}.png")
         print(f"palette-compressed figures in {args.docs}/")
 
 
-_PARSERS = {}
-
-
 def _common(p):
     p.add_argument("--out", default="toy_out", help="output folder (default: toy_out/)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=integer(0), default=0, help="random seed, >= 0 (default: 0)")
+
+
+def _weighting(p):
+    from ssd_toolkit import list_weightings  # noqa: PLC0415 - NumPy only
+
+    names = list_weightings()
+    p.add_argument("--weighting", default="uniform", choices=names, metavar="NAME",
+                   help=f"w(t), one of {', '.join(names)} (default: uniform; sds is 1 - abar_t)")  # fmt: skip
 
 
 def register(subparsers):
     """Add the ``toy`` command group (trajectories, sweep, statistics, digits, all)."""
     toy = subparsers.add_parser("toy", help="the paper's mixture-of-Gaussians experiments (no weights needed)")
-    sub = toy.add_subparsers(dest="toy_command", required=True)
+    sub = toy.add_subparsers(dest="toy_command", metavar="EXPERIMENT", required=True)
 
     p = sub.add_parser("trajectories", help="Fig. 7: trajectories of each estimator on the paper's 2-d mixture")
     _common(p)
-    p.add_argument("--seeds", type=int, default=16, help="seeds, all vectorised (default: 16)")
-    p.add_argument("--steps", type=int, default=3000, help="Eq. 3 updates (default: 3000)")
-    p.add_argument("--lr", type=float, default=0.01, help="learning rate (default: 0.01)")
-    p.add_argument("--M", type=float, default=200.0, help="SSD threshold (default: 200)")
-    p.add_argument("--weighting", default="uniform", help="w(t): uniform or sds (1 - abar_t) (default: uniform)")
-    p.set_defaults(func=_single_blas_thread(_trajectories))
+    p.add_argument("--seeds", type=integer(1), default=16, help="seeds, all vectorised (default: 16)")
+    p.add_argument("--steps", type=integer(1), default=3000, help="Eq. 3 updates (default: 3000)")
+    p.add_argument("--lr", type=number(positive=True), default=0.01, help="learning rate (default: 0.01)")
+    p.add_argument("--M", type=number(minimum=0), default=200.0, help="SSD threshold (default: 200)")
+    _weighting(p)
+    p.set_defaults(func=_trajectories)
     _PARSERS["trajectories"] = p
 
     p = sub.add_parser("sweep", help="SSD's end state against M, lr, steps, timestep annealing")
     _common(p)
-    p.add_argument("--Ms", type=_floats, default=(0, 100, 200, 400, 600, 800), help="thresholds (default: 0,...,800)")
-    p.add_argument("--lrs", type=_floats, default=(0.01, 0.1), help="learning rates (default: 0.01,0.1)")
-    p.add_argument("--steps", type=_ints, default=(1000, 3000, 10000), help="run lengths (default: 1000,3000,10000)")
-    p.add_argument("--seeds", type=int, default=8, help="seeds per configuration (default: 8)")
-    p.set_defaults(func=_single_blas_thread(_sweep))
+    p.add_argument("--Ms", type=comma_list(number(minimum=0)), default=(0, 100, 200, 400, 600, 800),
+                   help="thresholds (default: 0,100,200,400,600,800)")  # fmt: skip
+    p.add_argument("--lrs", type=comma_list(number(positive=True)), default=(0.01, 0.1),
+                   help="learning rates (default: 0.01,0.1)")  # fmt: skip
+    p.add_argument("--steps", type=comma_list(integer(1)), default=(1000, 3000, 10000),
+                   help="run lengths (default: 1000,3000,10000)")  # fmt: skip
+    p.add_argument("--seeds", type=integer(1), default=8, help="seeds per configuration (default: 8)")
+    p.set_defaults(func=_sweep)
     _PARSERS["sweep"] = p
 
     p = sub.add_parser("statistics", help="Sec. 11: ||eps_hat||, corr, c vs r, ||h||, variances against t")
     _common(p)
-    p.add_argument("--dim", type=int, default=64, help="mixture dimension (default: 64)")
-    p.add_argument("--noises", type=int, default=8192, help="noises per t (default: 8192)")
-    p.add_argument("--num-t", dest="num_t", type=int, default=40, help="timesteps in [1, 999] (default: 40)")
-    p.set_defaults(func=_single_blas_thread(_statistics))
+    p.add_argument("--dim", type=integer(1), default=64, help="mixture dimension (default: 64)")
+    p.add_argument("--noises", type=integer(2), default=8192, help="noises per t, >= 2 (default: 8192)")
+    p.add_argument("--num-t", dest="num_t", type=integer(2), default=40,
+                   help="timesteps in [1, 999], >= 2 (default: 40)")  # fmt: skip
+    p.set_defaults(func=_statistics)
     _PARSERS["statistics"] = p
 
-    p = sub.add_parser("digits", help="8x8 digits with exact scores: one image per class per estimator")
+    p = sub.add_parser("digits", help="8x8 digits with exact scores: --per-class images per class per estimator")
     _common(p)
-    p.add_argument("--steps", type=int, default=1000, help="Eq. 3 updates (default: 1000)")
-    p.add_argument("--lr", type=float, default=0.01, help="learning rate (default: 0.01)")
-    p.add_argument("--weighting", default="uniform", help="w(t): uniform or sds (default: uniform)")
-    p.add_argument("--per-class", dest="per_class", type=int, default=2, help="images per class (default: 2)")
-    p.set_defaults(func=_single_blas_thread(_digits))
+    p.add_argument("--steps", type=integer(1), default=1000, help="Eq. 3 updates (default: 1000)")
+    p.add_argument("--lr", type=number(positive=True), default=0.01, help="learning rate (default: 0.01)")
+    _weighting(p)
+    p.add_argument("--per-class", dest="per_class", type=integer(1), default=2, help="images per class (default: 2)")
+    p.set_defaults(func=_digits)
     _PARSERS["digits"] = p
 
     p = sub.add_parser("all", help="every toy experiment with its defaults (the main job)")

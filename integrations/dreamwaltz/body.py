@@ -104,11 +104,22 @@ def resolve_model_file(path, model_type=None, gender="neutral"):
 
 
 def read_model_arrays(file):
-    """The arrays of a ``.pkl`` (chumpy-free) or ``.npz`` model file as a dict."""
-    if file.endswith(".npz"):
-        with np.load(file, allow_pickle=True) as data:
-            return {key: data[key] for key in data.files}
-    return load_smpl_pickle(file)
+    """The arrays of a ``.pkl`` (chumpy-free) or ``.npz`` model file as a dict.
+
+    Raises:
+        ValueError: the file cannot be read as either (names the file and the reason).
+    """
+    try:
+        if file.endswith(".npz"):
+            with np.load(file, allow_pickle=True) as data:
+                return {key: data[key] for key in data.files}
+        return load_smpl_pickle(file)
+    except Exception as exc:  # noqa: BLE001 - any parse failure of a user's file is "not a model file"
+        if isinstance(exc, ValueError) and str(exc).startswith("path:"):
+            raise
+        raise ValueError(
+            f"path: expected a SMPL/SMPL-X model (.pkl pickle or .npz), got {file!r} ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def infer_model_type(arrays, file="<model>"):

@@ -75,13 +75,18 @@ def load_smpl_pickle(path):
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not a pickled dict.
+        ValueError: the file is not a pickle, or not a pickled dict.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"path: expected an existing SMPL .pkl file, got {path!r}")
-    with open(path, "rb") as f:
-        data = ChumpyFreeUnpickler(f, encoding="latin1").load()
+    try:
+        with open(path, "rb") as f:
+            data = ChumpyFreeUnpickler(f, encoding="latin1").load()
+    except Exception as exc:  # noqa: BLE001 - whatever a foreign file makes the unpickler raise
+        if isinstance(exc, ModuleNotFoundError) and (exc.name or "").startswith("scipy"):
+            raise  # sparse regressors need scipy: a missing dependency, not a bad file
+        raise ValueError(f"path: expected a pickled SMPL model, got {path!r} ({type(exc).__name__}: {exc})") from exc
     if not isinstance(data, dict):
         raise ValueError(f"path: expected a pickled dict of model arrays, got {type(data).__name__} in {path!r}")
     return {key: to_numpy(value) for key, value in data.items()}
