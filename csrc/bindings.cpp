@@ -51,16 +51,6 @@ class HostArg {
   void* ptr_ = nullptr;
 };
 
-int64_t item_size(ssd::DType d) {
-  switch (d) {
-    case ssd::DType::kFloat16:
-    case ssd::DType::kBFloat16: return 2;
-    case ssd::DType::kFloat32: return 4;
-    case ssd::DType::kFloat64: return 8;
-  }
-  return 8;
-}
-
 void estimate_cpu_py(py::handle eps_cond, py::handle eps_uncond, py::handle noise, py::handle out, py::handle t,
                      py::handle stats, int64_t B, int64_t N, const std::string& dtype, double M, int num_threads) {
   ssd::EstimateParams p{};
@@ -69,7 +59,7 @@ void estimate_cpu_py(py::handle eps_cond, py::handle eps_uncond, py::handle nois
   p.dtype = ssd::dtype_from_name(dtype.c_str());
   p.M = M;
   if (B < 0 || N < 0) ssd::validate_params(p);  // the size errors first
-  const int64_t bytes = B * N * item_size(p.dtype);
+  const int64_t bytes = B * N * ssd::item_size(p.dtype);
   const HostArg c(eps_cond, "eps_cond", bytes, false), u(eps_uncond, "eps_uncond", bytes, false),
       n(noise, "noise", bytes, false), o(out, "out", bytes, true), tt(t, "t", B * 8, false),
       st(stats, "stats", ssd::kNumStats * B * 8, true);

@@ -40,8 +40,12 @@ constexpr int kNumStats = 6;
 // Throws std::invalid_argument for negative sizes, an unknown dtype or null arrays.
 void estimate_cpu(const EstimateParams& p, int num_threads);
 
-// Checks sizes, dtype and pointers; throws std::invalid_argument naming the field.
+// Checks sizes, dtype, pointers, and that out and stats share no byte with each other or
+// with an input; throws std::invalid_argument naming the field (csrc/ssd_params.cpp).
 void validate_params(const EstimateParams& p);
+
+// Bytes per element of `d` (2, 4 or 8).
+int64_t item_size(DType d);
 
 // "float16" -> DType::kFloat16, ...; throws std::invalid_argument for other names.
 DType dtype_from_name(const char* name);

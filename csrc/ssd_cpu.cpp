@@ -471,29 +471,6 @@ void run(const EstimateParams& p, int num_threads) {
 
 }  // namespace
 
-DType dtype_from_name(const char* name) {
-  const std::string s = name ? name : "";
-  if (s == "float16") return DType::kFloat16;
-  if (s == "bfloat16") return DType::kBFloat16;
-  if (s == "float32") return DType::kFloat32;
-  if (s == "float64") return DType::kFloat64;
-  throw std::invalid_argument("dtype: expected one of 'float16', 'bfloat16', 'float32', 'float64', got '" + s + "'");
-}
-
-void validate_params(const EstimateParams& p) {
-  if (p.B < 0) throw std::invalid_argument("B: expected >= 0, got " + std::to_string(p.B));
-  if (p.N < 0) throw std::invalid_argument("N: expected >= 0, got " + std::to_string(p.N));
-  const int d = static_cast<int>(p.dtype);
-  if (d < 0 || d > 3) throw std::invalid_argument("dtype: expected a DType value 0..3, got " + std::to_string(d));
-  if (p.B > 0 && p.N > 0) {
-    const char* names[] = {"eps_cond", "eps_uncond", "noise", "out"};
-    const void* ptrs[] = {p.eps_cond, p.eps_uncond, p.noise, p.out};
-    for (int i = 0; i < 4; ++i)
-      if (ptrs[i] == nullptr)
-        throw std::invalid_argument(std::string(names[i]) + ": expected a data pointer, got null");
-  }
-}
-
 void estimate_cpu(const EstimateParams& p, int num_threads) {
   validate_params(p);
   if (p.B == 0) return;

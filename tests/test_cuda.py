@@ -141,6 +141,11 @@ def test_bindings_validate_before_launching():
         module.estimate_cuda(8, 8, 8, 8, 0, 0.0, 0, -1, 4, "float32", M, 0)
     with pytest.raises(ValueError, match="expected device addresses, got 0"):
         module.estimate_cuda(0, 8, 8, 8, 0, 0.0, 0, 1, 4, "float32", M, 0)
+    # out overlapping an input: the split path would re-read inputs it already overwrote.
+    with pytest.raises(ValueError, match=r"out: expected memory that does not overlap noise \[0x1000, 0x1040\)"):
+        module.estimate_cuda(0x2000, 0x3000, 0x1000, 0x1020, 0, 0.0, 0, 2, 8, "float32", M, 0)
+    with pytest.raises(ValueError, match="stats: expected memory that does not overlap out"):
+        module.estimate_cuda(0x2000, 0x3000, 0x1000, 0x4000, 0, 0.0, 0x4008, 2, 8, "float32", M, 0)
     with pytest.raises(ValueError, match="path: expected 'auto', 'no_cluster' or 'split', got 'fast'"):
         module.cuda_set_path("fast")
     assert module.cuda_get_path() == "auto"
@@ -149,7 +154,7 @@ def test_bindings_validate_before_launching():
 @pytest.mark.skipif(not HAS_CUDA_BUILD or torch.cuda.is_available(), reason="needs a CUDA build on a machine without a GPU")
 def test_launch_without_a_driver_names_the_cuda_error():
     with pytest.raises(RuntimeError, match=r"estimate_cuda launch failed: cudaError\w+"):
-        _module().estimate_cuda(16, 16, 16, 16, 0, 0.0, 0, 1, 4, "float32", M, 0)
+        _module().estimate_cuda(0x1000, 0x2000, 0x3000, 0x4000, 0, 0.0, 0, 1, 4, "float32", M, 0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -273,6 +273,31 @@ def test_kernel_validates_its_arguments(rng):
     call_kernel(c, c, c, t, 1)  # stats_ptr and valid pointers: no error
 
 
+@pytest.mark.parametrize("shift", [0, 8, -40])
+@pytest.mark.parametrize("victim", ["eps_cond", "eps_uncond", "noise", "t"])
+def test_out_overlapping_an_input_is_rejected(victim, shift, rng):
+    """Any shared byte between out and an input is refused before any work (a shifted
+    alias would read values the kernel already overwrote)."""
+    buf = rng.standard_normal(160)  # inputs and t carved 256 bytes apart; out is 48 bytes
+    args = {"eps_cond": buf[8:14], "eps_uncond": buf[40:46], "noise": buf[72:78], "t": buf[104:106]}
+    before = buf.copy()
+    victim_address = args[victim].ctypes.data
+    out_address = victim_address + shift
+    addresses = [args[k].ctypes.data for k in ("eps_cond", "eps_uncond", "noise")]
+    with pytest.raises(ValueError, match=f"out: expected memory that does not overlap {victim} "):
+        _C().estimate_cpu(*addresses, out_address, args["t"].ctypes.data, 0, 2, 3, "float64", M)
+    np.testing.assert_array_equal(buf, before)  # nothing written
+
+
+def test_stats_overlapping_out_is_rejected(rng):
+    c, u, n = (rng.standard_normal((2, 3)) for _ in range(3))
+    out, t = np.empty((2, 3)), np.zeros(2)
+    with pytest.raises(ValueError, match=r"stats: expected memory that does not overlap out \[0x"):
+        _C().estimate_cpu(c, u, n, out.ctypes.data, t, out.ctypes.data + 40, 2, 3, "float64", M)
+    stats = np.empty((6, 2))  # adjacent but disjoint ranges are fine
+    _C().estimate_cpu(c, u, n, out, t, stats, 2, 3, "float64", M)
+
+
 def _threaded_case(rng):
     c, u, n = (rng.standard_normal((4, 100_000)).astype(np.float32) for _ in range(3))
     t = mixed_t(rng, 4)

@@ -38,6 +38,7 @@ void estimate_cuda_py(uintptr_t eps_cond, uintptr_t eps_uncond, uintptr_t noise,
     throw std::invalid_argument("B, N: expected sizes >= 0, got B=" + std::to_string(B) + ", N=" + std::to_string(N));
   if (B > 0 && N > 0 && (!eps_cond || !eps_uncond || !noise || !out))
     throw std::invalid_argument("eps_cond_ptr, eps_uncond_ptr, noise_ptr, out_ptr: expected device addresses, got 0");
+  ssd::validate_params(p);  // overlapping outputs
   int code = 0;
   {
     py::gil_scoped_release release;

@@ -461,8 +461,10 @@ cudaError_t device_facts(int dev, DeviceFacts* out) {
 }
 
 // Whether `kernel` can run as clusters of `csize` blocks of `threads` on `dev`: the device
-// is sm_90+, the loaded binary has sm_90+ code (a PTX JIT from an older target would
-// compile the cluster code out), and at least one such cluster fits on the device.
+// is sm_90+, the kernel body was compiled for sm_90+ (binaryVersion alone is not enough:
+// PTX for compute_89 JIT-compiled on an H100 reports binaryVersion 90 but its body has
+// __CUDA_ARCH__ 890 and reaches __trap()), and at least one such cluster fits. A refused
+// query leaves no error behind, and an earlier error of the caller is left untouched.
 template <typename Kernel>
 bool cluster_ok(int dev, Kernel kernel, int csize, int threads, const DeviceFacts& facts) {
   if (csize == 1) return true;
@@ -472,8 +474,9 @@ bool cluster_ok(int dev, Kernel kernel, int csize, int threads, const DeviceFact
   auto it = g_cluster_ok.find(key);
   if (it != g_cluster_ok.end()) return it->second;
   bool ok = false;
+  const bool clean = cudaPeekAtLastError() == cudaSuccess;
   cudaFuncAttributes attr{};
-  if (cudaFuncGetAttributes(&attr, kernel) == cudaSuccess && attr.binaryVersion >= 90) {
+  if (cudaFuncGetAttributes(&attr, kernel) == cudaSuccess && attr.binaryVersion >= 90 && attr.ptxVersion >= 90) {
     if (csize > 8) cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
     cudaLaunchConfig_t cfg = {};
     cudaLaunchAttribute la[1];
@@ -488,7 +491,7 @@ bool cluster_ok(int dev, Kernel kernel, int csize, int threads, const DeviceFact
     int clusters = 0;
     ok = cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess && clusters > 0;
   }
-  cudaGetLastError();  // a refused query must not leak into the caller's error state
+  if (clean) (void)cudaGetLastError();  // clears only an error of the queries above
   g_cluster_ok.emplace(key, ok);
   return ok;
 }
@@ -578,18 +581,21 @@ cudaError_t launch_resident(const KParams& kp, const Plan& plan, bool vec, cudaS
              : cudaLaunchKernelEx(&cfg, resident_kernel<T, VPT, false>, kp, csize);
 }
 
+// Launch errors come from cudaLaunchKernelEx's return value, never from the thread's
+// last-error state (which may hold, or must keep, an unrelated earlier error).
 template <typename T, bool kVector>
 cudaError_t launch_split(const KParams& kp, const Plan& plan, cudaStream_t stream) {
-  const unsigned blocks = static_cast<unsigned>(kp.B * plan.nchunks);
-  partial_kernel<T, kVector><<<blocks, kSplitThreads, 0, stream>>>(kp, plan.chunk, plan.nchunks);
-  cudaError_t err = cudaGetLastError();
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(kp.B * plan.nchunks));
+  cfg.blockDim = dim3(kSplitThreads);
+  cfg.stream = stream;
+  cudaError_t err = cudaLaunchKernelEx(&cfg, partial_kernel<T, kVector>, kp, plan.chunk, plan.nchunks);
   if (err != cudaSuccess) return err;
-  finalize_kernel<<<static_cast<unsigned>(kp.B), kSplitThreads, 0, stream>>>(kp, plan.chunk, plan.nchunks,
-                                                                             sizeof(T));
-  err = cudaGetLastError();
+  cudaLaunchConfig_t fin = cfg;
+  fin.gridDim = dim3(static_cast<unsigned>(kp.B));
+  err = cudaLaunchKernelEx(&fin, finalize_kernel, kp, plan.chunk, plan.nchunks, static_cast<int>(sizeof(T)));
   if (err != cudaSuccess) return err;
-  write_kernel<T, kVector><<<blocks, kSplitThreads, 0, stream>>>(kp, plan.chunk, plan.nchunks);
-  return cudaGetLastError();
+  return cudaLaunchKernelEx(&cfg, write_kernel<T, kVector>, kp, plan.chunk, plan.nchunks);
 }
 
 bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
@@ -602,8 +608,9 @@ cudaError_t estimate_typed(const EstimateParams& p, cudaStream_t stream) {
   Plan plan;
   cudaError_t err = make_plan<T>(p.N, vec, &plan);
   if (err != cudaSuccess) return err;
-  // Batch slices keep grid.x <= INT_MAX.
+  // Batch slices keep grid.x <= INT_MAX (64-bit maths; one row's blocks must fit a grid).
   const int64_t per_row = plan.resident ? plan.csize : plan.nchunks;
+  if (per_row > INT_MAX) return cudaErrorInvalidConfiguration;
   const int64_t max_rows = INT_MAX / per_row;
   for (int64_t b0 = 0; b0 < p.B; b0 += max_rows) {
     const int64_t rows = p.B - b0 < max_rows ? p.B - b0 : max_rows;
@@ -661,12 +668,11 @@ const char* cuda_error_message(int code) {
 
 int cuda_pointer_device(uintptr_t ptr, int* error) {
   cudaPointerAttributes attr{};
+  const bool clean = cudaPeekAtLastError() == cudaSuccess;
   const cudaError_t err = cudaPointerGetAttributes(&attr, reinterpret_cast<const void*>(ptr));
   *error = static_cast<int>(err);
-  if (err != cudaSuccess) {
-    cudaGetLastError();
-    return -1;
-  }
+  if (clean && err != cudaSuccess) (void)cudaGetLastError();  // only this query's error
+  if (err != cudaSuccess) return -1;
   return attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged ? attr.device : -1;
 }
 
