@@ -1,59 +1,137 @@
 """Fused CUDA kernel vs PyTorch eager vs torch.compile of the same estimator (needs a GPU).
 
-One command (from the repository root, with the package built with nvcc):
+From the repository root, with the package built with nvcc:
 
-    python bench/bench_cuda.py                # all shapes, fp32 + fp16, writes bench/results/cuda_<gpu>.{json,md}
+    python bench/bench_cuda.py                 # every shape, fp32 + fp16 -> bench/results/cuda_<gpu>.{json,md}
+    python bench/bench_cuda.py --short         # the GPU check's version: fewer repeats, one compile
+    python bench/bench_cuda.py --dry-run       # no GPU: the rows, input rotation and working sets
 
-What is measured, per shape and dtype (timesteps spread over both branches, M = 500):
-  * fused_us: ``ssd_toolkit.estimate(...)`` on torch CUDA tensors, the whole Python call,
-    back to back; CUDA events around ``--calls`` calls, median of ``--repeats`` such loops.
-  * kernel_us: the fused launch alone (CUDA graph of one launch per input set, replayed),
-    i.e. without Python overhead; bandwidth counts 4N elements (3 reads + 1 write).
-  * eager_us / compile_us: ``_torch_impl.estimate_torch`` (float64 sums, like the kernel)
-    eagerly and under ``torch.compile`` (Inductor, default mode), timed like fused_us.
-  * copy: a device-to-device copy of ``--copy-mib`` MiB in the same run (bytes read +
-    written); kernel bandwidth is reported as a fraction of it.
-Inputs rotate over enough sets to exceed twice the L2 cache, so no timing is an L2 replay.
-The fused result is checked against the eager one before timing.
+Per shape and dtype (timesteps spread over both branches, M = 500), in one run:
+  * check: the fused result against eager PyTorch in float64 (``_torch_impl.estimate_torch``
+    on float64 copies of the inputs) with the tolerance table of tests/tolerances.py. A
+    row outside it is marked FAIL and the script exits 1 after writing everything.
+  * fused_us: ``ssd_toolkit.estimate(...)`` on CUDA tensors, the whole Python call.
+  * kernel_us: the launch alone: a CUDA graph holding one ``estimate`` per input set, replayed.
+  * eager_us / compile_us: ``estimate_torch`` eagerly and under ``torch.compile`` (Inductor,
+    default mode, static shapes, one fresh compile per shape and dtype), timed like fused_us.
+  * copy_us: a device-to-device copy moving the kernel's minimum traffic (3 reads + 1
+    write of one input: a copy of 2 inputs' bytes), rotated and graph-timed like the kernel;
+    copy_fraction = copy_us / kernel_us. peak_fraction compares with a 1 GiB copy.
+Every time is the median of ``--repeats`` event-timed loops. Inputs rotate over enough sets
+that each loop's working set is at least twice the L2 cache at every shape (no cap on the
+number of sets), and the rotation continues across loops, so no timing is an L2 replay.
+Forced launch paths (``--forced-paths``, default no_cluster and split) add rows at
+``--forced-shape`` (default [64,4,128,128]); their ratios use the same run's eager,
+compile and copy times of that shape.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import mixed_timesteps  # noqa: E402 - bench/ on the path first
 
 SHAPES = ("1,4,64,64", "8,4,64,64", "16,4,128,128", "64,4,128,128", "4,3,512,512")
+DTYPES = ("float16", "bfloat16", "float32", "float64")
+ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 M = 500.0
-TARGETS = {"eager_x_at_8x4x64x64": 5.0, "compile_x_at_8x4x64x64": 1.5, "copy_fraction_at_64x4x128x128_fp32": 0.75}
+L2_FACTOR = 2  # every timed loop's working set is at least L2_FACTOR x the L2 size
+TARGETS = {"eager_x_at_8x4x64x64_fp32": 5.0, "compile_x_at_8x4x64x64_fp32": 1.5,
+           "copy_fraction_at_64x4x128x128_fp32": 0.75}
+SHORT = {"calls": 20, "repeats": 5, "warmup": 3, "compile_shapes": ["8,4,64,64"], "compile_dtypes": ["float32"]}
+
+
+def parse_shape(text):
+    try:
+        shape = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) < 2 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated shape B,... of positive sizes, got {text!r}")
+    return text
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shapes", nargs="+", default=list(SHAPES), help="comma-separated shapes [B,...]")
-    p.add_argument("--dtypes", nargs="+", default=["float32", "float16"], choices=["float16", "bfloat16", "float32", "float64"])
+    p.add_argument("--shapes", nargs="+", type=parse_shape, default=list(SHAPES), help="shapes B,... (comma-separated)")
+    p.add_argument("--dtypes", nargs="+", default=["float32", "float16"], choices=DTYPES)
     p.add_argument("--calls", type=int, default=50, help="calls per timed loop")
     p.add_argument("--repeats", type=int, default=7, help="timed loops (the median is reported)")
     p.add_argument("--warmup", type=int, default=10, help="untimed calls first")
-    p.add_argument("--copy-mib", type=int, default=1024, help="size of the reference device-to-device copy")
-    p.add_argument("--path", default="auto", choices=["auto", "no_cluster", "split"], help="kernel launch path")
-    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
+    p.add_argument("--copy-mib", type=int, default=1024, help="size of the peak device-to-device copy")
+    p.add_argument("--compile-shapes", nargs="*", type=parse_shape, default=None,
+                   help="shapes with a torch.compile baseline (default: all; none with no values)")
+    p.add_argument("--compile-dtypes", nargs="*", choices=DTYPES, default=None, help="dtypes with one (default: all)")
+    p.add_argument("--no-compile", action="store_true", help="no torch.compile baseline at all")
+    p.add_argument("--forced-paths", nargs="*", choices=["no_cluster", "split"], default=["no_cluster", "split"])
+    p.add_argument("--forced-shape", type=parse_shape, default="64,4,128,128")
+    p.add_argument("--short", action="store_true",
+                   help=f"the GPU check's version: {SHORT['calls']} calls x {SHORT['repeats']} repeats, "
+                        "torch.compile only at 8,4,64,64 float32")
+    p.add_argument("--l2-mib", type=float, default=None, help="L2 size for the rotation (default: the device's)")
+    p.add_argument("--dry-run", action="store_true", help="no GPU: print the rows and the input rotation, then exit")
     p.add_argument("--name", default=None, help="results file stem (default cuda_<gpu name>)")
+    p.add_argument("--out-dir", default=None, help="where the results files go (default bench/results)")
     p.add_argument("--no-write", action="store_true", help="print only; write no results files")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.short:
+        for key, value in SHORT.items():
+            if key in ("compile_shapes", "compile_dtypes"):
+                if getattr(args, key) is None:
+                    setattr(args, key, value)
+            elif getattr(args, key) == p.get_default(key):
+                setattr(args, key, value)
+    for key in ("calls", "repeats", "warmup", "copy_mib"):
+        if getattr(args, key) < (0 if key == "warmup" else 1):
+            p.error(f"--{key.replace('_', '-')}: expected a positive integer, got {getattr(args, key)}")
+    args.compile_shapes = [] if args.no_compile else (args.shapes if args.compile_shapes is None else args.compile_shapes)
+    args.compile_dtypes = args.dtypes if args.compile_dtypes is None else args.compile_dtypes
+    return args
+
+
+def plan_rows(args):
+    """``(shape text, dtype, path)`` of every row, auto paths first."""
+    rows = [(s, d, "auto") for s in args.shapes for d in args.dtypes]
+    rows += [(args.forced_shape, d, path) for path in args.forced_paths for d in args.dtypes]
+    return rows
+
+
+def rotation(shape, dtype, l2_bytes):
+    """``(input sets, bytes of one set)``: a set is 3 inputs + 1 output; enough sets that
+    they hold at least L2_FACTOR x the L2 size together (never fewer than 2)."""
+    set_bytes = 4 * math.prod(shape) * ITEMSIZE[dtype]
+    return max(2, math.ceil(L2_FACTOR * l2_bytes / set_bytes)), set_bytes
+
+
+def dry_run(args):
+    l2 = (args.l2_mib or 50.0) * 2**20
+    print(f"bench_cuda dry run: L2 {l2 / 2**20:.0f} MiB, {args.calls} calls x {args.repeats} repeats "
+          f"(warm-up {args.warmup}); torch.compile at {args.compile_shapes or 'no shape'} "
+          f"for {args.compile_dtypes if args.compile_shapes else '-'}")
+    print(f"{'shape':>16} {'dtype':>9} {'path':>10} {'sets':>6} {'working set MiB':>16} {'compile':>8}")
+    for shape_text, dtype, path in plan_rows(args):
+        shape = tuple(int(s) for s in shape_text.split(","))
+        n_sets, set_bytes = rotation(shape, dtype, l2)
+        compiled = path == "auto" and shape_text in args.compile_shapes and dtype in args.compile_dtypes
+        print(f"{shape_text:>16} {dtype:>9} {path:>10} {n_sets:>6} {n_sets * set_bytes / 2**20:>16.1f} "
+              f"{'yes' if compiled else '-':>8}")
+    return 0
 
 
 def gpu_info(torch):
     props = torch.cuda.get_device_properties(0)
     try:
-        driver = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True
-        ).stdout.split("\n")[0].strip()
+        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True).stdout.split("\n")[0].strip() or "unknown"
     except OSError:
         driver = "unknown (no nvidia-smi)"
     return {
@@ -68,27 +146,33 @@ def gpu_info(torch):
 
 
 def event_time_us(torch, fn, calls, repeats, warmup):
-    """Median over ``repeats`` of (event time of ``calls`` back-to-back fn(i)) / calls."""
-    for i in range(warmup):
-        fn(i)
+    """Median over ``repeats`` loops of (event time of ``calls`` back-to-back ``fn()``) / calls."""
+    for _ in range(warmup):
+        fn()
     torch.cuda.synchronize()
     times = []
     for _ in range(repeats):
         start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        for i in range(calls):
-            fn(i)
+        for _ in range(calls):
+            fn()
         stop.record()
         stop.synchronize()
         times.append(start.elapsed_time(stop) * 1e3 / calls)
     return statistics.median(times)
 
 
+def rotating(fn, n_sets):
+    """``fn(i)`` as a no-argument call whose ``i`` keeps cycling over the sets across loops."""
+    counter = itertools.count()
+    return lambda: fn(next(counter) % n_sets)
+
+
 def graph_time_us(torch, launch, n_sets, repeats):
-    """Per-launch time of a CUDA graph holding one launch per input set."""
+    """Per-launch time of a CUDA graph holding ``launch(i)`` for every set i, replayed."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
+    with torch.cuda.stream(side):  # warm-up outside capture: per-device facts get cached
         for i in range(n_sets):
             launch(i)
     torch.cuda.current_stream().wait_stream(side)
@@ -96,116 +180,183 @@ def graph_time_us(torch, launch, n_sets, repeats):
     with torch.cuda.graph(graph):
         for i in range(n_sets):
             launch(i)
-    return event_time_us(torch, lambda _: graph.replay(), 10, repeats, 3) / n_sets
+    us = event_time_us(torch, graph.replay, max(1, 200 // n_sets), repeats, 2) / n_sets
+    del graph
+    return us
 
 
-def copy_gbps(torch, mib, repeats):
+def peak_copy_gbps(torch, mib, repeats):
     src = torch.empty(mib * 2**20, dtype=torch.uint8, device="cuda").random_()
     dst = torch.empty_like(src)
-    us = event_time_us(torch, lambda _: dst.copy_(src), 10, repeats, 3)
+    us = event_time_us(torch, lambda: dst.copy_(src), 10, repeats, 3)
     return 2 * src.numel() / (us * 1e-6) / 1e9
+
+
+def check_against_eager(torch, estimate_torch, fused_out, inputs2d, t_dev, dtype):
+    """``"ok"`` or ``"FAIL: <reason>"``: the fused result against eager float64 PyTorch with
+    the tolerance table of tests/tolerances.py."""
+    from tolerances import assert_close_to_reference  # noqa: PLC0415
+
+    ref = estimate_torch(*(x.double() for x in inputs2d), t_dev, M)[0]
+    try:
+        assert_close_to_reference(fused_out.reshape(ref.shape), ref.cpu().numpy(), dtype, what="fused vs eager float64")
+    except AssertionError as exc:
+        return f"FAIL: {exc}"
+    return "ok"
+
+
+class Bench:
+    """One run's device, module and caches (eager/compile/copy per shape and dtype)."""
+
+    def __init__(self, torch, args):
+        import ssd_toolkit  # noqa: PLC0415
+        from ssd_toolkit import _extension  # noqa: PLC0415
+        from ssd_toolkit._torch_impl import estimate_torch  # noqa: PLC0415
+
+        self.torch, self.args, self.ssd, self.estimate_torch = torch, args, ssd_toolkit, estimate_torch
+        self.module = _extension.load()
+        for name in ("cuda_set_path", "cuda_launch_plan"):
+            if not hasattr(self.module, name):
+                raise SystemExit(f"bench_cuda: ssd_toolkit._C has no {name}() (did the CUDA binding's names change? "
+                                 f"see csrc/cuda/bindings_cuda.cpp)")
+        self.baselines = {}
+
+    def row(self, shape_text, dtype, path, l2_bytes, copy_peak):
+        torch, args = self.torch, self.args
+        shape = tuple(int(s) for s in shape_text.split(","))
+        B, N = shape[0], math.prod(shape[1:])
+        n_sets, set_bytes = rotation(shape, dtype, l2_bytes)
+        tdtype = getattr(torch, dtype)
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        pool = torch.randn((n_sets, 3, B, N), generator=gen, device="cuda").to(tdtype)
+        sets2d = [tuple(pool[i, k] for k in range(3)) for i in range(n_sets)]
+        sets = [tuple(x.view(shape) for x in s) for s in sets2d]
+        t_dev = torch.tensor(mixed_timesteps(B, M), dtype=torch.float64, device="cuda")
+        self.module.cuda_set_path(path)
+        try:
+            fused = lambda i: self.ssd.estimate(*sets[i], t_dev, M)  # noqa: E731
+            E0 = fused(0)
+            E_eager0 = self.estimate_torch(*sets2d[0], t_dev, M)[0]
+            row = {"shape": "x".join(map(str, shape)), "dtype": dtype, "path": path, "N": N,
+                   "plan": self.module.cuda_launch_plan(N, dtype, True), "input_sets": n_sets,
+                   "working_set_mib": round(n_sets * set_bytes / 2**20, 1),
+                   "check": check_against_eager(torch, self.estimate_torch, E0, sets2d[0], t_dev, dtype),
+                   "rel_err_vs_eager": ((E0.reshape(B, N).double() - E_eager0.double()).norm()
+                                        / E_eager0.double().norm().clamp_min(1e-30)).item()}
+            row["fused_us"] = event_time_us(torch, rotating(fused, n_sets), args.calls, args.repeats, args.warmup)
+            row["kernel_us"] = graph_time_us(torch, fused, n_sets, args.repeats)
+        finally:
+            self.module.cuda_set_path("auto")
+        key = (shape_text, dtype)
+        if key not in self.baselines:
+            self.baselines[key] = self.measure_baselines(shape_text, dtype, sets2d, t_dev, n_sets, set_bytes)
+        row.update(self.baselines[key])
+        row["eager_x"] = row["eager_us"] / row["fused_us"]
+        row["compile_x"] = row["compile_us"] / row["fused_us"]
+        row["kernel_gbps"] = set_bytes / (row["kernel_us"] * 1e-6) / 1e9
+        row["copy_fraction"] = row["copy_us"] / row["kernel_us"]
+        row["peak_fraction"] = row["kernel_gbps"] / copy_peak
+        return row
+
+    def measure_baselines(self, shape_text, dtype, sets2d, t_dev, n_sets, set_bytes):
+        torch, args = self.torch, self.args
+        n_sets = len(sets2d)
+        eager = lambda i: self.estimate_torch(*sets2d[i], t_dev, M)  # noqa: E731
+        out = {"eager_us": event_time_us(torch, rotating(eager, n_sets), args.calls, args.repeats, args.warmup),
+               "compile_us": float("nan")}
+        if shape_text in args.compile_shapes and dtype in args.compile_dtypes:
+            torch._dynamo.reset()  # static shapes, one graph per shape and dtype
+            compiled = torch.compile(self.estimate_torch, dynamic=False)
+            comp = lambda i: compiled(*sets2d[i], t_dev, M)  # noqa: E731
+            out["compile_us"] = event_time_us(torch, rotating(comp, n_sets), args.calls, args.repeats,
+                                              max(args.warmup, 2))
+        # The kernel's minimum traffic (3 reads + 1 write of one input) as one copy: read
+        # and write 2 inputs' bytes, rotated over as many buffers as the kernel's sets.
+        half = set_bytes // 2
+        src = torch.empty((n_sets, half), dtype=torch.uint8, device="cuda")
+        dst = torch.empty_like(src)
+        out["copy_us"] = graph_time_us(torch, lambda i: dst[i].copy_(src[i]), n_sets, args.repeats)
+        return out
+
+
+def verdicts(rows):
+    lines = []
+    for row in rows:
+        if row["path"] != "auto":
+            continue
+        if row["shape"] == "8x4x64x64":
+            lines.append(f"[8,4,64,64] {row['dtype']}: {row['eager_x']:.1f}x eager (target >= 5 for float32), "
+                         f"{row['compile_x']:.2f}x torch.compile (target >= 1.5 for float32)")
+        if row["shape"] == "64x4x128x128" and row["dtype"] == "float32":
+            lines.append(f"[64,4,128,128] float32: {100 * row['copy_fraction']:.0f}% of the same-traffic copy, "
+                         f"{100 * row['peak_fraction']:.0f}% of the 1 GiB copy (target >= 75%)")
+    return lines
+
+
+COLUMNS = [("shape", "shape", "{}"), ("dtype", "dtype", "{}"), ("path", "path", "{}"), ("check", "check", "{:.4}"),
+           ("fused_us", "fused us", "{:.1f}"), ("kernel_us", "kernel us", "{:.1f}"),
+           ("kernel_gbps", "kernel GB/s", "{:.0f}"), ("copy_fraction", "of copy", "{:.0%}"),
+           ("eager_us", "eager us", "{:.1f}"), ("eager_x", "vs eager", "{:.1f}x"), ("compile_us", "compile us", "{:.1f}"),
+           ("compile_x", "vs compile", "{:.2f}x"), ("input_sets", "sets", "{}"), ("plan", "launch", "{}")]
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.dry_run:
+        return dry_run(args)
     import torch  # noqa: PLC0415
 
+    sys.path.insert(0, str(HERE.parent / "tests"))  # tolerances.py
     if not torch.cuda.is_available():
         print("bench_cuda: needs a CUDA device (torch.cuda.is_available() is False)", file=sys.stderr)
         return 2
-    import ssd_toolkit  # noqa: PLC0415
     from ssd_toolkit import _extension  # noqa: PLC0415
-    from ssd_toolkit._torch_impl import estimate_torch  # noqa: PLC0415
 
-    from common import machine_info, make_inputs, mixed_timesteps, write_results  # noqa: PLC0415
+    from common import gpu_slug, machine_info, markdown_table, write_results  # noqa: PLC0415
 
-    module = _extension.load()
     if not _extension.has_cuda_kernel():
         print(f"bench_cuda: ssd_toolkit._C has no CUDA kernel ({_extension.backends()})", file=sys.stderr)
         return 2
-    module.cuda_set_path(args.path)
+    bench = Bench(torch, args)
     machine = machine_info()
+    machine["loadavg_start"] = machine["loadavg_1_5_15"]
     machine.update(gpu_info(torch))
-    l2_bytes = max(machine["l2_mib"], 1) * 2**20
-    copy = copy_gbps(torch, args.copy_mib, args.repeats)
+    l2_bytes = (args.l2_mib or max(machine["l2_mib"], 1)) * 2**20
+    copy_peak = peak_copy_gbps(torch, args.copy_mib, args.repeats)
     print(f"{machine['gpu']} (cc {machine['compute_capability']}, {machine['sms']} SMs, L2 {machine['l2_mib']} MiB), "
           f"driver {machine['driver']}, torch {torch.__version__} (CUDA {machine['torch_cuda']}); "
-          f"device-to-device copy {copy:.0f} GB/s", flush=True)
-    compiled_fn = None if args.no_compile else torch.compile(estimate_torch)
+          f"{args.copy_mib} MiB device-to-device copy {copy_peak:.0f} GB/s", flush=True)
     rows = []
-    for shape_text in args.shapes:
-        shape = tuple(int(s) for s in shape_text.split(","))
-        B, N = shape[0], math.prod(shape[1:])
-        for dtype in args.dtypes:
-            esize = torch.empty(0, dtype=getattr(torch, dtype)).element_size()
-            set_bytes = 4 * B * N * esize
-            n_sets = max(1, min(64, math.ceil(2 * l2_bytes / set_bytes)))
-            sets = [make_inputs(shape, dtype, seed=s, library="torch", device="cuda") for s in range(n_sets)]
-            t_host = mixed_timesteps(B, M)
-            t_dev = torch.tensor(t_host, dtype=torch.float64, device="cuda")
-            rows2d = [[x.reshape(B, N) for x in s] for s in sets]
-            fused = lambda i: ssd_toolkit.estimate(*sets[i % n_sets], t_dev, M)  # noqa: E731
-            eager = lambda i: estimate_torch(*rows2d[i % n_sets], t_dev, M)  # noqa: E731
-            E_fused = fused(0).reshape(B, N).double()
-            E_eager = eager(0)[0].double()
-            err = ((E_fused - E_eager).norm() / E_eager.norm().clamp_min(1e-30)).item()
-            outs = [torch.empty(B, N, dtype=getattr(torch, dtype), device="cuda") for _ in range(n_sets)]
-            stream = lambda: torch.cuda.current_stream().cuda_stream  # noqa: E731
-
-            def launch(i):
-                c, u, n = rows2d[i]
-                module.estimate_cuda(c.data_ptr(), u.data_ptr(), n.data_ptr(), outs[i].data_ptr(), t_dev.data_ptr(),
-                                     0.0, 0, B, N, dtype, M, stream())
-
-            row = {"shape": "x".join(map(str, shape)), "dtype": dtype, "N": N, "input_sets": n_sets,
-                   "plan": module.cuda_launch_plan(N, dtype, True), "rel_err_vs_eager": err}
-            row["fused_us"] = event_time_us(torch, fused, args.calls, args.repeats, args.warmup)
-            row["kernel_us"] = graph_time_us(torch, launch, n_sets, args.repeats)
-            row["eager_us"] = event_time_us(torch, eager, args.calls, args.repeats, args.warmup)
-            if compiled_fn is not None:
-                comp = lambda i: compiled_fn(*rows2d[i % n_sets], t_dev, M)  # noqa: E731
-                row["compile_us"] = event_time_us(torch, comp, args.calls, args.repeats, args.warmup)
-            else:
-                row["compile_us"] = float("nan")
-            row["eager_x"] = row["eager_us"] / row["fused_us"]
-            row["compile_x"] = row["compile_us"] / row["fused_us"]
-            row["kernel_gbps"] = set_bytes / (row["kernel_us"] * 1e-6) / 1e9
-            row["copy_fraction"] = row["kernel_gbps"] / copy
-            rows.append(row)
-            print(f"{row['shape']:>14} {dtype:>8}  fused {row['fused_us']:8.1f} us  kernel {row['kernel_us']:8.1f} us "
-                  f"({row['kernel_gbps']:6.0f} GB/s, {100 * row['copy_fraction']:5.1f}% of copy)  eager {row['eager_us']:8.1f} us "
-                  f"({row['eager_x']:5.1f}x)  compile {row['compile_us']:8.1f} us ({row['compile_x']:4.2f}x)  "
-                  f"[{row['plan']}; rel err {err:.1e}]", flush=True)
-            del sets, rows2d, outs
-    module.cuda_set_path("auto")
-
-    verdicts = []
-    for row in rows:
-        if row["shape"] == "8x4x64x64":
-            verdicts.append(f"[8,4,64,64] {row['dtype']}: {row['eager_x']:.1f}x eager (target >= 5), "
-                            f"{row['compile_x']:.2f}x torch.compile (target >= 1.5)")
-        if row["shape"] == "64x4x128x128" and row["dtype"] == "float32":
-            verdicts.append(f"[64,4,128,128] float32: {100 * row['copy_fraction']:.0f}% of copy bandwidth (target >= 75%)")
-    notes = (f"GPU: {machine['gpu']} (cc {machine['compute_capability']}, {machine['sms']} SMs), driver "
-             f"{machine['driver']}, torch {machine.get('torch')} CUDA {machine['torch_cuda']}. Device-to-device copy: "
-             f"{copy:.0f} GB/s (read + write). Times in microseconds.\n\n" + "\n".join(f"- {v}" for v in verdicts))
+    for shape_text, dtype, path in plan_rows(args):
+        row = bench.row(shape_text, dtype, path, l2_bytes, copy_peak)
+        rows.append(row)
+        print(f"{row['shape']:>14} {dtype:>8} {path:>10}  fused {row['fused_us']:8.1f} us  kernel {row['kernel_us']:8.1f} us "
+              f"({row['kernel_gbps']:6.0f} GB/s, {100 * row['copy_fraction']:5.1f}% of copy)  eager {row['eager_us']:8.1f} us "
+              f"({row['eager_x']:5.1f}x)  compile {row['compile_us']:8.1f} us ({row['compile_x']:4.2f}x)  "
+              f"[{row['plan']}; {row['input_sets']} sets; {row['check']}]", flush=True)
+        torch.cuda.empty_cache()
+    failures = [r for r in rows if r["check"] != "ok"]
+    machine.update(machine_info())
+    notes = (f"Device-to-device copy of {args.copy_mib} MiB: {copy_peak:.0f} GB/s (read + write). Times in "
+             "microseconds, medians. 'of copy': a copy moving the kernel's minimum traffic, rotated like the "
+             "kernel, over the kernel's time.\n\n" + "\n".join(f"- {v}" for v in verdicts(rows)))
+    if failures:
+        notes += "\n\nCHECK FAILURES (fused vs eager float64, tolerance table tests/tolerances.py):\n" + "\n".join(
+            f"- {r['shape']} {r['dtype']} {r['path']}: {r['check']}" for r in failures)
     params = {"M": M, "calls": args.calls, "repeats": args.repeats, "warmup": args.warmup, "copy_mib": args.copy_mib,
-              "path": args.path, "timesteps": "linspace(0, 999, B)", "compile": not args.no_compile,
-              "targets": TARGETS, "copy_gbps": copy}
-    columns = [("shape", "shape", "{}"), ("dtype", "dtype", "{}"), ("fused_us", "fused us", "{:.1f}"),
-               ("kernel_us", "kernel us", "{:.1f}"), ("kernel_gbps", "kernel GB/s", "{:.0f}"),
-               ("copy_fraction", "of copy", "{:.0%}"), ("eager_us", "eager us", "{:.1f}"),
-               ("eager_x", "vs eager", "{:.1f}x"), ("compile_us", "compile us", "{:.1f}"),
-               ("compile_x", "vs compile", "{:.2f}x"), ("plan", "launch", "{}")]
-    if not args.no_write:
-        name = args.name or "cuda_" + "".join(ch if ch.isalnum() else "_" for ch in machine["gpu"].lower()).strip("_")
-        text = write_results(name, rows, columns, params, machine, notes)
-        print(f"\nwrote bench/results/{name}.json and .md")
+              "short": args.short, "timesteps": "linspace(0, 999, B)", "compile_shapes": args.compile_shapes,
+              "compile_dtypes": args.compile_dtypes, "rotation": f">= {L2_FACTOR} x L2 per loop", "targets": TARGETS,
+              "copy_peak_gbps": copy_peak}
+    if args.no_write:
+        text = markdown_table(rows, COLUMNS) + "\n\n" + notes
     else:
-        from common import markdown_table  # noqa: PLC0415
-
-        text = markdown_table(rows, columns) + "\n\n" + notes
+        name = args.name or f"cuda_{gpu_slug(machine['gpu'])}"
+        text = write_results(name, rows, COLUMNS, params, machine, notes, out_dir=args.out_dir)
+        print(f"\nwrote {Path(args.out_dir or HERE / 'results') / name}.json and .md")
     print("\n" + text)
+    if failures:
+        print(f"bench_cuda: {len(failures)} row(s) outside the tolerance table (see CHECK FAILURES)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -121,12 +121,21 @@ def machine_info():
 
 
 def git_commit():
+    """Short commit of the checkout (``+dirty-csrc`` when csrc/ differs from it). A copy of
+    the tree without .git (the GPU machine's) reports ``$SSD_GIT_COMMIT`` instead."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "csrc"], cwd=ROOT).returncode != 0
-        return out.stdout.strip() + ("+dirty-csrc" if dirty else "")
+        if out.returncode == 0:
+            dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "csrc"], cwd=ROOT).returncode != 0
+            return out.stdout.strip() + ("+dirty-csrc" if dirty else "")
     except OSError:
-        return "unknown"
+        pass
+    return os.environ.get("SSD_GIT_COMMIT") or "unknown"
+
+
+def gpu_slug(name):
+    """File-name form of a device name: "NVIDIA H100 80GB HBM3" -> "nvidia_h100_80gb_hbm3"."""
+    return "_".join("".join(ch if ch.isalnum() else " " for ch in name.lower()).split()) or "unknown"
 
 
 def markdown_table(rows, columns):
@@ -137,22 +146,26 @@ def markdown_table(rows, columns):
     return "\n".join(lines)
 
 
-def write_results(name, rows, columns, params, machine, notes=""):
-    """Writes ``results/<name>.json`` (everything) and ``results/<name>.md`` (the table).
+def write_results(name, rows, columns, params, machine, notes="", out_dir=None):
+    """Writes ``<out_dir>/<name>.json`` (everything) and ``<out_dir>/<name>.md`` (the table);
+    ``out_dir`` defaults to bench/results.
 
     Returns:
         The markdown text.
     """
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / f"{name}.json").write_text(
+    out_dir = Path(out_dir) if out_dir else RESULTS_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(
         json.dumps({"machine": machine, "params": params, "rows": rows, "notes": notes}, indent=2) + "\n"
     )
     header = (
         f"Machine: {machine['cpu']}, {machine['cores']} cores, load average (1/5/15 min) "
         f"{machine.get('loadavg_start', '?')} at the start, {machine['loadavg_1_5_15']} at the end; "
         f"commit {machine['git_commit']}; {machine['utc']} UTC.\n"
-        f"Parameters: {json.dumps(params)}\n"
     )
+    if "gpu" in machine:
+        header += f"GPU: {machine['gpu']}, driver {machine.get('driver', '?')}, CUDA {machine.get('torch_cuda', '?')}.\n"
+    header += f"Parameters: {json.dumps(params)}\n"
     text = header + "\n" + markdown_table(rows, columns) + "\n" + (f"\n{notes}\n" if notes else "")
-    (RESULTS_DIR / f"{name}.md").write_text(text)
+    (out_dir / f"{name}.md").write_text(text)
     return text
