@@ -198,3 +198,11 @@ def from_numpy_like(values: np.ndarray, like, dtype=None):
         target = getattr(torch, dtype) if isinstance(dtype, str) else (dtype or out.dtype)
         return out.to(device=like.device, dtype=target)
     return values if dtype is None else values.astype(dtype)
+
+
+def row_norms(y, B: int):
+    """float64 ``[B]`` L2 norms of the samples of ``y`` (``[B, ...]``), in y's library and device."""
+    rows = flat_rows(y, B, int(np.prod(y.shape[1:])))
+    if is_torch_tensor(rows):
+        return rows.double().pow(2).sum(1).sqrt()
+    return np.sqrt(np.square(rows, dtype=np.float64).sum(1))

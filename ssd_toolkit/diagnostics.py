@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from . import _arrays
+from . import _arrays, _ssd_math
 
 MEAN_STATS = ("r", "h_norm", "eps_tilde_norm", "eps_cond_norm", "noise_norm", "scale")
 
@@ -97,8 +97,7 @@ def step_diagnostics(stats, t, weights=None, per_sample=("grad_norm",)):
         missing = {"h_norm", "scale", "mode_seeking"} - set(host)
         if missing:
             raise ValueError(f"stats: expected 'grad_norm' or all of h_norm/scale/mode_seeking, missing {sorted(missing)}")
-        degenerate = (host["mode_seeking"] > 0) & (host["scale"] == 0)
-        host["grad_norm"] = np.where(degenerate, 0.0, host["h_norm"])
+        host["grad_norm"] = _ssd_math.gradient_norm(host["h_norm"], host["scale"], host["mode_seeking"] > 0)
     out = {}
     grad_norm = host["grad_norm"]
     if weights is not None:

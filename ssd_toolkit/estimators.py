@@ -30,12 +30,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _arrays
+from . import _arrays, _ssd_math
 from ._registry import lookup
 from .core import BACKENDS, estimate
 
 CFG_CONVENTIONS = ("standard", "threestudio")
-_DEGENERATE = 1e-12  # ||direction||^2 <= this * ||eps_cond||^2: rounding noise, E_b = 0 (as in estimate)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -82,20 +81,12 @@ def _where_rows(mask, a, b):
     return np.where(mask.reshape(shape), a, b)
 
 
-def _row_norms(y, B):
-    """float64 ``[B]`` L2 norms of the samples of y, in y's library and device."""
-    rows = _arrays.flat_rows(y, B, int(np.prod(y.shape[1:])))
-    if _arrays.is_torch_tensor(rows):
-        return rows.double().pow(2).sum(1).sqrt()
-    return np.sqrt(np.square(rows, dtype=np.float64).sum(1))
-
-
 def _finish(E, like, B, return_stats, stats=None):
     out = _down(E, like)
     if not return_stats:
         return out
     stats = dict(stats or {})
-    stats["grad_norm"] = _row_norms(E, B)
+    stats["grad_norm"] = _arrays.row_norms(E, B)
     return out, stats
 
 
@@ -132,10 +123,7 @@ class SSD:
         if not return_stats:
             return estimate(eps_cond, eps_uncond, noise, t, self.M, backend=self.backend)
         E, stats = estimate(eps_cond, eps_uncond, noise, t, self.M, return_stats=True, backend=self.backend)
-        # ||E_b|| = ||h_b|| in both branches, except a degenerate rescaled sample (E_b = 0).
-        degenerate = stats["mode_seeking"] & (stats["scale"] == 0)
-        lib = _arrays._torch() if _arrays.is_torch_tensor(E) else np
-        stats["grad_norm"] = lib.where(degenerate, stats["h_norm"] * 0, stats["h_norm"])
+        stats["grad_norm"] = _ssd_math.gradient_norm(stats["h_norm"], stats["scale"], stats["mode_seeking"])
         return E, stats
 
 
@@ -225,32 +213,19 @@ class NFSD:
         return _finish(E, eps_cond, batch.B, return_stats)
 
 
-def _ablation_direction(variant, c, n, cn, nn):
-    """``(r, direction)`` for an SSD ablation, from float64 rows and their sums."""
-    lib = _arrays._torch() if _arrays.is_torch_tensor(c) else np
-    if variant == "cond":  # no variance reduction
-        return lib.zeros_like(cn), c
-    if variant == "minus-noise":  # SDS's - eps
-        return lib.ones_like(cn), c - n
-    has = nn > 0  # Eq. 6, r = 0 where ||noise|| = 0
-    r = lib.where(has, cn / lib.where(has, nn, lib.ones_like(nn)), lib.zeros_like(cn))
-    return r, c - r[:, None] * n
-
-
 @dataclass(frozen=True)
 class _SSDAblation:
     """SSD with one design choice changed (Fig. 6); a float64 path, not the fused kernel.
 
-    ``t_b > M`` gives ``h_b``; ``t_b <= M`` gives the subclass's direction, rescaled to
-    ``||h_b||`` unless ``rescale`` is off. A rescaled direction with
-    ``||direction_b||^2 <= 1e-12 ||eps_cond_b||^2`` gives 0, as in ``estimate``. The
-    inputs are copied to float64 (on their device) for the duration of the call.
+    ``t_b > M`` gives ``h_b``; ``t_b <= M`` gives the variant's direction ``c - r n``,
+    rescaled to ``||h_b||`` unless the variant is ``"no-rescale"``, by the same maths and
+    the same degeneracy rule as ``estimate`` (``ssd_toolkit._ssd_math``). The inputs are
+    copied to float64 (on their device) for the duration of the call.
     """
 
     M: float = 200.0
     branches = ("cond", "uncond")
-    variant = "projected"
-    rescale = True
+    variant = "ssd"
 
     def __post_init__(self):
         _arrays.validate_threshold(self.M)
@@ -259,37 +234,17 @@ class _SSDAblation:
         batch, t64, _ = _prepare(eps_cond, eps_uncond, noise, t)
         B, N = batch.B, batch.N
         torch = _arrays._torch() if batch.library == "torch" else None
-        lib = torch if torch is not None else np
-
-        def rows64(x):
-            r = _arrays.flat_rows(x, B, N)
-            return r.double() if torch is not None else r.astype(np.float64)
-
-        c, u, n = rows64(eps_cond), rows64(eps_uncond), rows64(noise)
-        h = c - u
-        h2, c2, cn, nn = (h * h).sum(1), (c * c).sum(1), (c * n).sum(1), (n * n).sum(1)
-        r, d = _ablation_direction(self.variant, c, n, cn, nn)
-        d2 = (d * d).sum(1)
-        if self.rescale:
-            ok = ~(d2 <= _DEGENERATE * c2)
-            scale = lib.where(ok, lib.sqrt(h2) / lib.sqrt(lib.where(ok, d2, lib.ones_like(d2))), lib.zeros_like(h2))
-        else:
-            scale = lib.ones_like(h2)
+        rows = [_arrays.flat_rows(x, B, N) for x in (eps_cond, eps_uncond, noise)]
+        c, u, n = (r.double() for r in rows) if torch is not None else (r.astype(np.float64) for r in rows)
         seeking = t64 <= float(self.M)
-        E = _where_rows(seeking, scale[:, None] * d, h)
+        if torch is not None:
+            seeking = torch.from_numpy(seeking).to(c.device)
+        E, stats = _ssd_math.estimate_rows(c, u, n, seeking, self.variant)
         out = _down(E.reshape(batch.shape), eps_cond)
         if not return_stats:
             return out
-        stats = {
-            "r": r,
-            "h_norm": lib.sqrt(h2),
-            "eps_tilde_norm": lib.sqrt(d2),
-            "eps_cond_norm": lib.sqrt(c2),
-            "noise_norm": lib.sqrt(nn),
-            "scale": scale,
-            "mode_seeking": _arrays.from_numpy_like(seeking, c) if torch is not None else seeking,
-            "grad_norm": _row_norms(E, B),
-        }
+        unscaled = stats["eps_tilde_norm"] if self.variant == "no-rescale" else None
+        stats["grad_norm"] = _ssd_math.gradient_norm(stats["h_norm"], stats["scale"], seeking, unscaled)
         return out, stats
 
 
@@ -298,7 +253,7 @@ class SSDNoVarianceReduction(_SSDAblation):
     """Fig. 6 "w/o variance reduction": ``eps_cond`` instead of ``eps_tilde``, still rescaled."""
 
     name = "ssd-no-vr"
-    variant = "cond"
+    variant = "no-vr"
 
 
 @dataclass(frozen=True)
@@ -307,7 +262,7 @@ class SSDSDSNoiseTerm(_SSDAblation):
     (``r`` reported as 1), still rescaled."""
 
     name = "ssd-sds-vr"
-    variant = "minus-noise"
+    variant = "sds-vr"
 
 
 @dataclass(frozen=True)
@@ -315,7 +270,7 @@ class SSDNoRescale(_SSDAblation):
     """Fig. 6 "w/o rescaling": ``eps_tilde`` itself for ``t_b <= M`` (``scale`` reported as 1)."""
 
     name = "ssd-no-rescale"
-    rescale = False
+    variant = "no-rescale"
 
 
 ESTIMATORS = {

@@ -35,7 +35,6 @@ import numbers
 import numpy as np
 
 from . import _arrays
-from .estimators import _row_norms
 
 
 def _torch():
@@ -84,7 +83,7 @@ def normalize_per_sample(g):
         g's shape, dtype, library and device.
     """
     _validate_rows("g", g)
-    norms = _row_norms(g, g.shape[0])
+    norms = _arrays.row_norms(g, g.shape[0])
     lib = _torch() if _arrays.is_torch_tensor(g) else np
     factor = lib.where(norms > 0, 1.0 / lib.where(norms > 0, norms, lib.ones_like(norms)), lib.zeros_like(norms))
     return _per_sample_factor(g, factor)
@@ -103,7 +102,7 @@ def clip_per_sample(g, max_norm):
     _validate_rows("g", g)
     if isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real) or not (0 < max_norm < float("inf")):
         raise ValueError(f"max_norm: expected a positive finite number, got {max_norm!r}")
-    norms = _row_norms(g, g.shape[0])
+    norms = _arrays.row_norms(g, g.shape[0])
     lib = _torch() if _arrays.is_torch_tensor(g) else np
     over = norms > max_norm
     factor = lib.where(over, max_norm / lib.where(over, norms, lib.ones_like(norms)), lib.ones_like(norms))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _arrays
+from . import _arrays, _ssd_math
 
 
 def _rows64(x, B):
@@ -31,22 +31,16 @@ def projection_ratio(eps_cond, noise):
     """
     batch = _arrays.validate_arrays(eps_cond, eps_cond, noise)
     c, n = _rows64(eps_cond, batch.B), _rows64(noise, batch.B)
-    cn, nn = (c * n).sum(1), (n * n).sum(1)
-    has_noise = nn > 0
-    if _arrays.is_torch_tensor(c):
-        import torch  # noqa: PLC0415
-
-        return torch.where(has_noise, cn / torch.where(has_noise, nn, torch.ones_like(nn)), torch.zeros_like(nn))
-    return np.where(has_noise, cn / np.where(has_noise, nn, 1.0), 0.0)
+    _, _, cn, nn = _ssd_math.per_sample_sums(c, c, n)
+    return _ssd_math.projection_ratio(cn, nn)
 
 
 def variance_reduced(eps_cond, noise):
     """``eps_tilde = eps_cond - r * noise`` (Eq. 7), in the inputs' dtype and shape."""
     batch = _arrays.validate_arrays(eps_cond, eps_cond, noise)
-    r = projection_ratio(eps_cond, noise)
     c, n = _rows64(eps_cond, batch.B), _rows64(noise, batch.B)
-    out = c - r[:, None] * n
-    out = out.reshape(batch.shape)
+    _, _, cn, nn = _ssd_math.per_sample_sums(c, c, n)
+    out = (c - _ssd_math.projection_ratio(cn, nn)[:, None] * n).reshape(batch.shape)
     return out.to(eps_cond.dtype) if _arrays.is_torch_tensor(out) else out.astype(eps_cond.dtype)
 
 

@@ -1,5 +1,7 @@
 """Properties of the SSD estimator (hypothesis), checked on every available host backend."""
 
+import pathlib
+import re
 import warnings
 
 import numpy as np
@@ -124,3 +126,49 @@ def test_stats_describe_the_output(backend, data):
     np.testing.assert_allclose(stats["h_norm"], np.linalg.norm(c - u, axis=1), rtol=1e-12)
     rescaled = stats["mode_seeking"] & (stats["scale"] > 0)
     np.testing.assert_allclose(np.linalg.norm(E[rescaled], axis=1), stats["h_norm"][rescaled], rtol=1e-8)
+
+
+def _assert_scaled(got, ref, factor, rtol, what):
+    """got == factor * ref elementwise to rtol (got finite, nothing flushed to zero)."""
+    got = np.asarray(got, dtype=np.float64)
+    assert np.all(np.isfinite(got)), f"{what}: non-finite values at scale {factor:g}"
+    np.testing.assert_allclose(got / factor, ref, rtol=rtol, atol=rtol * np.abs(ref).max(), err_msg=what)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@SETTINGS
+@given(batches(), st.integers(-150, 150), st.integers(-150, 150))
+def test_float64_estimate_is_scale_equivariant_from_1e_minus150_to_1e150(backend, data, exp_pred, exp_noise):
+    """E(s c, s u, k n) = s E(c, u, n) and r scales by s / k, for s, k in 1e-150..1e150:
+    ||eps_tilde||^2 must be formed without squaring <c, n> (which overflows from |x| ~ 1e77
+    and underflows below ~1e-77)."""
+    c, u, n, t, M = data
+    assume(well_conditioned(c, n) and abs(exp_pred - exp_noise) <= 150)
+    s, k = 10.0**exp_pred, 10.0**exp_noise
+    E, stats = run(backend, c, u, n, t, M, return_stats=True)
+    E_s, stats_s = run(backend, c * s, u * s, n * k, t, M, return_stats=True)
+    _assert_scaled(E_s, E, s, 1e-9, "E")
+    _assert_scaled(stats_s["r"], stats["r"], s / k, 1e-9, "r")
+    for name in ("h_norm", "eps_tilde_norm", "eps_cond_norm"):
+        _assert_scaled(stats_s[name], stats[name], s, 1e-9, name)
+    _assert_scaled(stats_s["scale"], stats["scale"], 1.0, 1e-9, "scale")
+
+
+def _cxx_constants(name_pattern):
+    """Every ``<name> = <number>`` constant matching name_pattern in csrc/ (any file)."""
+    root = pathlib.Path(__file__).resolve().parents[1] / "csrc"
+    pattern = re.compile(r"\b(\w*" + name_pattern + r"\w*)\s*=\s*([0-9][0-9.]*(?:[eE][-+]?[0-9]+)?)", re.IGNORECASE)
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".h", ".hpp", ".cuh", ".cpp", ".cu"):
+            for match in pattern.finditer(path.read_text()):
+                found[f"{path.relative_to(root)}:{match.group(1)}"] = float(match.group(2))
+    return found
+
+
+def test_degeneracy_threshold_is_one_constant_shared_with_the_kernels():
+    from ssd_toolkit import _ssd_math
+
+    found = _cxx_constants("collinear")
+    assert found, "no collinearity threshold constant found under csrc/"
+    assert all(value == _ssd_math.COLLINEAR_RTOL2 for value in found.values()), found

@@ -1,0 +1,173 @@
+"""The per-sample SSD maths, written once for NumPy arrays and torch tensors.
+
+Every Python path computes the estimator here: the float64 NumPy reference, the torch
+backend, the Fig. 6 ablations, ``terms.py`` and the gradient-norm diagnostics. The C++
+and CUDA kernels implement the same rules (``csrc/``); ``COLLINEAR_RTOL2`` is the constant
+they share (a test reads it from the C++ source).
+
+Inputs are ``[B, N]`` rows already in the accumulation dtype (float64, or float32 where
+a device lacks float64). The four per-sample sums of one reading pass are
+``hh = ||h||^2``, ``cc = ||c||^2``, ``cn = <c, n>``, ``nn = ||n||^2`` with ``c`` =
+eps_cond, ``n`` = noise, ``h`` = eps_cond - eps_uncond. The mode-seeking direction of a
+variant is ``d = c - r n``:
+
+- ``"ssd"``: ``r = <c, n> / ||n||^2`` (Eq. 6; 0 where ``||n|| = 0``);
+- ``"no-vr"``: ``r = 0`` (Fig. 6, without variance reduction);
+- ``"sds-vr"``: ``r = 1`` (Fig. 6, SDS's ``- eps``);
+- ``"no-rescale"``: as ``"ssd"``, but ``d`` is used as it is (scale 1).
+
+``||d||^2 = ||c||^2 - r (2 <c, n> - r ||n||^2)``, for ``"ssd"`` ``||c||^2 - r <c, n>``:
+never the square of ``<c, n>``, so float64 data at any scale whose sums of squares are
+finite (|x| up to ~1e150) give a scale-equivariant result. One degeneracy rule for the
+rescaled variants: ``||d||^2 <= COLLINEAR_RTOL2 ||c||^2`` means ``d`` is rounding noise,
+so ``scale = 0`` and ``E_b = 0``. A non-finite sum in a ``t_b <= M`` sample makes the
+whole ``E_b`` NaN; a ``t_b > M`` sample is ``h_b`` (IEEE arithmetic).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import numpy as np
+
+# ||d||^2 <= COLLINEAR_RTOL2 * ||c||^2 (||d|| <= 1e-6 ||c||): the direction is rounding
+# noise. Shared with the C++/CUDA kernels (csrc/; tests/test_estimate_properties.py checks).
+COLLINEAR_RTOL2 = 1e-12
+
+VARIANTS = ("ssd", "no-vr", "sds-vr", "no-rescale")
+STAT_NAMES = ("r", "h_norm", "eps_tilde_norm", "eps_cond_norm", "noise_norm", "scale")
+
+
+class _NumpyOps:
+    where = staticmethod(np.where)
+    sqrt = staticmethod(np.sqrt)
+    isfinite = staticmethod(np.isfinite)
+    full_like = staticmethod(np.full_like)
+
+    @staticmethod
+    def errstate():
+        return np.errstate(all="ignore")
+
+
+class _TorchOps:
+    def __init__(self, torch):
+        self.torch = torch
+        self.sqrt = torch.sqrt
+        self.isfinite = torch.isfinite
+        self.full_like = torch.full_like
+
+    def where(self, cond, a, b):
+        return self.torch.where(cond, a, b)
+
+    errstate = staticmethod(contextlib.nullcontext)  # torch never warns about inf/NaN
+
+_NUMPY = _NumpyOps()
+_TORCH = []
+
+
+def ops(x):
+    """The array namespace of ``x``: NumPy's, or torch's for a tensor."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        if not _TORCH:
+            _TORCH.append(_TorchOps(torch))
+        return _TORCH[0]
+    return _NUMPY
+
+
+def per_sample_sums(c, u, n):
+    """``(hh, cc, cn, nn)``: the four per-sample sums of ``[B, N]`` rows, each ``[B]``."""
+    with ops(c).errstate():
+        h = c - u
+        return (h * h).sum(1), (c * c).sum(1), (c * n).sum(1), (n * n).sum(1)
+
+
+def projection_ratio(cn, nn):
+    """``r = <c, n> / ||n||^2`` per sample (Eq. 6); 0 where ``||n|| = 0``."""
+    xp = ops(cn)
+    with xp.errstate():
+        has_noise = nn > 0
+        return xp.where(has_noise, cn / xp.where(has_noise, nn, 1.0), 0.0)
+
+
+def coefficients(variant, hh, cc, cn, nn):
+    """``(r, d2, scale)`` per sample: the direction ``c - r n``, its squared norm and its factor.
+
+    ``scale`` is ``||h|| / ||d||`` (0 for a degenerate ``d``) for the rescaled variants and
+    1 for ``"no-rescale"``. ``d2`` is clamped at 0 (NaN stays NaN).
+    """
+    xp = ops(cc)
+    with xp.errstate():
+        if variant == "ssd" or variant == "no-rescale":
+            r = projection_ratio(cn, nn)
+            d2 = cc - r * cn
+        elif variant == "no-vr":
+            r = xp.full_like(cc, 0.0)
+            d2 = cc
+        elif variant == "sds-vr":
+            r = xp.full_like(cc, 1.0)
+            d2 = cc - (2.0 * cn - nn)
+        else:
+            raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
+        d2 = xp.where(d2 < 0, 0.0, d2)  # rounding below 0; NaN compares False and stays
+        if variant == "no-rescale":
+            return r, d2, xp.full_like(d2, 1.0)
+        degenerate = d2 <= COLLINEAR_RTOL2 * cc
+        scale = xp.where(degenerate, 0.0, xp.sqrt(hh) / xp.sqrt(xp.where(degenerate, 1.0, d2)))
+    return r, d2, scale
+
+
+def apply(c, u, n, r, scale, sums, mode_seeking):
+    """``E`` rows: ``scale_b (c_b - r_b n_b)`` where ``mode_seeking_b``, else ``h_b``.
+
+    A non-finite sum in a mode-seeking sample makes its whole row NaN.
+    """
+    xp = ops(c)
+    hh, cc, cn, nn = sums
+    with xp.errstate():
+        finite = xp.isfinite(hh) & xp.isfinite(cc) & xp.isfinite(cn) & xp.isfinite(nn)
+        factor = xp.where(finite, scale, float("nan"))
+        rescaled = factor[:, None] * (c - r[:, None] * n)
+        return xp.where(mode_seeking[:, None], rescaled, c - u)
+
+
+def estimate_rows(c, u, n, mode_seeking, variant="ssd"):
+    """The estimator of ``variant`` on accumulation-dtype ``[B, N]`` rows.
+
+    Args:
+        c, u, n: eps_cond, eps_uncond, noise rows (float64, or the accumulation dtype).
+        mode_seeking: bool ``[B]`` (``t_b <= M``), same library and device as the rows.
+        variant: one of ``VARIANTS``.
+
+    Returns:
+        ``(E, stats)``: E in the rows' dtype; stats maps ``STAT_NAMES`` to ``[B]`` vectors
+        (``eps_tilde_norm`` is ``||d||``) and ``mode_seeking`` to the mask.
+    """
+    sums = per_sample_sums(c, u, n)
+    hh, cc, cn, nn = sums
+    r, d2, scale = coefficients(variant, *sums)
+    E = apply(c, u, n, r, scale, sums, mode_seeking)
+    xp = ops(c)
+    stats = {
+        "r": r,
+        "h_norm": xp.sqrt(hh),
+        "eps_tilde_norm": xp.sqrt(d2),
+        "eps_cond_norm": xp.sqrt(cc),
+        "noise_norm": xp.sqrt(nn),
+        "scale": scale,
+        "mode_seeking": mode_seeking,
+    }
+    return E, stats
+
+
+def gradient_norm(h_norm, scale, mode_seeking, eps_tilde_norm=None):
+    """``||E_b||`` from the stats, without a pass over the data.
+
+    ``t_b > M``: ``||h_b||``. ``t_b <= M``: for the rescaled variants ``||h_b||`` (0 for a
+    degenerate sample, ``scale_b = 0``); for ``"no-rescale"`` (pass ``eps_tilde_norm``)
+    ``||d_b||``.
+    """
+    xp = ops(h_norm)
+    seeking = xp.where(scale == 0, 0.0, h_norm) if eps_tilde_norm is None else eps_tilde_norm
+    return xp.where(mode_seeking, seeking, h_norm)
