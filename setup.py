@@ -36,6 +36,7 @@ PACKAGE_DIR = {
     "ssd_toolkit.toy": "toy",
     "ssd_toolkit.integrations": "integrations",
     "ssd_toolkit.integrations.dreamwaltz": "integrations/dreamwaltz",
+    "ssd_toolkit.integrations.threestudio": "integrations/threestudio",
 }
 
 

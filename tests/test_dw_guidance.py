@@ -15,7 +15,6 @@ from ssd_toolkit.integrations.dreamwaltz.guidance import (  # noqa: E402
 )
 from ssd_toolkit.integrations.dreamwaltz.models import load_models  # noqa: E402
 from ssd_toolkit.integrations.dreamwaltz.prompts import view_prompts  # noqa: E402
-from ssd_toolkit.integrations.dreamwaltz.threestudio import ThreestudioGuidance  # noqa: E402
 from ssd_toolkit.integrations.dreamwaltz.tiny import build_tiny_pipeline  # noqa: E402
 
 H = W = 8  # tiny latent side; images are 64x64
@@ -306,48 +305,6 @@ def test_dreamwaltz_contract_errors(models):
         g.estimate(torch.zeros(3, 77, 32), torch.zeros(2, 4, H, W), 0, 1, backward=False)
     with pytest.raises(ValueError, match="cond_inputs: expected one entry"):
         g.estimate(torch.zeros(2, 77, 32), torch.zeros(1, 4, H, W), 0, 1, cond_inputs=[None, None], backward=False)
-
-
-# ------------------------------------------------------------ threestudio contract
-
-
-class FakePromptUtils:
-    """threestudio's PromptProcessorOutput: get_text_embeddings -> [cond; uncond]."""
-
-    def __init__(self, g):
-        self.g = g
-        self.calls = []
-
-    def get_text_embeddings(self, elevation, azimuth, camera_distances, view_dependent_prompting=True):
-        self.calls.append(view_dependent_prompting)
-        B = elevation.shape[0]
-        return torch.cat([self.g.encode_prompts(["a cat"] * B), self.g.encode_prompts([""] * B)])
-
-
-def test_threestudio_contract(models):
-    g = make(models)
-    module = ThreestudioGuidance(g, prompt="a man")
-    module.update_step(0, 0)
-    rgb = torch.rand(2, 64, 64, 3, requires_grad=True)
-    elevation, azimuth = torch.tensor([0.0, 80.0]), torch.tensor([180.0, 0.0])
-    out = module(rgb, None, elevation, azimuth, torch.ones(2), cond_rgb=torch.rand(1, 64, 64, 3))
-    assert set(out) >= {"loss_ssd", "grad_norm", "min_step", "max_step", "diagnostics"}
-    assert (out["min_step"], out["max_step"]) == (20, 980)
-    assert "backside view of a man" in g._prompt_cache  # elevation 0 -> polar 90, azimuth 180
-    assert "overhead view of a man" in g._prompt_cache  # elevation 80 -> polar 10
-    out["loss_ssd"].backward()
-    assert rgb.grad is not None and float(rgb.grad.abs().sum()) > 0
-    assert float(out["grad_norm"]) > 0
-
-    utils = FakePromptUtils(g)
-    latents = torch.rand(2, 16, 16, 4, requires_grad=True)  # resized to 8x8 as threestudio does
-    out = module(latents, utils, elevation, azimuth, torch.ones(2), rgb_as_latents=True)
-    assert utils.calls == [True]
-    out["loss_ssd"].backward()
-    assert latents.grad.shape == (2, 16, 16, 4) and float(latents.grad.abs().sum()) > 0
-
-    csd = ThreestudioGuidance(make(models, estimator="csd"), prompt="a man")
-    assert "loss_csd" in csd(rgb.detach(), None, elevation, azimuth, torch.ones(2))
 
 
 # ------------------------------------------------------------------------- fp16

@@ -1,0 +1,113 @@
+"""The guidance's config: StableDiffusionGuidance's field names plus the estimator's.
+
+threestudio builds it from the YAML ``system.guidance`` block (``parse_structured``: an
+unknown key is an error). Fields threestudio's own guidance has but this one cannot honour
+are accepted only at their inert default; anything else raises one ``ValueError`` naming
+the field (``check_config``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .schedule import check_schedule
+
+DEFAULT_LOSS_KEY = "loss_sds"  # the key threestudio's systems weight by system.loss.lambda_sds
+WEIGHTINGS = ("sds", "uniform", "fantasia3d")  # threestudio's weighting_strategy values
+
+
+@dataclass
+class GuidanceConfig:
+    """Fields (threestudio's ``stable-diffusion-guidance`` names, then ours).
+
+    Attributes:
+        pretrained_model_name_or_path: SD checkpoint (hub id or local diffusers folder).
+        enable_memory_efficient_attention: accepted; PyTorch 2 attention is already
+            memory-efficient (threestudio says the same).
+        enable_sequential_cpu_offload: must stay False (not supported).
+        enable_attention_slicing: ``unet.set_attention_slice(1)``.
+        enable_channels_last_format: UNet in channels-last memory format.
+        guidance_scale: threestudio's CFG scale ``eps_c + s (eps_c - eps_u)``; used by the
+            ``sds`` estimator only (SSD has no CFG scale).
+        grad_clip: None or a schedule; clamps each gradient entry to ``[-v, v]``.
+        half_precision_weights: float16 networks (the estimator runs in float32).
+        min_step_percent, max_step_percent: the t range ``int(1000 * C(value))``; numbers
+            or threestudio schedules (e.g. ``[4999, 0.98, 0.5, 5000]``).
+        sqrt_anneal, trainer_max_steps: HiFA's sqrt annealing of t, as threestudio.
+        use_img_loss, use_sjc: must stay False (HiFA's image loss and SJC are not supported).
+        var_red: only read by SJC in threestudio; accepted.
+        weighting_strategy: ``w(t)``: "sds" (1 - abar), "uniform", "fantasia3d".
+        token_merging, token_merging_params: ToMe via ``tomesd`` (installed separately).
+        view_dependent_prompting: passed to the prompt processor's output.
+        max_items_eval: accepted; ``guidance_eval`` is not supported.
+        estimator: ``ssd_toolkit`` estimator name ("ssd", "sds", "csd", "nfsd", ...).
+        estimator_params: its keyword arguments; default ``{"M": 200}`` for SSD and, for
+            SDS, ``{"guidance_scale": guidance_scale, "cfg": "threestudio"}`` (exactly
+            threestudio's SDS).
+        loss_key: the returned loss's key; the system multiplies it by
+            ``system.loss.lambda_<key without "loss_">``.
+        seed: seeds the timestep and noise generators.
+        controlnet_name_or_path: optional ControlNet; the call's ``cond_rgb`` keyword
+            (``[B or 1, H, W, 3]`` in [0, 1]) is its condition image.
+        condition_scale: ControlNet residual scale.
+    """
+
+    pretrained_model_name_or_path: str = "runwayml/stable-diffusion-v1-5"
+    enable_memory_efficient_attention: bool = False
+    enable_sequential_cpu_offload: bool = False
+    enable_attention_slicing: bool = False
+    enable_channels_last_format: bool = False
+    guidance_scale: float = 100.0
+    grad_clip: Optional[Any] = None
+    half_precision_weights: bool = True
+    min_step_percent: Any = 0.02
+    max_step_percent: Any = 0.98
+    sqrt_anneal: bool = False
+    trainer_max_steps: int = 25000
+    use_img_loss: bool = False
+    use_sjc: bool = False
+    var_red: bool = True
+    weighting_strategy: str = "sds"
+    token_merging: bool = False
+    token_merging_params: Optional[dict] = field(default_factory=dict)
+    view_dependent_prompting: bool = True
+    max_items_eval: int = 4
+
+    estimator: str = "ssd"
+    estimator_params: Optional[dict] = None
+    loss_key: str = DEFAULT_LOSS_KEY
+    seed: int = 0
+    controlnet_name_or_path: Optional[str] = None
+    condition_scale: float = 1.0
+
+
+_UNSUPPORTED = {
+    "enable_sequential_cpu_offload": "sequential CPU offload needs a diffusers pipeline; this guidance holds bare networks",
+    "use_img_loss": "HiFA's image-space loss is not implemented",
+    "use_sjc": "SJC's scaled noising is not implemented",
+}
+
+
+def check_config(cfg):
+    """Raise ``ValueError`` / ``TypeError`` naming the first field this guidance cannot honour."""
+    for name, why in _UNSUPPORTED.items():
+        if getattr(cfg, name):
+            raise ValueError(f"{name}: expected false (ssd-toolkit-guidance: {why}), got {getattr(cfg, name)!r}")
+    if cfg.weighting_strategy not in WEIGHTINGS:
+        raise ValueError(f"weighting_strategy: expected one of {WEIGHTINGS}, got {cfg.weighting_strategy!r}")
+    if not str(cfg.loss_key).startswith("loss_") or cfg.loss_key == "loss_":
+        raise ValueError(f"loss_key: expected 'loss_<name>' (systems weight it by lambda_<name>), got {cfg.loss_key!r}")
+    check_schedule("min_step_percent", cfg.min_step_percent)
+    check_schedule("max_step_percent", cfg.max_step_percent)
+    if cfg.grad_clip is not None:
+        check_schedule("grad_clip", cfg.grad_clip)
+
+
+def estimator_arguments(cfg):
+    """``(name, params)`` for ``ssd_toolkit.get_estimator`` from the config."""
+    name = str(cfg.estimator).lower().replace("_", "-")
+    params = dict(cfg.estimator_params) if cfg.estimator_params is not None else None
+    if name == "sds":
+        params = {"guidance_scale": float(cfg.guidance_scale), "cfg": "threestudio", **(params or {})}
+    return name, params
