@@ -18,8 +18,9 @@ Per shape and dtype (timesteps spread over both branches, M = 500), in one run:
     write of one input: a copy of 2 inputs' bytes), rotated and graph-timed like the kernel;
     copy_fraction = copy_us / kernel_us. peak_fraction compares with a 1 GiB copy.
 Every time is the median of ``--repeats`` event-timed loops. Inputs rotate over enough sets
-that each loop's working set is at least twice the L2 cache at every shape (no cap on the
-number of sets), and the rotation continues across loops, so no timing is an L2 replay.
+to hold at least twice the L2 cache together at every shape (no cap on the number of
+sets), and the rotation continues across loops: between two uses of a set, every other
+set is touched, so no timing is an L2 replay.
 Forced launch paths (``--forced-paths``, default no_cluster and split) add rows at
 ``--forced-shape`` (default [64,4,128,128]); their ratios use the same run's eager,
 compile and copy times of that shape.
@@ -117,12 +118,12 @@ def dry_run(args):
     print(f"bench_cuda dry run: L2 {l2 / 2**20:.0f} MiB, {args.calls} calls x {args.repeats} repeats "
           f"(warm-up {args.warmup}); torch.compile at {args.compile_shapes or 'no shape'} "
           f"for {args.compile_dtypes if args.compile_shapes else '-'}")
-    print(f"{'shape':>16} {'dtype':>9} {'path':>10} {'sets':>6} {'working set MiB':>16} {'compile':>8}")
+    print(f"{'shape':>16} {'dtype':>9} {'path':>10} {'sets':>6} {'rotation MiB':>13} {'compile':>8}")
     for shape_text, dtype, path in plan_rows(args):
         shape = tuple(int(s) for s in shape_text.split(","))
         n_sets, set_bytes = rotation(shape, dtype, l2)
         compiled = path == "auto" and shape_text in args.compile_shapes and dtype in args.compile_dtypes
-        print(f"{shape_text:>16} {dtype:>9} {path:>10} {n_sets:>6} {n_sets * set_bytes / 2**20:>16.1f} "
+        print(f"{shape_text:>16} {dtype:>9} {path:>10} {n_sets:>6} {n_sets * set_bytes / 2**20:>13.1f} "
               f"{'yes' if compiled else '-':>8}")
     return 0
 

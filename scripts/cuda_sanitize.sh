@@ -1,26 +1,103 @@
 #!/usr/bin/env bash
-# compute-sanitizer over the CUDA kernel on the test shapes (needs a GPU; run from anywhere):
-#   bash scripts/cuda_sanitize.sh            # memcheck, racecheck, synccheck
-#   bash scripts/cuda_sanitize.sh memcheck   # one tool
-# Runs tests/test_cuda.py's kernel tests (every dtype, shape and launch path, misaligned
-# views, empty batches, non-finite values) under each tool; any report fails the script.
-# torch's caching allocator is switched off so an out-of-bounds access lands outside its
-# allocation and memcheck sees it. CUDA-graph, torch.compile and stream-sleep tests are
-# left out (slow under the sanitizer; they exercise the same kernels).
-set -euo pipefail
+# compute-sanitizer over every CUDA kernel variant and edge case (needs a GPU; run from anywhere):
+#   bash scripts/cuda_sanitize.sh                      # memcheck racecheck synccheck initcheck
+#   bash scripts/cuda_sanitize.sh memcheck racecheck   # some tools
+#   bash scripts/cuda_sanitize.sh --jobs 4 --canary --out DIR
+# Runs scripts/sanitize_driver.py (43 calls: every dtype, resident cluster size, packs per
+# thread, access width, split chunking, forced path and edge case, each compared with the
+# reference) under each tool, instrumenting only our kernels (--kernel-name kns=$SSD_SANITIZE_KERNELS,
+# default "ssd", the kernels' namespace). torch's caching allocator is off, so each tensor is
+# its own allocation and an access past an array is outside it.
+#   --out DIR    logs (sanitize_<tool>.log) and the summary table sanitizer.md (default runs/sanitize)
+#   --jobs N     tools run N at a time (default 1)
+#   --timeout S  seconds per tool (default 600)
+#   --canary     also one deliberate out-of-bounds launch under memcheck, which must be
+#                reported: proof that the kernel filter matches our kernels
+# SSD_SANITIZE_DRIVER_ARGS adds driver arguments (e.g. "--only f32-"; "--device cpu" runs
+# the driver on the CPU and skips the GPU check: tests/test_gpu_check.py does that with a
+# stand-in compute-sanitizer to test this script).
+# Exit status: 0 every tool clean (and the canary caught), 1 otherwise, 2 bad usage / no GPU.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-[ -f .venv/bin/activate ] && . .venv/bin/activate
-command -v compute-sanitizer >/dev/null || { echo "compute-sanitizer not on PATH (CUDA toolkit bin/)" >&2; exit 2; }
-python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device')"
-export PYTORCH_NO_CUDA_MEMORY_CACHING=1
-SELECT="parity or misaligned or empty or deterministic or non_finite or collinear"
-TOOLS=("${@:-memcheck racecheck synccheck}")
-for tool in ${TOOLS[@]}; do
-  echo "== compute-sanitizer --tool $tool"
-  extra=()
-  [ "$tool" = memcheck ] && extra=(--leak-check no --check-device-heap yes)
-  [ "$tool" = racecheck ] && extra=(--racecheck-report all)
-  compute-sanitizer --tool "$tool" "${extra[@]}" --error-exitcode 99 --target-processes all \
-    python -m pytest -q -x -p no:cacheprovider tests/test_cuda.py -k "$SELECT"
+PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+OUTDIR=runs/sanitize JOBS=1 TIMEOUT=600 CANARY=0 TOOLS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --out) OUTDIR=${2:?--out: expected a directory}; shift 2 ;;
+    --jobs) JOBS=${2:?--jobs: expected a number}; shift 2 ;;
+    --timeout) TIMEOUT=${2:?--timeout: expected seconds}; shift 2 ;;
+    --canary) CANARY=1; shift ;;
+    memcheck|racecheck|synccheck|initcheck) TOOLS+=("$1"); shift ;;
+    *) echo "cuda_sanitize.sh: expected memcheck, racecheck, synccheck, initcheck, --out DIR, --jobs N, --timeout S or --canary, got '$1'" >&2; exit 2 ;;
+  esac
 done
-echo "compute-sanitizer: ${TOOLS[*]} clean"
+[[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || { echo "cuda_sanitize.sh: --jobs: expected a positive integer, got '$JOBS'" >&2; exit 2; }
+[[ "$TIMEOUT" =~ ^[1-9][0-9]*$ ]] || { echo "cuda_sanitize.sh: --timeout: expected seconds, got '$TIMEOUT'" >&2; exit 2; }
+[ ${#TOOLS[@]} -gt 0 ] || TOOLS=(memcheck racecheck synccheck initcheck)
+command -v compute-sanitizer >/dev/null || { echo "cuda_sanitize.sh: compute-sanitizer not on PATH (CUDA toolkit bin/)" >&2; exit 2; }
+read -r -a DRIVER_ARGS <<<"${SSD_SANITIZE_DRIVER_ARGS:-}"
+if [[ " ${DRIVER_ARGS[*]} " != *" --device cpu "* ]]; then
+  "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'cuda_sanitize.sh: no CUDA device')" || exit 2
+fi
+mkdir -p "$OUTDIR"
+export PYTORCH_NO_CUDA_MEMORY_CACHING=1 PYTHONUNBUFFERED=1
+FILTER=(--kernel-name "kns=${SSD_SANITIZE_KERNELS:-ssd}")
+
+tool_flags() {
+  case "$1" in
+    memcheck) echo "--leak-check no" ;;
+    racecheck) echo "--racecheck-report all" ;;
+    *) echo "" ;;
+  esac
+}
+
+run_tool() {  # tool log [driver args...]
+  local tool=$1 log=$2; shift 2
+  local start=$SECONDS
+  # shellcheck disable=SC2046
+  timeout --kill-after=10 "$TIMEOUT" compute-sanitizer --tool "$tool" $(tool_flags "$tool") "${FILTER[@]}" \
+    --error-exitcode 99 --print-limit 20 "$PY" scripts/sanitize_driver.py "${DRIVER_ARGS[@]}" "$@" >"$log" 2>&1
+  local rc=$?
+  echo "$rc $((SECONDS - start))" >"$log.rc"
+}
+
+pids=()
+for tool in "${TOOLS[@]}"; do
+  echo "== compute-sanitizer --tool $tool -> $OUTDIR/sanitize_$tool.log"
+  run_tool "$tool" "$OUTDIR/sanitize_$tool.log" &
+  pids+=($!)
+  if [ ${#pids[@]} -ge "$JOBS" ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+done
+wait
+[ "$CANARY" = 1 ] && { echo "== canary: memcheck on one out-of-bounds launch"; run_tool memcheck "$OUTDIR/sanitize_canary.log" --canary; }
+
+# Summary table: one row per tool.
+status=0 bad=()
+{
+  echo "| tool | status | exit | s | sanitizer summary | driver |"
+  echo "|---|---|---|---|---|---|"
+  for tool in "${TOOLS[@]}" $([ "$CANARY" = 1 ] && echo canary); do
+    log="$OUTDIR/sanitize_$tool.log"
+    rc=none secs=?
+    [ -f "$log.rc" ] && read -r rc secs <"$log.rc"
+    summary=$(grep -hoE "(ERROR|RACECHECK) SUMMARY: .*" "$log" | tail -1)
+    driver=$(grep -hoE "sanitize_driver: [0-9]+ cases.*" "$log" | tail -1 | sed 's/^sanitize_driver: //')
+    if [ "$tool" = canary ]; then
+      if [ "$rc" = 99 ] && grep -q "Invalid __global__" "$log"; then verdict=caught; else verdict=MISSED; status=1; fi
+    elif [ "$rc" = 0 ] && [ -n "$summary" ] && ! grep -qE "SUMMARY: [1-9]" <<<"$summary"; then verdict=clean
+    elif [ "$rc" = 124 ] || [ "$rc" = 137 ]; then verdict=TIMEOUT; status=1
+    elif [ "$rc" = 99 ]; then verdict=ERRORS; status=1
+    elif [ "$rc" = 1 ]; then verdict=DRIVER-FAILED; status=1
+    else verdict=FAILED; status=1
+    fi
+    echo "| $tool | $verdict | $rc | $secs | ${summary:-none} | ${driver:-no driver line} |"
+    [ "$verdict" = clean ] || [ "$verdict" = caught ] || bad+=("$tool")
+  done
+} >"$OUTDIR/sanitizer.md"
+cat "$OUTDIR/sanitizer.md"
+for tool in "${bad[@]}"; do  # the first reports of each tool that was not clean
+  echo "-- $tool: $OUTDIR/sanitize_$tool.log"
+  grep -E "^========= [^ ]|^FAIL|Error|error" "$OUTDIR/sanitize_$tool.log" | grep -v "COMPUTE-SANITIZER" | head -15
+done
+rm -f "$OUTDIR"/*.rc
+exit $status
