@@ -201,8 +201,17 @@ def test_config_yaml_and_round_trip(tmp_path):
 
 
 def test_config_errors_name_the_setting(tmp_path):
-    with pytest.raises(ValueError, match=r"estimator: expected one of \[.*'ssd'.*\], got 'nope'"):
+    with pytest.raises(ValueError, match=r"estimator: expected one of .*\bssd\b.*, got 'nope'"):
         config.resolve({"prompt": "p", "body": "b", "estimator": "nope"})
+    with pytest.raises(ValueError, match=r"t_sampler: expected one of .*\bdreamtime\b.*, got 'dreamy'"):
+        config.resolve({"prompt": "p", "body": "b", "t_sampler": "dreamy"})
+    with pytest.raises(ValueError, match=r"weighting: expected one of .*\bsjc\b.*, got 'sjd'"):
+        config.resolve({"prompt": "p", "body": "b", "weighting": "sjd"})
+    with pytest.raises(ValueError, match=r"seed: expected an integer in \[0, 2\*\*63 - 8\), got -1"):
+        config.resolve({"prompt": "p", "body": "b", "seed": -1})
+    for name in ("lr", "box_margin", "M", "guidance_scale", "lambda_entropy"):  # what a JSON "Infinity" gives
+        with pytest.raises(ValueError, match=rf"^{name}: expected .*got inf"):
+            config.resolve({"prompt": "p", "body": "b", name: float("inf")})
     with pytest.raises(ValueError, match="unknown setting 'stepz'"):
         config.resolve({"prompt": "p", "body": "b", "stepz": 3})
     with pytest.raises(TypeError, match="steps: expected an integer, got str '3'"):

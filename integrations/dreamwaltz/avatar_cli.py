@@ -2,38 +2,67 @@
 
 Every setting of ``config.AvatarConfig`` is a flag (``--sd-model``, ``--M``, ...); only the
 flags actually given override the config file and, with ``--resume``, the saved run.
-Heavy imports happen when the command runs, so ``ssd-toolkit --help`` stays fast.
+Settings, dependencies, the output directory, the body, the networks and (on resume) the
+checkpoint are all checked before the output directory changes; a failure there is one
+line and exit code 2. Heavy imports happen when the command runs, so ``ssd-toolkit --help``
+stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
+
+from ssd_toolkit.cli_args import CommandError, as_command_error, integer, number, require
 
 from . import config as config_mod
 
-EXIT_BAD_INPUT = 2
 EXIT_NON_FINITE = 3
 EXIT_INTERRUPTED = 130
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+NEEDS = ("torch", "diffusers", "transformers", "smplx", "cv2", "imageio", "scipy")
 
 
 def _flag(name):
     return "--" + name.replace("_", "-") if name != "M" else "--M"
 
 
+# setting (or library argument) named in an error -> the flag to name instead
+FLAGS = {name: _flag(name) for name in config_mod.field_names()} | {"config": "--config", "path": "--body"}
+
+
+def _help(name):
+    import ssd_toolkit  # noqa: PLC0415 - NumPy only
+
+    text = config_mod.HELP[name]
+    registry = {"estimator": ssd_toolkit.list_estimators, "weighting": ssd_toolkit.list_weightings,
+                "t_sampler": ssd_toolkit.list_samplers}.get(name)  # fmt: skip
+    if registry:
+        text = f"{text.split(' (')[0]}: one of {', '.join(registry())}"
+    default = getattr(config_mod.AvatarConfig(), name)
+    shown = " ".join(map(str, default)) if isinstance(default, list) else default
+    text += f" (default: {shown!r})" if isinstance(shown, str) else f" (default: {shown})"
+    if name in config_mod.TINY_DEFAULTS:
+        tiny = config_mod.TINY_DEFAULTS[name]
+        tiny = " ".join(map(str, tiny)) if isinstance(tiny, list) else tiny
+        text += f" (--tiny: {tiny!r})" if isinstance(tiny, str) else f" (--tiny: {tiny})"
+    return text.replace("%", "%%")
+
+
 def add_arguments(parser):
     """One flag per setting (default: not given), plus --resume, --config, --no-progress."""
     for name in config_mod.field_names():
         kind = config_mod.FIELD_TYPES[name]
-        kwargs = {"dest": name, "default": argparse.SUPPRESS, "help": config_mod.HELP[name]}
+        kwargs = {"dest": name, "default": argparse.SUPPRESS, "help": _help(name)}
         if name == "tiny":
             parser.add_argument("--tiny", action="store_true", **kwargs)
         elif kind == "bool":
             parser.add_argument(_flag(name), action=argparse.BooleanOptionalAction, **kwargs)
         elif kind == "list":
-            parser.add_argument(_flag(name), type=int, nargs="+", metavar="N", **kwargs)
+            parser.add_argument(_flag(name), type=integer(), nargs="+", metavar="N", **kwargs)
         else:
-            convert = {"int": int, "float": float}.get(kind, str)
+            convert = {"int": integer(), "float": number()}.get(kind, str)
             parser.add_argument(_flag(name), type=convert, **kwargs)
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--config", default=None, help="JSON/YAML file of settings (flags given override it)")
@@ -56,20 +85,37 @@ def settings_from_args(args) -> dict:
     return {k: v for k, v in vars(args).items() if k in names}
 
 
-def run_command(args):
-    """Resolve the settings, run, and map failures to one clear line and an exit code."""
-    from .train import NonFiniteError  # noqa: PLC0415
-    from .run import run_avatar  # noqa: PLC0415
+def _disk_error(exc: OSError):
+    return CommandError(f"--out: expected room to write the run, got {type(exc).__name__}: {exc}")
 
+
+def run_command(args):
+    """Resolve and check the settings, run, and map failures to one clear line and an exit code."""
     try:
         cfg = config_mod.resolve(settings_from_args(args), args.config, resume=args.resume)
-        run_avatar(cfg, resume=args.resume, progress=not args.no_progress)
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+        raise as_command_error(exc, FLAGS) from exc
+    require(*NEEDS)
+
+    from .run import execute_run, prepare_run  # noqa: PLC0415
+    from .train import NonFiniteError  # noqa: PLC0415
+
+    progress = not args.no_progress
+    try:
+        prepared = prepare_run(cfg, resume=args.resume, progress=progress)
+    except (ValueError, ImportError, OSError) as exc:
+        if isinstance(exc, ModuleNotFoundError):
+            raise
+        raise as_command_error(exc, FLAGS) from exc
+    try:
+        execute_run(prepared, progress=progress)
     except NonFiniteError as exc:
         print(f"ssd-toolkit avatar: stopped: {exc}", file=sys.stderr)
         return EXIT_NON_FINITE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except (ValueError, TypeError, FileNotFoundError, ImportError, OSError) as exc:
-        print(f"ssd-toolkit avatar: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except OSError as exc:
+        if exc.errno in DISK_ERRNOS:
+            raise _disk_error(exc) from exc
+        raise
     return 0

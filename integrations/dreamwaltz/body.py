@@ -100,7 +100,9 @@ def resolve_model_file(path, model_type=None, gender="neutral"):
             if os.path.isfile(candidate):
                 return candidate, kind
             tried.append(candidate)
-    raise FileNotFoundError(f"path: no {model_type or 'SMPL/SMPL-X'} {gender} model file in {path!r}; tried {tried}")
+    raise FileNotFoundError(
+        f"path: expected a {model_type or 'SMPL/SMPL-X'} {gender} model file in {path!r}, got none (tried {tried})"
+    )
 
 
 def read_model_arrays(file):

@@ -3,10 +3,16 @@
 Every file is written to a temporary name in the same directory, flushed to disk, then
 renamed over the old one (``os.replace`` is atomic on POSIX and Windows), so an
 interrupt leaves either the previous file or the new one, never a torn one.
+
+A checkpoint is ``torch.save``'s bytes followed by a 40-byte trailer, ``CHECKSUM_MAGIC``
+and the SHA-256 of those bytes: a flipped byte, a truncated or foreign file is refused
+(``CheckpointError``) instead of loading silently. ``torch.load`` still reads the file (it
+ignores bytes after its archive).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import random
@@ -16,6 +22,13 @@ from pathlib import Path
 import torch
 
 CHECKPOINT_NAME = "last.pt"
+CHECKSUM_MAGIC = b"SSDCKPT1"
+_TRAILER = len(CHECKSUM_MAGIC) + 32
+TRAINER_KEYS = ("step", "field", "optimizer", "scaler", "rng", "config")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used (corrupt, foreign, or from another run's settings)."""
 
 
 def atomic_write_bytes(path, data: bytes):
@@ -42,26 +55,50 @@ def _umask():
 
 
 def save_checkpoint(path, state: dict):
-    """``torch.save(state)`` to ``path`` atomically."""
+    """``torch.save(state)`` plus the checksum trailer, written to ``path`` atomically."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    payload = buffer.getvalue()
+    atomic_write_bytes(path, payload + CHECKSUM_MAGIC + hashlib.sha256(payload).digest())
 
 
-def load_checkpoint(path, device="cpu") -> dict:
-    """A checkpoint written by ``save_checkpoint`` (tensors only, ``weights_only=True``).
+def load_checkpoint(path, device="cpu", required=()) -> dict:
+    """A checkpoint written by ``save_checkpoint``, verified (tensors only, ``weights_only=True``).
+
+    Args:
+        path: the file.
+        device: ``map_location``.
+        required: keys the state must have (a trainer's: ``TRAINER_KEYS``); an integer
+            ``step >= 0`` is checked when "step" is among them.
 
     Raises:
         FileNotFoundError: no checkpoint at ``path`` (the message says how to start fresh).
-        RuntimeError: the file cannot be read as a checkpoint.
+        CheckpointError: no or wrong checksum (truncated, empty, random, flipped bytes),
+            unreadable archive, or missing keys; the file is left as it is.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--resume: expected a checkpoint at {str(path)!r}, found none; start without --resume")
+
+    def refuse(what):
+        return CheckpointError(f"--resume: expected a valid checkpoint at {str(path)!r}, got {what}; nothing was changed")
+
+    data = path.read_bytes()
+    if len(data) < _TRAILER or data[-_TRAILER:-32] != CHECKSUM_MAGIC:
+        raise refuse(f"{len(data)} bytes without a checksum trailer (truncated, empty or not written by ssd-toolkit)")
+    payload = data[:-_TRAILER]
+    if hashlib.sha256(payload).digest() != data[-32:]:
+        raise refuse("a file whose SHA-256 does not match its trailer (corrupt)")
     try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:
-        raise RuntimeError(f"--resume: could not read the checkpoint {str(path)!r}: {exc}") from exc
+        state = torch.load(io.BytesIO(payload), map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - whatever an unreadable archive raises
+        raise refuse(f"an unreadable archive ({type(exc).__name__}: {exc})") from exc
+    missing = [k for k in required if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise refuse(f"a file missing {missing}")
+    if "step" in required and (isinstance(state["step"], bool) or not isinstance(state["step"], int) or state["step"] < 0):
+        raise refuse(f"step {state['step']!r} (expected an integer >= 0)")
+    return state
 
 
 def capture_rng(numpy_generators: dict, torch_generators: dict) -> dict:

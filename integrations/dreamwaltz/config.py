@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ CONFIG_NAME = "config.json"
 MODEL_TYPES = ("smpl", "smplx")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp16", "fp32")
+SEED_LIMIT = 2**63 - 8  # the run seeds torch with seed + 0..2
 
 
 @dataclass
@@ -68,11 +70,11 @@ HELP = {
     "gender": "body model gender (neutral, male, female)",
     "sd_model": "Stable Diffusion hub id or local diffusers directory",
     "controlnet": "openpose ControlNet hub id or local directory",
-    "estimator": "score-distillation estimator (ssd, sds, csd, mode-seeking)",
+    "estimator": "score-distillation estimator (ssd_toolkit.list_estimators())",
     "M": "SSD threshold M (timesteps t <= M take the variance-reduced branch)",
     "guidance_scale": "CFG scale (SDS only; SSD/CSD do not use it)",
-    "weighting": "w(t): sjc (1, DreamWaltz's default), sds, latent-nerf",
-    "t_sampler": "timestep sampler: uniform, paper, piecewise-linear, dreamtime",
+    "weighting": "w(t) (ssd_toolkit.list_weightings(); sjc = 1 is DreamWaltz's default)",
+    "t_sampler": "timestep sampler (ssd_toolkit.list_samplers())",
     "negative_prompt": "unconditional text (DreamWaltz: empty)",
     "steps": "training steps (DreamWaltz: 30000 for a canonical avatar)",
     "batch": "cameras per step",
@@ -221,14 +223,20 @@ def validate(cfg: AvatarConfig) -> AvatarConfig:
     import ssd_toolkit  # noqa: PLC0415 - light import
 
     if not cfg.prompt.strip():
-        raise ValueError("prompt: expected a non-empty text prompt, got ''")
+        raise ValueError(f"prompt: expected a non-empty text prompt (or --tiny for a smoke run), got {cfg.prompt!r}")
     if not cfg.tiny and not cfg.body:
         raise ValueError("body: expected an SMPL/SMPL-X model directory or file (or --tiny), got ''")
     if cfg.model_type is not None and cfg.model_type not in MODEL_TYPES:
         raise ValueError(f"model_type: expected one of {MODEL_TYPES}, got {cfg.model_type!r}")
-    key = cfg.estimator.lower().replace("_", "-")
-    if key not in ssd_toolkit.list_estimators():
-        raise ValueError(f"estimator: expected one of {ssd_toolkit.list_estimators()}, got {cfg.estimator!r}")
+    for name, names in (("estimator", ssd_toolkit.list_estimators()), ("weighting", ssd_toolkit.list_weightings()),
+                        ("t_sampler", ssd_toolkit.list_samplers())):  # fmt: skip
+        if getattr(cfg, name).lower().replace("_", "-") not in names:
+            raise ValueError(f"{name}: expected one of {', '.join(names)}, got {getattr(cfg, name)!r}")
+    if not 0 <= cfg.seed < SEED_LIMIT:
+        raise ValueError(f"seed: expected an integer in [0, 2**63 - 8), got {cfg.seed}")
+    for name, kind in FIELD_TYPES.items():
+        if kind == "float" and not math.isfinite(getattr(cfg, name)):
+            raise ValueError(f"{name}: expected a finite number, got {getattr(cfg, name)}")
     for name in ("steps", "batch", "body_init_batch", "latent_size", "samples_per_ray", "field_features", "field_hidden", "turntable_frames", "turntable_fps"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name}: expected an integer >= 1, got {getattr(cfg, name)}")

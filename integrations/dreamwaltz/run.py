@@ -1,12 +1,16 @@
 """``run_avatar``: one canonical-avatar run from resolved settings to turntable and metrics.
 
-Order matters for safety: every input is checked (settings, output directory, body
-model, networks) before anything in the output directory changes, so a failed or
-interrupted start never spoils a later ``--resume``; checkpoints, config and logs are
-written atomically.
+Order matters for safety (``prepare_run``): every input is checked (settings, output
+directory, dependencies, body model, networks, on resume the checkpoint and its settings)
+before anything in the output directory changes, so a failed or interrupted start never
+spoils a later ``--resume``, and a failed fresh start leaves no output directory behind.
+The output directory is locked for the whole run (``outdir.OutputLock``); temporary files
+of killed runs are removed once the lock is held. Checkpoints, config and logs are written
+atomically; ``execute_run`` trains and writes the results.
 
 Outputs in ``cfg.out``::
 
+    .lock                held while a run uses the directory
     config.json          the resolved settings (re-run with --config)
     log.jsonl            one record per step (loss, reg, grad_norm, t_mean, branch fractions)
     checkpoints/last.pt  the latest checkpoint (resume with --resume)
@@ -19,6 +23,7 @@ Outputs in ``cfg.out``::
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 import resource
@@ -32,6 +37,7 @@ from tqdm.auto import tqdm
 
 from . import config as config_mod
 from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes
+from .outdir import OutputLock, check_output_location, remove_stale_temporaries
 
 SMOKE_NOTE = (
     "SMOKE RUN (--tiny): random tiny networks and a synthetic body. It exercises the whole "
@@ -45,22 +51,6 @@ class RunResult:
 
     metrics: dict
     out: Path
-
-
-def check_output_dir(out) -> Path:
-    """Create ``out`` if needed and prove it is writable (a probe file, removed again).
-
-    Raises:
-        ValueError: ``out`` cannot be created or written (names the path and the OS error).
-    """
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write_probe."):
-            pass
-    except OSError as exc:
-        raise ValueError(f"out: expected a writable output directory, got {str(out)!r} ({type(exc).__name__}: {exc})") from exc
-    return out
 
 
 def _pick_device(cfg):
@@ -97,21 +87,33 @@ def prepare_tiny_assets(cfg, out: Path):
 
     assets = out / "tiny_assets"
     assets.mkdir(exist_ok=True)
-    if not cfg.sd_model:
-        models = _build_once(assets / "models", lambda d: build_tiny_pipeline(d, seed=cfg.seed))
-        cfg.sd_model = str(models)
-        cfg.controlnet = cfg.controlnet or str(models / "controlnet")
-    if not cfg.body:
-        cfg.body = str(_build_once(assets / "body", lambda d: write_synthetic_smpl(d, gender=cfg.gender, seed=cfg.seed)))
+    try:
+        if not cfg.sd_model:
+            models = _build_once(assets / "models", lambda d: build_tiny_pipeline(d, seed=cfg.seed))
+            cfg.sd_model = str(models)
+            cfg.controlnet = cfg.controlnet or str(models / "controlnet")
+        if not cfg.body:
+            cfg.body = str(_build_once(assets / "body", lambda d: write_synthetic_smpl(d, gender=cfg.gender, seed=cfg.seed)))
+    except OSError:
+        raise
+    except Exception as exc:  # safetensors reports a full disk as SafetensorError, not OSError
+        if "No space left" in str(exc) or "os error 28" in str(exc) or "code: 28" in str(exc):
+            raise OSError(errno.ENOSPC, f"no space left writing the tiny assets in {str(assets)!r} ({exc})") from exc
+        raise
     return cfg
 
 
+def check_body_path(cfg):
+    """``cfg.body`` exists (checked before any output is written; --tiny builds its own)."""
+    if cfg.body and not Path(cfg.body).exists():
+        raise FileNotFoundError(f"body: expected an SMPL/SMPL-X model directory or file, got {cfg.body!r} (does not exist)")
+
+
 def load_body(cfg):
-    """The A-posed body of ``cfg.body`` (checked before any output is written)."""
+    """The A-posed body of ``cfg.body``."""
     from .body import load_body_model, posed_body  # noqa: PLC0415
 
-    if not Path(cfg.body).exists():
-        raise FileNotFoundError(f"body: expected an SMPL/SMPL-X model directory or file, got {cfg.body!r} (does not exist)")
+    check_body_path(cfg)
     return posed_body(load_body_model(cfg.body, model_type=cfg.model_type, gender=cfg.gender), preset="A")
 
 
@@ -140,8 +142,91 @@ def _postfix(record):
     return post
 
 
+@dataclasses.dataclass
+class PreparedRun:
+    """Everything checked and loaded by ``prepare_run``; holds the output directory's lock."""
+
+    cfg: object
+    out: Path
+    resume: bool
+    device: object
+    amp: bool
+    body: object
+    guidance: object
+    trainer: object
+    lock: OutputLock
+    log: object
+    started: float
+
+
+def _check_inputs(cfg, resume: bool) -> Path:
+    """The checks that need no output directory: location, previous run, device, files, drawing."""
+    from .openpose import load_openpose_drawing  # noqa: PLC0415
+
+    out = check_output_location(cfg.out)
+    checkpoint = out / "checkpoints" / CHECKPOINT_NAME
+    if not resume and checkpoint.exists():
+        raise ValueError(
+            f"out: {str(out)!r} already holds a run ({checkpoint}); pass --resume to continue it or choose another --out"
+        )
+    if resume and not checkpoint.is_file():
+        raise FileNotFoundError(f"--resume: expected a checkpoint at {str(checkpoint)!r}, found none")
+    _pick_device(cfg)
+    check_body_path(cfg)
+    for name in ("sd_model", "controlnet"):  # a local path must exist; anything else is a hub id
+        value = getattr(cfg, name)
+        if value and (value.startswith((".", "/", "~")) or Path(value).exists()) and not Path(value).expanduser().is_dir():
+            raise FileNotFoundError(f"{name}: expected a diffusers model directory or hub id, got {value!r} (no such directory)")
+    load_openpose_drawing()  # ImportError with the install command when controlnet_aux is missing
+    return out
+
+
+def prepare_run(cfg, resume: bool = False, progress: bool = True, log=print) -> PreparedRun:
+    """Check every input, lock ``cfg.out``, load the networks and body, and (on resume) the
+    checkpoint; nothing in ``cfg.out`` is written except the lock and, for --tiny, its assets.
+
+    A fresh run whose preparation fails removes the output directory if it created it.
+
+    Raises:
+        ValueError: unwritable or locked output, bad body model type, device/precision
+            mismatch, a fresh run into a directory that holds one, a corrupt checkpoint or
+            one from other settings (``checkpoint.CheckpointError``).
+        FileNotFoundError: missing body file, model directory or (resume) checkpoint.
+        ImportError: controlnet_aux's drawing module is missing (with the install command).
+        OSError: networks that cannot be loaded; a full disk while building --tiny assets.
+    """
+    from .train import Trainer  # noqa: PLC0415
+
+    started = time.perf_counter()
+    out = _check_inputs(cfg, resume)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    lock = OutputLock(out)
+    try:
+        lock.acquire()
+        remove_stale_temporaries(out)
+        device, amp = _pick_device(cfg)
+        if cfg.tiny:
+            cfg = prepare_tiny_assets(cfg, out)
+            log(SMOKE_NOTE.strip())
+        body = load_body(cfg)
+        guidance = load_guidance_for(cfg, device, amp)
+        down = 2 ** (len(guidance.models.unet.config.block_out_channels) - 1)
+        if cfg.latent_size % down:
+            raise ValueError(f"latent_size: expected a multiple of {down} (the UNet downsamples {down}x), got {cfg.latent_size}")
+        trainer = Trainer(cfg, guidance, body, device, amp)
+        if resume:
+            trainer.resume(out / "checkpoints")
+    except BaseException:
+        lock.release()
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    return PreparedRun(cfg, out, resume, device, amp, body, guidance, trainer, lock, log, started)
+
+
 def run_avatar(cfg, resume: bool = False, progress: bool = True, log=print) -> RunResult:
-    """Train a canonical avatar; see the module docstring for the outputs.
+    """Train a canonical avatar (``prepare_run`` then ``execute_run``); see the module docstring.
 
     Args:
         cfg: validated ``config.AvatarConfig`` (``config.resolve``).
@@ -153,44 +238,36 @@ def run_avatar(cfg, resume: bool = False, progress: bool = True, log=print) -> R
         ``RunResult``.
 
     Raises:
-        ValueError: unwritable output, bad body model type, device/precision mismatch, a
-            fresh run into a directory that holds one.
-        FileNotFoundError: missing body file or (resume) checkpoint.
-        OSError: networks that cannot be loaded.
-        train.NonFiniteError: NaN/Inf during training (the last good checkpoint stays).
-        KeyboardInterrupt: re-raised after saying where to resume from.
+        Everything ``prepare_run`` raises, and ``train.NonFiniteError`` (NaN/Inf during
+        training; the last good checkpoint stays) or ``KeyboardInterrupt`` (re-raised
+        after saying where to resume from).
     """
+    return execute_run(prepare_run(cfg, resume, progress, log), progress)
+
+
+def execute_run(prepared: PreparedRun, progress: bool = True) -> RunResult:
+    """Train, preview, checkpoint, render the turntable and write the metrics; releases the lock."""
+    try:
+        return _train_and_report(prepared, progress)
+    finally:
+        prepared.lock.release()
+
+
+def _train_and_report(prepared: PreparedRun, progress: bool) -> RunResult:
     from .preview import PREVIEW_AZIMUTHS, preview_grid, render_views, view_cameras, write_png  # noqa: PLC0415
-    from .train import NonFiniteError, Trainer, truncate_log  # noqa: PLC0415
+    from .train import NonFiniteError, read_log, truncate_log  # noqa: PLC0415
     from .turntable import make_turntable  # noqa: PLC0415
 
-    started = time.perf_counter()
-    out = check_output_dir(cfg.out)
+    cfg, out, trainer, guidance, body = prepared.cfg, prepared.out, prepared.trainer, prepared.guidance, prepared.body
+    device, amp, log = prepared.device, prepared.amp, prepared.log
     ckpt_dir = out / "checkpoints"
-    if not resume and (ckpt_dir / CHECKPOINT_NAME).exists():
-        raise ValueError(
-            f"out: {str(out)!r} already holds a run ({ckpt_dir / CHECKPOINT_NAME}); pass --resume to continue it "
-            "or choose another --out"
-        )
-    if resume and not (ckpt_dir / CHECKPOINT_NAME).is_file():
-        raise FileNotFoundError(f"--resume: expected a checkpoint at {str(ckpt_dir / CHECKPOINT_NAME)!r}, found none")
-    device, amp = _pick_device(cfg)
-    if cfg.tiny:
-        cfg = prepare_tiny_assets(cfg, out)
-        log(SMOKE_NOTE.strip())
-    body = load_body(cfg)
-    guidance = load_guidance_for(cfg, device, amp)
-    down = 2 ** (len(guidance.models.unet.config.block_out_channels) - 1)
-    if cfg.latent_size % down:
-        raise ValueError(f"latent_size: expected a multiple of {down} (the UNet downsamples {down}x), got {cfg.latent_size}")
-    trainer = Trainer(cfg, guidance, body, device, amp)
     # ---- from here on the output directory changes
     if cfg.tiny:
         atomic_write_bytes(out / "SMOKE_RUN.txt", SMOKE_NOTE.encode())
     log_path = out / "log.jsonl"
     body_fit = None
-    if resume:
-        start = trainer.resume(ckpt_dir)
+    if prepared.resume:
+        start = trainer.step
         truncate_log(log_path, start)
         log(f"resumed {out} at step {start} of {cfg.steps}")
     else:
@@ -236,17 +313,18 @@ def run_avatar(cfg, resume: bool = False, progress: bool = True, log=print) -> R
     if tt.mp4_skipped:
         log(tt.mp4_skipped)
     steps_run = len(losses)
+    logged = [json.loads(line)["loss"] for line in read_log(log_path, trainer.step)]  # this and earlier sessions
     metrics = {
         "smoke_run": bool(cfg.tiny),
         "steps": trainer.step,
         "steps_this_session": steps_run,
-        "resumed_from_step": start if resume else None,
+        "resumed_from_step": start if prepared.resume else None,
         "train_wall_s": train_wall,
-        "total_wall_s": time.perf_counter() - started,
-        "it_per_s": steps_run / train_wall if train_wall > 0 else math.nan,
+        "total_wall_s": time.perf_counter() - prepared.started,
+        "it_per_s": steps_run / train_wall if steps_run and train_wall > 0 else math.nan,
         "peak_memory": peak_memory(device),
-        "final_loss": losses[-1] if losses else None,
-        "first_loss": losses[0] if losses else None,
+        "final_loss": logged[-1] if logged else None,
+        "first_loss": logged[0] if logged else None,
         "device": str(device),
         "precision": "fp16-autocast" if amp else "fp32",
         "batch": cfg.batch,
@@ -264,6 +342,9 @@ def _describe_checkpoint(ckpt_dir: Path) -> str:
     path = ckpt_dir / CHECKPOINT_NAME
     if not path.is_file():
         return "no checkpoint was written yet"
-    step = torch.load(path, map_location="cpu", weights_only=True)["step"]
+    try:
+        step = torch.load(path, map_location="cpu", weights_only=True)["step"]
+    except Exception:  # noqa: BLE001 - only a description
+        return f"{path} (unreadable)"
     return f"{path} (step {step})"
 

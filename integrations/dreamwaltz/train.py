@@ -31,7 +31,17 @@ import torch
 
 from .body_init import body_box, fit_body_density
 from .cameras import sample_cameras
-from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    TRAINER_KEYS,
+    CheckpointError,
+    atomic_write_bytes,
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from .config import RESUME_FIXED
 from .field import FieldConfig, LatentField
 from .prompts import view_prompts
 from .render import render_latents
@@ -189,15 +199,77 @@ class Trainer:
         return path
 
     def resume(self, directory) -> int:
-        """Load ``<directory>/last.pt``; returns the step it continues after."""
-        self.load_state_dict(load_checkpoint(Path(directory) / CHECKPOINT_NAME, device="cpu"))
+        """Load ``<directory>/last.pt``; returns the step it continues after.
+
+        Raises:
+            FileNotFoundError: no checkpoint.
+            CheckpointError: corrupt, from another run's settings, or not this run's shapes;
+                nothing was changed.
+        """
+        path = Path(directory) / CHECKPOINT_NAME
+        state = load_checkpoint(path, device="cpu", required=TRAINER_KEYS)
+        check_settings(state, self.cfg, path)
+        try:
+            self.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+            raise CheckpointError(
+                f"--resume: expected a checkpoint of this run's field and optimizer at {str(path)!r}, got one that does "
+                f"not fit ({type(exc).__name__}: {str(exc).splitlines()[0]}); nothing was changed"
+            ) from exc
         return self.step
 
 
-def truncate_log(path, last_step: int):
-    """Keep only the records of ``path`` (JSON lines) with ``step <= last_step``."""
+def check_settings(state: dict, cfg, path):
+    """Refuse a checkpoint whose saved settings (or Adam learning rate) differ from ``cfg``'s.
+
+    Raises:
+        CheckpointError: names every differing setting.
+    """
+    saved = state["config"] if isinstance(state["config"], dict) else {}
+    differ = [f"{k}: checkpoint {saved.get(k)!r}, config {getattr(cfg, k)!r}" for k in RESUME_FIXED
+              if k in saved and saved[k] != getattr(cfg, k)]  # fmt: skip
+    missing = [k for k in RESUME_FIXED if k not in saved]
+    if missing:
+        differ.append(f"settings {missing} not recorded")
+    groups = state["optimizer"].get("param_groups", []) if isinstance(state["optimizer"], dict) else []
+    lrs = sorted({g.get("lr") for g in groups})
+    if lrs != [cfg.lr]:
+        differ.append(f"Adam lr: checkpoint {lrs}, config {cfg.lr!r}")
+    if differ:
+        raise CheckpointError(
+            f"--resume: expected a checkpoint of the run in config.json, got one from other settings at {str(path)!r} "
+            f"({'; '.join(differ)}); nothing was changed"
+        )
+
+
+def read_log(path, last_step: int) -> list:
+    """The records of ``path`` (JSON lines) with ``step <= last_step``, as text lines.
+
+    A torn last line (an interrupted write, a full disk) is dropped.
+
+    Raises:
+        ValueError: an unparsable line before the last, naming the file and line.
+    """
     path = Path(path)
     if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
-    atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
+        return []
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    kept = []
+    for number, line in enumerate(lines, 1):
+        try:
+            step = json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            if number == len(lines):
+                break  # torn last line
+            raise ValueError(f"log: expected one JSON record per line in {str(path)!r}, got line {number}: {exc}") from exc
+        if step <= last_step:
+            kept.append(line)
+    return kept
+
+
+def truncate_log(path, last_step: int) -> list:
+    """Keep only the records of ``path`` with ``step <= last_step`` (see ``read_log``); returns them."""
+    kept = read_log(path, last_step)
+    if Path(path).is_file():
+        atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
+    return kept
