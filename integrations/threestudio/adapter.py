@@ -10,8 +10,9 @@ dict without threestudio (tests, other trainers).
 
 The call returns only what a system can ``self.log``: ``{loss_key: scalar loss,
 "grad_norm": scalar, "min_step": int, "max_step": int}``. The per-step diagnostics dict
-(SSD's ``r``, ``h_norm``, ``frac_mode_seeking``, t statistics ...) is ``last_diagnostics``
-and the timesteps ``last_t``.
+(SSD's ``r``, ``h_norm``, ``frac_mode_seeking``, t statistics ...) is ``last_diagnostics``,
+the timesteps ``last_t`` and the whole step (noise, ``x_t``, UNet outputs, gradients) the
+``GuidanceOutput`` ``last_output``.
 
 Text: threestudio's prompt processor gives ``[cond; uncond]``, its "uncond" being the
 negative prompt's embedding (empty by default); it is the CFG uncond of SSD/SDS/CSD, as in
@@ -92,7 +93,7 @@ class GuidanceAdapter:
         self.alphas = self.guidance.alphas_cumprod
         self.t_generator = torch.Generator(device="cpu").manual_seed(int(cfg.seed) + 1)
         self.grad_clip_val = None
-        self.last_diagnostics, self.last_t = {}, None
+        self.last_diagnostics, self.last_t, self.last_output = {}, None, None
         self.update_step(0, 0)
 
     # --------------------------------------------------------- threestudio's hooks
@@ -145,8 +146,6 @@ class GuidanceAdapter:
     def _texts(self, prompt_utils, elevation, azimuth, camera_distances):
         """(cond, uncond, negative) embeddings for the estimator's branches."""
         torch = _torch()
-        if isinstance(prompt_utils, torch.Tensor):
-            raise TypeError(f"prompt_utils: {CONTROLNET_CALL}; got a tensor ({_describe(prompt_utils)})")
         if not hasattr(prompt_utils, "get_text_embeddings"):
             raise TypeError(
                 f"prompt_utils: expected threestudio's PromptProcessorOutput, got {type(prompt_utils).__name__}"
@@ -189,9 +188,9 @@ class GuidanceAdapter:
         self,
         rgb,
         prompt_utils,
-        elevation,
-        azimuth,
-        camera_distances,
+        elevation=None,
+        azimuth=None,
+        camera_distances=None,
         rgb_as_latents=False,
         guidance_eval=False,
         cond_rgb=None,
@@ -203,7 +202,8 @@ class GuidanceAdapter:
             rgb: ``[B, H, W, 3]`` in [0, 1] (VAE-encoded in the graph), or with
                 ``rgb_as_latents`` ``[B, H, W, 4]`` latents (resized to the UNet's side).
             prompt_utils: threestudio's ``PromptProcessorOutput`` (Perp-Neg off).
-            elevation, azimuth, camera_distances: ``[B]`` tensors (degrees).
+            elevation, azimuth, camera_distances: ``[B]`` tensors (degrees); required
+                (None only so that a call without them gets a clear error).
             rgb_as_latents: see ``rgb``.
             guidance_eval: must be False (threestudio's guidance-eval images are not produced).
             cond_rgb: ``[B or 1, H, W, 3]`` ControlNet condition in [0, 1] (needs
@@ -217,6 +217,8 @@ class GuidanceAdapter:
         torch = _torch()
         if guidance_eval:
             raise ValueError("guidance_eval: expected False (ssd-toolkit-guidance does not render guidance-eval images), got True")
+        if isinstance(prompt_utils, torch.Tensor):  # checked first: that call passes no camera angles
+            raise TypeError(f"prompt_utils: {CONTROLNET_CALL}; got a tensor ({_describe(prompt_utils)})")
         latents = self._latents(rgb, rgb_as_latents)
         B = int(latents.shape[0])
         elevation = _per_sample(torch, "elevation", elevation, B)
@@ -238,7 +240,7 @@ class GuidanceAdapter:
         grad = torch.nan_to_num(out.gradients)
         if self.grad_clip_val is not None:
             grad = grad.clamp(-self.grad_clip_val, self.grad_clip_val)
-        self.last_t = out.t
+        self.last_t, self.last_output = out.t, out
         self.last_diagnostics = {**out.diagnostics, "min_step": self.min_step, "max_step": self.max_step}
         return {
             self.cfg.loss_key: sds_loss(latents, grad),
