@@ -31,7 +31,7 @@ struct EstimateParams {
 };
 
 // ||eps_tilde||^2 <= kCollinearRtol2 * ||eps_cond||^2 marks a degenerate direction
-// (same as reference.COLLINEAR_RTOL2).
+// (same as ssd_toolkit._ssd_math.COLLINEAR_RTOL2; the rules: ssd_coefficients.h).
 constexpr double kCollinearRtol2 = 1e-12;
 constexpr int kNumStats = 6;
 
@@ -51,8 +51,10 @@ int64_t item_size(DType d);
 DType dtype_from_name(const char* name);
 
 #ifdef SSD_TOOLKIT_WITH_CUDA
-// Implemented in csrc/cuda/; returns a cudaError_t value.
-int estimate_cuda(const EstimateParams& p, void* stream);
+// The estimator on device memory, launched on `stream` (a cudaStream_t) without waiting.
+// Throws std::invalid_argument (as validate_params) and ssd::CudaError (cuda/ssd_cuda_api.h)
+// when CUDA fails. Implemented in csrc/cuda/ssd_cuda.cu.
+void estimate_cuda(const EstimateParams& p, void* stream);
 #endif
 
 }  // namespace ssd

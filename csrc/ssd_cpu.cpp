@@ -17,7 +17,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <limits>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -25,6 +24,7 @@
 #include <vector>
 
 #include "half_convert.h"
+#include "ssd_coefficients.h"
 #include "ssd_core.h"
 #include "thread_pool.h"
 
@@ -49,10 +49,6 @@ constexpr int kLanes = 8;                      // independent accumulators per s
 constexpr int64_t kMinElemsToWake = 32768;
 constexpr int64_t kMinElemsPerThread = 65536;
 constexpr int64_t kMinElemsPerHotThread = 8192;
-
-struct Sums {
-  double hh, cc, cn, nn;
-};
 
 struct Half {
   uint16_t bits;
@@ -288,61 +284,40 @@ SSD_INLINE void chunk_write_rescaled(const T* __restrict c, const T* __restrict 
   }
 }
 
-// Per-sample coefficients, operation for operation as reference.coefficients().
-struct Coefficients {
-  double stats[kNumStats];  // r, h_norm, eps_tilde_norm, eps_cond_norm, noise_norm, scale
-  double output_scale;      // scale, or NaN when a sum is not finite
-};
-
-Coefficients coefficients(const Sums& s) {
-  const bool has_noise = s.nn > 0;
-  const double r = has_noise ? s.cn / s.nn : 0.0;
-  double et2 = has_noise ? s.cc - s.cn * s.cn / s.nn : s.cc;
-  if (!(et2 > 0) && !std::isnan(et2)) et2 = 0.0;
-  const bool degenerate = et2 <= kCollinearRtol2 * s.cc;
-  const double scale = degenerate ? 0.0 : std::sqrt(s.hh) / std::sqrt(et2);
-  const bool finite = std::isfinite(s.hh) && std::isfinite(s.cc) && std::isfinite(s.cn) && std::isfinite(s.nn);
-  Coefficients k{{r, std::sqrt(s.hh), std::sqrt(et2), std::sqrt(s.cc), std::sqrt(s.nn), scale},
-                 finite ? scale : std::numeric_limits<double>::quiet_NaN()};
-  return k;
-}
-
-template <typename T>
-struct Job {
-  const T* c;
-  const T* u;
-  const T* n;
-  T* out;
-  const EstimateParams* p;
-  int64_t chunks_per_sample;
-  Sums* partials;  // [B * chunks_per_sample]
-};
+// One call's work: the parameters, the chunk partial sums [B * chunks_per_sample] and
+// the units [unit0, unit1) to run.
+using PassFn = void (*)(const EstimateParams& p, Sums* partials, int64_t cps, int64_t unit0, int64_t unit1);
 
 template <typename T, int kIsa>
-SSD_INLINE void pass1_body(const Job<T>& job, int64_t unit0, int64_t unit1) {
-  const int64_t N = job.p->N, cps = job.chunks_per_sample;
+SSD_INLINE void pass1_body(const EstimateParams& p, Sums* partials, int64_t cps, int64_t unit0, int64_t unit1) {
+  const T* c = static_cast<const T*>(p.eps_cond);
+  const T* u = static_cast<const T*>(p.eps_uncond);
+  const T* n = static_cast<const T*>(p.noise);
   for (int64_t unit = unit0; unit < unit1; ++unit) {
     const int64_t b = unit / cps, begin = (unit % cps) * kChunk;
-    const int64_t len = std::min(kChunk, N - begin);
-    const int64_t off = b * N + begin;
-    job.partials[unit] = chunk_sums<T, kIsa>(job.c + off, job.u + off, job.n + off, len);
+    const int64_t len = std::min(kChunk, p.N - begin);
+    const int64_t off = b * p.N + begin;
+    partials[unit] = chunk_sums<T, kIsa>(c + off, u + off, n + off, len);
   }
 }
 
 template <typename T, int kIsa>
-SSD_INLINE void pass2_body(const Job<T>& job, int64_t unit0, int64_t unit1) {
-  const EstimateParams& p = *job.p;
-  const int64_t N = p.N, cps = job.chunks_per_sample;
+SSD_INLINE void pass2_body(const EstimateParams& p, Sums* partials, int64_t cps, int64_t unit0, int64_t unit1) {
+  const T* c = static_cast<const T*>(p.eps_cond);
+  const T* u = static_cast<const T*>(p.eps_uncond);
+  const T* n = static_cast<const T*>(p.noise);
+  T* out = static_cast<T*>(p.out);
+  const int64_t N = p.N;
   for (int64_t unit = unit0; unit < unit1; ++unit) {
     const int64_t b = unit / cps, chunk = unit % cps, begin = chunk * kChunk;
     const int64_t len = std::min(kChunk, N - begin);
     const int64_t off = b * N + begin;
     const bool mode_seeking = (p.t ? p.t[b] : p.t_scalar) <= p.M;  // a NaN t gives h, as in the reference
-    if (!mode_seeking) chunk_write_h<T, kIsa>(job.c + off, job.u + off, job.out + off, len);
+    if (!mode_seeking) chunk_write_h<T, kIsa>(c + off, u + off, out + off, len);
     if (mode_seeking || (chunk == 0 && p.stats != nullptr)) {  // the sample's sums are needed
       Sums s{0, 0, 0, 0};
       for (int64_t j = 0; j < cps; ++j) {  // fixed order: the same bits for any thread count
-        const Sums& q = job.partials[b * cps + j];
+        const Sums& q = partials[b * cps + j];
         s.hh += q.hh;
         s.cc += q.cc;
         s.cn += q.cn;
@@ -350,37 +325,36 @@ SSD_INLINE void pass2_body(const Job<T>& job, int64_t unit0, int64_t unit1) {
       }
       const Coefficients k = coefficients(s);
       if (chunk == 0 && p.stats != nullptr)
-        for (int i = 0; i < kNumStats; ++i) p.stats[i * p.B + b] = k.stats[i];
-      if (mode_seeking)
-        chunk_write_rescaled<T, kIsa>(job.c + off, job.n + off, job.out + off, len, k.stats[0], k.output_scale);
+        for (int i = 0; i < kNumStats; ++i) p.stats[i * p.B + b] = stat(s, k, i);
+      if (mode_seeking) chunk_write_rescaled<T, kIsa>(c + off, n + off, out + off, len, k.r, k.out_scale);
     }
   }
 }
 
 template <typename T>
-void pass1_generic(const Job<T>& job, int64_t u0, int64_t u1) {
-  pass1_body<T, kIsaBaseline>(job, u0, u1);
+void pass1_generic(const EstimateParams& p, Sums* partials, int64_t cps, int64_t u0, int64_t u1) {
+  pass1_body<T, kIsaBaseline>(p, partials, cps, u0, u1);
 }
 template <typename T>
-void pass2_generic(const Job<T>& job, int64_t u0, int64_t u1) {
-  pass2_body<T, kIsaBaseline>(job, u0, u1);
+void pass2_generic(const EstimateParams& p, Sums* partials, int64_t cps, int64_t u0, int64_t u1) {
+  pass2_body<T, kIsaBaseline>(p, partials, cps, u0, u1);
 }
 #ifdef SSD_HAVE_AVX2_PATH
 template <typename T>
-SSD_TARGET_AVX2 void pass1_avx2(const Job<T>& job, int64_t u0, int64_t u1) {
-  pass1_body<T, kIsaAvx2>(job, u0, u1);
+SSD_TARGET_AVX2 void pass1_avx2(const EstimateParams& p, Sums* partials, int64_t cps, int64_t u0, int64_t u1) {
+  pass1_body<T, kIsaAvx2>(p, partials, cps, u0, u1);
 }
 template <typename T>
-SSD_TARGET_AVX2 void pass2_avx2(const Job<T>& job, int64_t u0, int64_t u1) {
-  pass2_body<T, kIsaAvx2>(job, u0, u1);
+SSD_TARGET_AVX2 void pass2_avx2(const EstimateParams& p, Sums* partials, int64_t cps, int64_t u0, int64_t u1) {
+  pass2_body<T, kIsaAvx2>(p, partials, cps, u0, u1);
 }
 template <typename T>
-SSD_TARGET_AVX512 void pass1_avx512(const Job<T>& job, int64_t u0, int64_t u1) {
-  pass1_body<T, kIsaAvx512>(job, u0, u1);
+SSD_TARGET_AVX512 void pass1_avx512(const EstimateParams& p, Sums* partials, int64_t cps, int64_t u0, int64_t u1) {
+  pass1_body<T, kIsaAvx512>(p, partials, cps, u0, u1);
 }
 template <typename T>
-SSD_TARGET_AVX512 void pass2_avx512(const Job<T>& job, int64_t u0, int64_t u1) {
-  pass2_body<T, kIsaAvx512>(job, u0, u1);
+SSD_TARGET_AVX512 void pass2_avx512(const EstimateParams& p, Sums* partials, int64_t cps, int64_t u0, int64_t u1) {
+  pass2_body<T, kIsaAvx512>(p, partials, cps, u0, u1);
 }
 #endif
 
@@ -415,19 +389,13 @@ int choose_threads(int requested, int64_t units, int64_t elements) {
 
 template <typename T>
 void run(const EstimateParams& p, int num_threads) {
-  Job<T> job;
-  job.c = static_cast<const T*>(p.eps_cond);
-  job.u = static_cast<const T*>(p.eps_uncond);
-  job.n = static_cast<const T*>(p.noise);
-  job.out = static_cast<T*>(p.out);
-  job.p = &p;
-  job.chunks_per_sample = std::max<int64_t>(1, (p.N + kChunk - 1) / kChunk);
-  const int64_t units = p.B * job.chunks_per_sample;
-  std::vector<Sums> partials(static_cast<size_t>(units));
-  job.partials = partials.data();
+  const int64_t cps = std::max<int64_t>(1, (p.N + kChunk - 1) / kChunk);  // chunks per sample
+  const int64_t units = p.B * cps;
+  std::vector<Sums> partial_sums(static_cast<size_t>(units));
+  Sums* partials = partial_sums.data();
 
-  auto pass1 = pass1_generic<T>;
-  auto pass2 = pass2_generic<T>;
+  PassFn pass1 = pass1_generic<T>;
+  PassFn pass2 = pass2_generic<T>;
 #ifdef SSD_HAVE_AVX2_PATH
   const int isa = simd_level();
   if (isa == kIsaAvx2) {
@@ -438,7 +406,6 @@ void run(const EstimateParams& p, int num_threads) {
     pass2 = pass2_avx512<T>;
   }
 #endif
-  const int64_t cps = job.chunks_per_sample;
   const int nt = choose_threads(num_threads, units, p.B * p.N);
   // Whole samples per thread when there are enough of them: pass 2 re-reads a sample
   // right after pass 1, from cache. Otherwise units, pass 2 after all of pass 1.
@@ -452,19 +419,19 @@ void run(const EstimateParams& p, int num_threads) {
   auto worker = [&](int) {
     if (whole_samples) {
       for (int64_t b; (b = next_sample.fetch_add(1, std::memory_order_relaxed)) < p.B;) {
-        pass1(job, b * cps, (b + 1) * cps);
-        pass2(job, b * cps, (b + 1) * cps);
+        pass1(p, partials, cps, b * cps, (b + 1) * cps);
+        pass2(p, partials, cps, b * cps, (b + 1) * cps);
       }
       return;
     }
     for (int64_t u0; (u0 = next_unit1.fetch_add(kGrab, std::memory_order_relaxed)) < units;) {
       const int64_t u1 = std::min(units, u0 + kGrab);
-      pass1(job, u0, u1);
+      pass1(p, partials, cps, u0, u1);
       done_unit1.fetch_add(u1 - u0, std::memory_order_release);
     }
     spin_until([&] { return done_unit1.load(std::memory_order_acquire) == units; });  // every partial sum
     for (int64_t u0; (u0 = next_unit2.fetch_add(kGrab, std::memory_order_relaxed)) < units;)
-      pass2(job, u0, std::min(units, u0 + kGrab));
+      pass2(p, partials, cps, u0, std::min(units, u0 + kGrab));
   };
   ThreadPool::run(nt, worker);
 }

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import ssd_toolkit
-from ssd_toolkit import _arrays, _cuda_glue, _extension, core
+from ssd_toolkit import _arrays, _cuda_glue, _dispatch, _extension, core
 from ssd_toolkit.reference import STAT_NAMES, estimate_reference
 from tolerances import STATS_RTOL, TOLERANCES, assert_close_to_reference
 
@@ -50,18 +50,18 @@ def _cuda_batch():
 def test_cuda_data_without_cuda_build_raises(monkeypatch):
     monkeypatch.setattr(_extension, "has_cuda_kernel", lambda: False)
     with pytest.raises(RuntimeError, match=r"cuda:0 but ssd_toolkit was built without CUDA.*nvcc"):
-        core._choose_backend(_cuda_batch(), "auto")
+        _dispatch.choose_backend(_cuda_batch(), "auto")
     with pytest.raises(RuntimeError, match="built without CUDA"):
-        core._choose_backend(_cuda_batch(), "compiled")
+        _dispatch.choose_backend(_cuda_batch(), "compiled")
     with pytest.raises(ValueError, match="backend: 'reference' runs on host arrays"):
-        core._choose_backend(_cuda_batch(), "reference")
+        _dispatch.choose_backend(_cuda_batch(), "reference")
 
 
 def test_cuda_data_with_cuda_build_chooses_the_kernel(monkeypatch):
     monkeypatch.setattr(_extension, "has_cuda_kernel", lambda: True)
-    assert core._choose_backend(_cuda_batch(), "auto") == "cuda"
-    assert core._choose_backend(_cuda_batch(), "compiled") == "cuda"
-    assert core._choose_backend(_cuda_batch(), "torch") == "torch"
+    assert _dispatch.choose_backend(_cuda_batch(), "auto") == "cuda"
+    assert _dispatch.choose_backend(_cuda_batch(), "compiled") == "cuda"
+    assert _dispatch.choose_backend(_cuda_batch(), "torch") == "torch"
 
 
 class _ForeignCudaArray:
@@ -153,7 +153,7 @@ def test_bindings_validate_before_launching():
 
 @pytest.mark.skipif(not HAS_CUDA_BUILD or torch.cuda.is_available(), reason="needs a CUDA build on a machine without a GPU")
 def test_launch_without_a_driver_names_the_cuda_error():
-    with pytest.raises(RuntimeError, match=r"estimate_cuda launch failed: cudaError\w+"):
+    with pytest.raises(RuntimeError, match=r"ssd_toolkit estimate_cuda: \w+ failed: cudaError\w+: .* \(cudaError_t \d+\)"):
         _module().estimate_cuda(0x1000, 0x2000, 0x3000, 0x4000, 0, 0.0, 0, 1, 4, "float32", M, 0)
 
 

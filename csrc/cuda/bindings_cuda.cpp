@@ -14,11 +14,6 @@ namespace py = pybind11;
 
 namespace {
 
-[[noreturn]] void raise_cuda(const char* what, int code) {
-  throw std::runtime_error(std::string(what) + " failed: " + ssd::cuda_error_message(code) +
-                           " (cudaError_t " + std::to_string(code) + ")");
-}
-
 void estimate_cuda_py(uintptr_t eps_cond, uintptr_t eps_uncond, uintptr_t noise, uintptr_t out, uintptr_t t,
                       double t_scalar, uintptr_t stats, int64_t B, int64_t N, const std::string& dtype, double M,
                       uintptr_t stream) {
@@ -39,26 +34,12 @@ void estimate_cuda_py(uintptr_t eps_cond, uintptr_t eps_uncond, uintptr_t noise,
   if (B > 0 && N > 0 && (!eps_cond || !eps_uncond || !noise || !out))
     throw std::invalid_argument("eps_cond_ptr, eps_uncond_ptr, noise_ptr, out_ptr: expected device addresses, got 0");
   ssd::validate_params(p);  // overlapping outputs
-  int code = 0;
-  {
+  try {
     py::gil_scoped_release release;
-    code = ssd::estimate_cuda(p, reinterpret_cast<void*>(stream));
+    ssd::estimate_cuda(p, reinterpret_cast<void*>(stream));
+  } catch (const ssd::CudaError& e) {
+    throw std::runtime_error(std::string("ssd_toolkit estimate_cuda: ") + e.what());
   }
-  if (code != 0) raise_cuda("ssd_toolkit estimate_cuda launch", code);
-}
-
-int pointer_device_py(uintptr_t ptr) {
-  int code = 0;
-  const int dev = ssd::cuda_pointer_device(ptr, &code);
-  if (code != 0) raise_cuda("cudaPointerGetAttributes", code);
-  return dev;
-}
-
-int current_device_py() {
-  int code = 0;
-  const int dev = ssd::cuda_current_device(&code);
-  if (code != 0) raise_cuda("cudaGetDevice", code);
-  return dev;
 }
 
 void set_path_py(const std::string& path) {
@@ -82,12 +63,7 @@ std::string get_path_py() {
 }
 
 std::string plan_py(int64_t N, const std::string& dtype, bool aligned) {
-  if (N < 0) throw std::invalid_argument("N: expected >= 0, got " + std::to_string(N));
-  const int dt = static_cast<int>(ssd::dtype_from_name(dtype.c_str()));
-  int code = 0;
-  std::string text = ssd::cuda_launch_plan(N, dt, aligned, &code);
-  if (code != 0) raise_cuda("cuda_launch_plan", code);
-  return text;
+  return ssd::cuda_launch_plan(N, static_cast<int>(ssd::dtype_from_name(dtype.c_str())), aligned);
 }
 
 }  // namespace
@@ -112,9 +88,9 @@ Args:
 
 Raises ValueError for bad sizes/dtype/pointers and RuntimeError naming the CUDA error
 when the launch fails (no driver, wrong device, ...).)doc");
-  m.def("cuda_pointer_device", &pointer_device_py, py::arg("ptr"),
+  m.def("cuda_pointer_device", &ssd::cuda_pointer_device, py::arg("ptr"),
         "Device ordinal owning a device address (-1 for host memory); RuntimeError without a driver.");
-  m.def("cuda_current_device", &current_device_py, "The calling thread's current CUDA device.");
+  m.def("cuda_current_device", &ssd::cuda_current_device, "The calling thread's current CUDA device.");
   m.def("cuda_set_path", &set_path_py, py::arg("path"),
         "Forces the launch path: 'auto' (default), 'no_cluster' or 'split' (for tests and benchmarks).");
   m.def("cuda_get_path", &get_path_py, "The launch path set by cuda_set_path.");

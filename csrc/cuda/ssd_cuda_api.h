@@ -1,20 +1,31 @@
-// Host-side helpers of the CUDA kernel (csrc/cuda/ssd_cuda.cu) for the pybind11 glue.
-// Plain C++: no CUDA header is needed to include this file.
+// Host-side entry points of the CUDA kernel (csrc/cuda/ssd_cuda.cu) for the pybind11 glue.
+// Plain C++: no CUDA header is needed to include this file. One error convention, as the
+// CPU kernel: std::invalid_argument for bad parameters, ssd::CudaError when CUDA fails.
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 namespace ssd {
 
-// cudaGetErrorName + ": " + cudaGetErrorString of a cudaError_t value.
-const char* cuda_error_message(int code);
+// A failed CUDA runtime call: "<call> failed: <cudaGetErrorName>: <cudaGetErrorString>
+// (cudaError_t <code>)".
+class CudaError : public std::runtime_error {
+ public:
+  CudaError(const std::string& message, int code) : std::runtime_error(message), code_(code) {}
+  int code() const { return code_; }
+
+ private:
+  int code_;
+};
 
 // Device ordinal owning `ptr` (cudaPointerGetAttributes), or -1 for host / unregistered
-// memory. Returns a cudaError_t through *error (0 on success).
-int cuda_pointer_device(uintptr_t ptr, int* error);
+// memory.
+int cuda_pointer_device(uintptr_t ptr);
 
-// The calling thread's current device (cudaGetDevice); cudaError_t through *error.
-int cuda_current_device(int* error);
+// The calling thread's current device (cudaGetDevice).
+int cuda_current_device();
 
 // Which launch path estimate_cuda takes (tests use this to cover every path on one GPU).
 enum class CudaPath : int {
@@ -25,9 +36,9 @@ enum class CudaPath : int {
 void set_cuda_path(CudaPath path);
 CudaPath get_cuda_path();
 
-// Describes the launch estimate_cuda would use for (N, dtype, aligned) on the current
-// device, e.g. "resident cluster=8 vpt=1 threads=512 vec=16B"; for tests and benchmarks.
-// Returns a cudaError_t through *error.
-const char* cuda_launch_plan(int64_t N, int dtype, bool aligned, int* error);
+// Describes the launch estimate_cuda would use for samples of N elements of `dtype`
+// (a DType value) on the current device, e.g. "resident cluster=8 vpt=1 threads=512
+// vec=16B"; for tests and benchmarks.
+std::string cuda_launch_plan(int64_t N, int dtype, bool aligned);
 
 }  // namespace ssd
