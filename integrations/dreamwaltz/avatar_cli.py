@@ -40,14 +40,19 @@ def _help(name):
                 "t_sampler": ssd_toolkit.list_samplers}.get(name)  # fmt: skip
     if registry:
         text = f"{text.split(' (')[0]}: one of {', '.join(registry())}"
-    default = getattr(config_mod.AvatarConfig(), name)
-    shown = " ".join(map(str, default)) if isinstance(default, list) else default
-    text += f" (default: {shown!r})" if isinstance(shown, str) else f" (default: {shown})"
+    text += f" (default: {_shown(getattr(config_mod.AvatarConfig(), name))}"
     if name in config_mod.TINY_DEFAULTS:
         tiny = config_mod.TINY_DEFAULTS[name]
-        tiny = " ".join(map(str, tiny)) if isinstance(tiny, list) else tiny
-        text += f" (--tiny: {tiny!r})" if isinstance(tiny, str) else f" (--tiny: {tiny})"
-    return text.replace("%", "%%")
+        text += f"; --tiny: {_shown(tiny) if tiny != '' else 'built into <out>/tiny_assets'}"
+    return (text + ")").replace("%", "%%")
+
+
+def _shown(value):
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    if value == "" or value is None:
+        return "none"
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 def add_arguments(parser):
@@ -85,6 +90,15 @@ def settings_from_args(args) -> dict:
     return {k: v for k, v in vars(args).items() if k in names}
 
 
+def _quiet_hub_progress_bars():
+    """--no-progress also silences the weight-loading bars of transformers and diffusers."""
+    import diffusers.utils.logging  # noqa: PLC0415
+    import transformers.utils.logging  # noqa: PLC0415
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def _disk_error(exc: OSError):
     return CommandError(f"--out: expected room to write the run, got {type(exc).__name__}: {exc}")
 
@@ -101,11 +115,15 @@ def run_command(args):
     from .train import NonFiniteError  # noqa: PLC0415
 
     progress = not args.no_progress
+    if not progress:
+        _quiet_hub_progress_bars()
     try:
         prepared = prepare_run(cfg, resume=args.resume, progress=progress)
     except (ValueError, ImportError, OSError) as exc:
         if isinstance(exc, ModuleNotFoundError):
             raise
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            raise _disk_error(exc) from exc
         raise as_command_error(exc, FLAGS) from exc
     try:
         execute_run(prepared, progress=progress)

@@ -78,7 +78,7 @@ def load_checkpoint(path, device="cpu", required=()) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--resume: expected a checkpoint at {str(path)!r}, found none; start without --resume")
+        raise FileNotFoundError(f"--resume: expected a checkpoint at {str(path)!r}, got none; start without --resume")
 
     def refuse(what):
         return CheckpointError(f"--resume: expected a valid checkpoint at {str(path)!r}, got {what}; nothing was changed")

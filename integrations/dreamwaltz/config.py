@@ -284,7 +284,7 @@ def resolve(cli: dict, config_file=None, resume: bool = False) -> AvatarConfig:
         saved_path = out / CONFIG_NAME
         if not saved_path.is_file():
             raise FileNotFoundError(
-                f"--resume: expected a previous run's {CONFIG_NAME} in {str(out)!r}, found none; start without --resume"
+                f"--resume: expected a previous run's {CONFIG_NAME} in {str(out)!r}, got none; start without --resume"
             )
         saved = normalize_keys(json.loads(saved_path.read_text()), f"saved config {str(saved_path)!r}")
         changed = [k for k in RESUME_FIXED if k in explicit and explicit[k] != saved.get(k)]

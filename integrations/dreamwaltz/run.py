@@ -157,6 +157,7 @@ class PreparedRun:
     lock: OutputLock
     log: object
     started: float
+    log_lines: list  # on resume: the records of log.jsonl up to the checkpoint's step
 
 
 def _check_inputs(cfg, resume: bool) -> Path:
@@ -170,7 +171,7 @@ def _check_inputs(cfg, resume: bool) -> Path:
             f"out: {str(out)!r} already holds a run ({checkpoint}); pass --resume to continue it or choose another --out"
         )
     if resume and not checkpoint.is_file():
-        raise FileNotFoundError(f"--resume: expected a checkpoint at {str(checkpoint)!r}, found none")
+        raise FileNotFoundError(f"--resume: expected a checkpoint at {str(checkpoint)!r}, got none")
     _pick_device(cfg)
     check_body_path(cfg)
     for name in ("sd_model", "controlnet"):  # a local path must exist; anything else is a hub id
@@ -195,7 +196,7 @@ def prepare_run(cfg, resume: bool = False, progress: bool = True, log=print) -> 
         ImportError: controlnet_aux's drawing module is missing (with the install command).
         OSError: networks that cannot be loaded; a full disk while building --tiny assets.
     """
-    from .train import Trainer  # noqa: PLC0415
+    from .train import Trainer, read_log  # noqa: PLC0415
 
     started = time.perf_counter()
     out = _check_inputs(cfg, resume)
@@ -215,14 +216,16 @@ def prepare_run(cfg, resume: bool = False, progress: bool = True, log=print) -> 
         if cfg.latent_size % down:
             raise ValueError(f"latent_size: expected a multiple of {down} (the UNet downsamples {down}x), got {cfg.latent_size}")
         trainer = Trainer(cfg, guidance, body, device, amp)
+        log_lines = []
         if resume:
             trainer.resume(out / "checkpoints")
+            log_lines = read_log(out / "log.jsonl", trainer.step)
     except BaseException:
         lock.release()
         if created:
             shutil.rmtree(out, ignore_errors=True)
         raise
-    return PreparedRun(cfg, out, resume, device, amp, body, guidance, trainer, lock, log, started)
+    return PreparedRun(cfg, out, resume, device, amp, body, guidance, trainer, lock, log, started, log_lines)
 
 
 def run_avatar(cfg, resume: bool = False, progress: bool = True, log=print) -> RunResult:
@@ -255,7 +258,7 @@ def execute_run(prepared: PreparedRun, progress: bool = True) -> RunResult:
 
 def _train_and_report(prepared: PreparedRun, progress: bool) -> RunResult:
     from .preview import PREVIEW_AZIMUTHS, preview_grid, render_views, view_cameras, write_png  # noqa: PLC0415
-    from .train import NonFiniteError, read_log, truncate_log  # noqa: PLC0415
+    from .train import NonFiniteError, read_log  # noqa: PLC0415
     from .turntable import make_turntable  # noqa: PLC0415
 
     cfg, out, trainer, guidance, body = prepared.cfg, prepared.out, prepared.trainer, prepared.guidance, prepared.body
@@ -268,7 +271,7 @@ def _train_and_report(prepared: PreparedRun, progress: bool) -> RunResult:
     body_fit = None
     if prepared.resume:
         start = trainer.step
-        truncate_log(log_path, start)
+        atomic_write_bytes(log_path, "".join(line + "\n" for line in prepared.log_lines).encode())
         log(f"resumed {out} at step {start} of {cfg.steps}")
     else:
         body_fit = trainer.init_from_body(progress)

@@ -265,11 +265,3 @@ def read_log(path, last_step: int) -> list:
         if step <= last_step:
             kept.append(line)
     return kept
-
-
-def truncate_log(path, last_step: int) -> list:
-    """Keep only the records of ``path`` with ``step <= last_step`` (see ``read_log``); returns them."""
-    kept = read_log(path, last_step)
-    if Path(path).is_file():
-        atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
-    return kept
