@@ -7,9 +7,8 @@ condition images repeated to the whole stacked batch, apply the estimator in flo
 multiply by ``w(t)``. Unlike DreamWaltz, any batch size works, and t, the condition image
 and the text (view prompt) may all differ per sample.
 
-``ControlNetGuidance.estimate`` is DreamWaltz's call (so a DreamWaltz checkout can swap
-its ``ControllableScoreDistillationSampling`` for this class); ``threestudio.py`` wraps the
-same object in threestudio's call.
+DreamWaltz's own trainer uses ``dreamwaltz_compat.ControllableScoreDistillationSampling``
+(its constructor and methods around this class); see docs/integrations/dreamwaltz.md.
 """
 
 from __future__ import annotations
@@ -148,6 +147,31 @@ def _check_batch(name, x, B, ndim):
     if x.shape[0] == 1:
         return x.expand(B, *x.shape[1:])
     raise ValueError(f"{name}: expected batch {B} (or 1, repeated), got shape {list(x.shape)}")
+
+
+def _per_net(conditions, fn):
+    """``fn`` on one condition tensor, or on each of a list (one per ControlNet); None stays None."""
+    if conditions is None:
+        return None
+    if isinstance(conditions, (list, tuple)):
+        return [fn(c) for c in conditions]
+    return fn(conditions)
+
+
+def _scales(controlnet, scale):
+    """``controlnet_conditioning_scale`` as the ControlNet takes it: a float, or one float per
+    net of a ``MultiControlNetModel`` (a single float is repeated)."""
+    nets = getattr(controlnet, "nets", None)
+    if nets is None:
+        if isinstance(scale, (list, tuple)):
+            raise ValueError(f"controlnet_conditioning_scale: expected a float (one ControlNet), got {list(scale)}")
+        return float(scale)
+    scales = list(scale) if isinstance(scale, (list, tuple)) else [scale] * len(nets)
+    if len(scales) != len(nets):
+        raise ValueError(
+            f"controlnet_conditioning_scale: expected a float or {len(nets)} floats (one per ControlNet), got {scales}"
+        )
+    return [float(x) for x in scales]
 
 
 def _to_condition_tensor(item, size, device, name="cond_inputs"):
@@ -322,6 +346,25 @@ class ControlNetGuidance:
             )
         return t.contiguous()
 
+    def _conditions(self, conditions, B, latents):
+        """``conditions`` as guide() documents it -> float32 ``[B, 3, 8h, 8w]`` (a list of
+        them for a ``MultiControlNetModel``), or None."""
+        if conditions is None:
+            return None
+        side = (latents.shape[-2] * self.vae_scale_factor, latents.shape[-1] * self.vae_scale_factor)
+        nets = getattr(self.models.controlnet, "nets", None)
+        if nets is None and isinstance(conditions, (list, tuple)):
+            raise ValueError(f"conditions: expected one tensor (one ControlNet is loaded), got a list of {len(conditions)}")
+        if nets is None:
+            return _to_condition_tensor(_check_batch("conditions", conditions, B, 4), side, self.device, "conditions")
+        if not isinstance(conditions, (list, tuple)) or len(conditions) != len(nets):
+            got = f"a list of {len(conditions)}" if isinstance(conditions, (list, tuple)) else _describe(conditions)
+            raise ValueError(f"conditions: expected a list of {len(nets)} tensors (one per ControlNet), got {got}")
+        return [
+            _to_condition_tensor(_check_batch(f"conditions[{i}]", c, B, 4), side, self.device, f"conditions[{i}]")
+            for i, c in enumerate(conditions)
+        ]
+
     def predict_noise(self, latents_noisy, t, text_embeddings, conditions=None, controlnet_conditioning_scale=1.0,
                       cross_attention_kwargs=None):
         """One ControlNet + UNet call (no grad) on an already-stacked batch.
@@ -330,8 +373,10 @@ class ControlNetGuidance:
             latents_noisy: ``[K, 4, h, w]``.
             t: ``[K]`` int64.
             text_embeddings: ``[K, 77, D]``.
-            conditions: ``[K, 3, 8h, 8w]`` in [0, 1], or None to skip the ControlNet.
-            controlnet_conditioning_scale: multiplies the ControlNet residuals.
+            conditions: ``[K, 3, 8h, 8w]`` in [0, 1] (a list of them, one per net, for a
+                ``MultiControlNetModel``), or None to skip the ControlNet.
+            controlnet_conditioning_scale: multiplies the ControlNet residuals (a float, or
+                one per net for a ``MultiControlNetModel``).
             cross_attention_kwargs: passed to both networks.
 
         Returns:
@@ -345,8 +390,8 @@ class ControlNetGuidance:
         with torch.no_grad():
             if conditions is not None and m.controlnet is not None:
                 down, mid = m.controlnet(
-                    x, t, encoder_hidden_states=text, controlnet_cond=conditions.to(self.dtype),
-                    conditioning_scale=float(controlnet_conditioning_scale),
+                    x, t, encoder_hidden_states=text, controlnet_cond=_per_net(conditions, lambda c: c.to(self.dtype)),
+                    conditioning_scale=_scales(m.controlnet, controlnet_conditioning_scale),
                     cross_attention_kwargs=cross_attention_kwargs, return_dict=False,
                 )
                 extra = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
@@ -377,12 +422,14 @@ class ControlNetGuidance:
             text_uncond: ``[B or 1, 77, D]``; required when the estimator has an "uncond"
                 branch (SSD, SDS, CSD).
             conditions: ``[B or 1, 3, H, W]`` float in [0, 1] (skeleton images), resized to
-                ``8h x 8w``; None runs the UNet without ControlNet.
+                ``8h x 8w``; with a ``MultiControlNetModel`` a list of such tensors, one per
+                net in its order; None runs the UNet without ControlNet.
             train_step: the training step (drives the timestep sampler).
             max_iteration: the run length; unused by the step itself (the named samplers
                 take their horizon at construction), kept for DreamWaltz's signature.
             t: None to sample; else a scalar or ``[B]`` integer timesteps.
-            controlnet_conditioning_scale: ControlNet residual scale.
+            controlnet_conditioning_scale: ControlNet residual scale (a float, or a list
+                with one per net of a ``MultiControlNetModel``).
             text_negative: ``[B or 1, 77, D]``; required when the estimator has a
                 "negative" branch (defaults to ``negative_prompt``'s embedding).
             noise: None to draw (seeded generator); else ``[B, 4, h, w]``.
@@ -420,15 +467,13 @@ class ControlNetGuidance:
         x0 = latents.detach().to(device=self.device, dtype=torch.float32)
         abar = self.alphas_cumprod[t].view(B, 1, 1, 1)
         latents_noisy = abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
-        if conditions is not None:
-            side = (latents.shape[-2] * self.vae_scale_factor, latents.shape[-1] * self.vae_scale_factor)
-            conditions = _to_condition_tensor(_check_batch("conditions", conditions, B, 4), side, self.device, "conditions")
+        conditions = self._conditions(conditions, B, latents)
         k = len(branches)
         eps = self.predict_noise(
             latents_noisy.repeat(k, 1, 1, 1),
             t.repeat(k),
             torch.cat(stacked_text, dim=0),
-            None if conditions is None else conditions.repeat(k, 1, 1, 1),
+            _per_net(conditions, lambda c: c.repeat(k, 1, 1, 1)),
             controlnet_conditioning_scale,
             cross_attention_kwargs,
         )
@@ -463,91 +508,6 @@ class ControlNetGuidance:
             weights=w,
             diagnostics=diagnostics,
         )
-
-    # ------------------------------------------------------- DreamWaltz's contract
-
-    def estimate(
-        self,
-        text_embeddings,
-        inputs,
-        train_step,
-        max_iteration,
-        cond_inputs=None,
-        controlnet_conditioning_scale=1.0,
-        cross_attention_kwargs=None,
-        backward=True,
-    ):
-        """DreamWaltz's ``ControllableScoreDistillationSampling.estimate``, any batch size.
-
-        Args:
-            text_embeddings: ``[2N, 77, D]`` as ``[uncond; cond]`` (per-sample view prompts
-                allowed). A "negative" branch, if the estimator has one, uses
-                ``negative_prompt``.
-            inputs: latents ``[N, 4, h, w]`` (latent-NeRF renders) or RGB ``[N, 3, H, W]``
-                in [0, 1], VAE-encoded in the graph (``encode_rgb``).
-            train_step, max_iteration: the training step and run length; the timestep
-                comes from the sampler at ``train_step``.
-            cond_inputs: None (no ControlNet) or a list with one entry for the ControlNet:
-                a PIL image, a list of N PIL images, or a ``[N or 1, 3, H, W]`` tensor in
-                [0, 1]; resized to ``8h x 8w`` (512x512 for 64x64 latents), repeated to
-                the stacked batch.
-            controlnet_conditioning_scale: ControlNet residual scale.
-            cross_attention_kwargs: passed to the UNet and ControlNet.
-            backward: call ``latents.backward(gradient=gradients)`` here.
-
-        Returns:
-            dict with ``latents`` (the latents, still in the graph), ``latents_denoise``
-            (one-step ``x0`` estimate from the standard-CFG ``eps_u + s (eps_c - eps_u)``
-            with ``guidance_scale``; from ``eps_cond`` when there is no uncond branch),
-            ``gradients`` (``w(t) * E``), ``noise_residual`` (the unweighted estimator
-            output ``E``: ``eps_cfg - noise`` for SDS, SSD's ``h`` or rescaled
-            ``eps_tilde`` for SSD, ``h`` for CSD), ``t`` ``[N]`` and ``diagnostics``.
-        """
-        torch = _torch()
-        if not isinstance(inputs, torch.Tensor) or inputs.ndim != 4:
-            raise ValueError(f"inputs: expected latents [N, 4, h, w] or RGB [N, 3, H, W], got {_describe(inputs)}")
-        latents = self.encode_rgb(inputs) if inputs.shape[1] == 3 else inputs
-        N = int(latents.shape[0])
-        if not isinstance(text_embeddings, torch.Tensor) or text_embeddings.ndim != 3:
-            raise ValueError(f"text_embeddings: expected [2N, 77, D] as [uncond; cond], got {_describe(text_embeddings)}")
-        if text_embeddings.shape[0] not in (2, 2 * N):
-            raise ValueError(
-                f"text_embeddings: expected batch 2N = {2 * N} (or 2) as [uncond; cond], got {text_embeddings.shape[0]}"
-            )
-        text_uncond, text_cond = text_embeddings.chunk(2, dim=0)
-        conditions = None
-        if cond_inputs is not None:
-            items = list(cond_inputs) if isinstance(cond_inputs, (list, tuple)) else [cond_inputs]
-            if len(items) != 1:
-                raise ValueError(
-                    f"cond_inputs: expected one entry (one ControlNet is loaded), got {len(items)} condition types"
-                )
-            side = (latents.shape[-2] * self.vae_scale_factor, latents.shape[-1] * self.vae_scale_factor)
-            conditions = _to_condition_tensor(items[0], side, self.device)
-        out = self.guide(
-            latents, text_cond, text_uncond, conditions, train_step, max_iteration,
-            controlnet_conditioning_scale=controlnet_conditioning_scale,
-            cross_attention_kwargs=cross_attention_kwargs,
-        )
-        if out.eps_uncond is not None:
-            eps_guided = out.eps_uncond + self.guidance_scale * (out.eps_cond - out.eps_uncond)
-        else:
-            eps_guided = out.eps_cond
-        abar = self.alphas_cumprod[out.t].view(N, 1, 1, 1)
-        latents_denoise = (out.latents_noisy - (1.0 - abar).sqrt() * eps_guided) / abar.sqrt()
-        if backward:
-            latents.backward(gradient=out.gradients)
-        return {
-            "latents": latents,
-            "latents_denoise": latents_denoise,
-            "gradients": out.gradients,
-            "noise_residual": out.estimate,
-            "t": out.t,
-            "diagnostics": out.diagnostics,
-        }
-
-
-ControllableScoreDistillationSampling = ControlNetGuidance
 
 
 def _branch_diagnostics(eps, gradients):
@@ -594,3 +554,12 @@ def load_guidance(
         seed=seed,
         grad_norm=grad_norm,
     )
+
+
+def __getattr__(name):
+    # DreamWaltz's class name, importable from here too; loaded on first use
+    if name == "ControllableScoreDistillationSampling":
+        from .dreamwaltz_compat import ControllableScoreDistillationSampling  # noqa: PLC0415
+
+        return ControllableScoreDistillationSampling
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

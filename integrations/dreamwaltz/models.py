@@ -124,12 +124,41 @@ def load_models(
     vae = _load("sd_model", diffusers.AutoencoderKL, sd_model, "vae", torch_dtype=dtype)
     unet = _load("sd_model", diffusers.UNet2DConditionModel, sd_model, "unet", torch_dtype=dtype)
     scheduler = _load("sd_model", diffusers.DDPMScheduler, sd_model, "scheduler")
-    control = None
-    if controlnet is not None:
-        control = _load("controlnet", diffusers.ControlNetModel, str(controlnet), torch_dtype=dtype)
-    for net in (text_encoder, vae, unet, control):
-        if net is not None:
-            net.to(device)  # dtype already set by torch_dtype
-            net.requires_grad_(False)
-            net.eval()
+    control = None if controlnet is None else load_controlnet(controlnet, device=device, dtype=dtype)
+    for net in (text_encoder, vae, unet):
+        _freeze(net, device)
     return GuidanceModels(tokenizer, text_encoder, vae, unet, control, scheduler, device, dtype)
+
+
+def _freeze(net, device):
+    net.to(device)  # dtype already set by torch_dtype
+    net.requires_grad_(False)
+    net.eval()
+    return net
+
+
+def load_controlnet(source, device="cpu", dtype="float32"):
+    """One ``diffusers.ControlNetModel`` from a hub id or local directory, frozen on ``device``.
+
+    Raises:
+        ImportError / OSError / ValueError: as ``load_models``.
+    """
+    torch, diffusers, _ = _require()
+    dtype = _resolve_dtype(torch, dtype)
+    net = _load("controlnet", diffusers.ControlNetModel, str(source), torch_dtype=dtype)
+    return _freeze(net, torch.device(device))
+
+
+def load_sampling_scheduler(sd_model):
+    """The scheduler class the checkpoint names (``scheduler/scheduler_config.json``'s
+    ``_class_name``, e.g. PNDM for SD 1.5), for image sampling through diffusers pipelines.
+
+    Raises:
+        OSError: no scheduler config (``load_models`` on the same source explains it).
+    """
+    _, diffusers, _ = _require()
+    config = diffusers.DDPMScheduler.load_config(str(sd_model), subfolder="scheduler")
+    cls = getattr(diffusers, str(config.get("_class_name", "")), None)
+    if not (isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin)):
+        cls = diffusers.DDPMScheduler
+    return cls.from_config(config)

@@ -1,10 +1,11 @@
 """A tiny random Stable-Diffusion-like model set, for offline tests and smoke runs.
 
 ``build_tiny_pipeline(path)`` writes, with ``save_pretrained``, the diffusers layout of an
-SD 1.x checkpoint (``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``)
-plus an openpose-style ``controlnet/`` directory, all random and a few MB in total. It
-loads back through the same ``from_pretrained`` path as the real models
-(``models.load_models(path, path + "/controlnet")``). Nothing is downloaded.
+SD 1.x checkpoint (``model_index.json``, ``unet/``, ``vae/``, ``text_encoder/``,
+``tokenizer/``, ``scheduler/``) plus an openpose-style ``controlnet/`` directory, all random
+and a few MB in total. It loads back through the same ``from_pretrained`` paths as the real
+models (``models.load_models(path, path + "/controlnet")``, or a diffusers pipeline's
+``from_pretrained(path)``). Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -141,12 +142,16 @@ def build_tiny_pipeline(path, seed: int = 0):
             pad_token_id=vocab_size - 1,
         )
         text_encoder = transformers.CLIPTextModel(text_config)
+    # SD 1.5's schedule and sampling settings (steps_offset 1, no sample clipping)
     scheduler = diffusers.DDPMScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        steps_offset=1, clip_sample=False,
     )
-    unet.save_pretrained(str(root / "unet"))
+    tokenizer = transformers.CLIPTokenizer.from_pretrained(str(root / "tokenizer"))
+    pipeline = diffusers.StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipeline.save_pretrained(str(root))  # every component + model_index.json
     controlnet.save_pretrained(str(root / "controlnet"))
-    vae.save_pretrained(str(root / "vae"))
-    text_encoder.save_pretrained(str(root / "text_encoder"))
-    scheduler.save_pretrained(str(root / "scheduler"))
     return root

@@ -1,0 +1,119 @@
+"""DreamWaltz's ``guide.*`` fields as the drop-in guidance reads them, and the fields it adds.
+
+DreamWaltz's ``GuideConfig`` (``configs/train_config.py``) is a pyrallis dataclass; pyrallis
+rejects keys the dataclass does not declare. ``register_guide_fields`` adds ours
+(``estimator``, ``ssd_M``) to that class, with defaults, so ``--guide.estimator sds`` and a
+YAML ``guide: {estimator: ...}`` parse. Importing ``dreamwaltz_compat`` calls it when
+DreamWaltz's config module is already loaded, which DreamWaltz's ``core/trainer.py`` does
+before its guidance import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import sys
+from dataclasses import dataclass
+
+from .dw_schedules import check_guidance_adjust
+
+# DreamWaltz's GuideConfig defaults, for a guide_cfg that lacks a field (or is None)
+DREAMWALTZ_GUIDE_DEFAULTS = {
+    "loss_type": "sjc",
+    "guidance_adjust": "constant",
+    "min_timestep": 0.02,
+    "max_timestep": 0.98,
+    "time_sampling": "uniform",
+    "time_prior": "uniform",
+    "grad_clip": False,
+    "grad_norm": True,
+}
+# the fields this package adds: (name, type, default)
+EXTRA_GUIDE_FIELDS = (("estimator", str, "ssd"), ("ssd_M", float, 200.0))
+LOSS_TYPES = ("sjc", "sjc-v2", "dreamfusion", "stable-dreamfusion", "latent-nerf")
+DREAMWALTZ_CONFIG_MODULE = "configs.train_config"
+
+
+@dataclass(frozen=True)
+class GuideSettings:
+    """The validated ``guide.*`` values the drop-in uses (DreamWaltz's names)."""
+
+    loss_type: str
+    guidance_adjust: str
+    min_timestep: float
+    max_timestep: float
+    time_sampling: str
+    time_prior: str
+    grad_clip: bool
+    grad_norm: bool
+    estimator: str
+    ssd_M: float
+
+
+def read_guide_cfg(guide_cfg, loss_type=None):
+    """``GuideSettings`` from DreamWaltz's ``GuideConfig`` (or any object with those
+    attributes; None for all defaults).
+
+    Args:
+        guide_cfg: the trainer's ``cfg.guide``.
+        loss_type: the constructor's ``weight_mode`` (DreamWaltz passes ``guide.loss_type``);
+            None reads ``guide_cfg.loss_type``.
+
+    Raises:
+        ValueError: an unknown ``loss_type`` or ``guidance_adjust``; the message names the
+            field. Timestep fields are checked by ``DreamWaltzTimesteps``, the estimator
+            by the guidance.
+    """
+    values = {}
+    for name, default in DREAMWALTZ_GUIDE_DEFAULTS.items():
+        values[name] = getattr(guide_cfg, name, default)
+    for name, _, default in EXTRA_GUIDE_FIELDS:
+        values[name] = getattr(guide_cfg, name, default)
+    if loss_type is not None:
+        values["loss_type"] = loss_type
+    if values["loss_type"] not in LOSS_TYPES:
+        raise ValueError(f"guide.loss_type (weight_mode): expected one of {LOSS_TYPES}, got {values['loss_type']!r}")
+    check_guidance_adjust(values["guidance_adjust"])
+    values["grad_clip"], values["grad_norm"] = bool(values["grad_clip"]), bool(values["grad_norm"])
+    values["ssd_M"] = float(values["ssd_M"])
+    values["estimator"] = str(values["estimator"])
+    return GuideSettings(**values)
+
+
+def register_guide_fields(config_cls=None):
+    """Add ``EXTRA_GUIDE_FIELDS`` (with defaults) to DreamWaltz's ``GuideConfig`` dataclass.
+
+    Args:
+        config_cls: the dataclass to extend; None takes ``GuideConfig`` from DreamWaltz's
+            ``configs.train_config`` if that module is loaded (else does nothing).
+
+    Returns:
+        The class extended (the same object, so ``TrainConfig``'s annotation sees the
+        fields), or None when there was nothing to extend. Calling it again is harmless.
+    """
+    if config_cls is None:
+        module = sys.modules.get(DREAMWALTZ_CONFIG_MODULE)
+        config_cls = getattr(module, "GuideConfig", None)
+        if config_cls is None:
+            return None
+    if not dataclasses.is_dataclass(config_cls):
+        raise TypeError(f"config_cls: expected a dataclass, got {config_cls!r}")
+    present = {f.name: f for f in dataclasses.fields(config_cls)}
+    missing = [(n, t, d) for n, t, d in EXTRA_GUIDE_FIELDS if n not in present]
+    if not missing:
+        return config_cls
+    annotations = config_cls.__dict__.get("__annotations__", {})
+    for f in present.values():  # re-declare every field so re-processing keeps its default
+        setattr(config_cls, f.name, f)
+    for name, typ, default in missing:
+        annotations[name] = typ
+        setattr(config_cls, name, dataclasses.field(default=default))
+    config_cls.__annotations__ = annotations
+    for name in ("__init__", "__repr__", "__eq__", "__match_args__"):
+        # dataclass() keeps methods already in the class: drop the ones it generated
+        method = config_cls.__dict__.get(name)
+        generated = getattr(inspect.unwrap(method), "__code__", None) if callable(method) else None
+        if name == "__match_args__" or (generated is not None and generated.co_filename == "<string>"):
+            if name in config_cls.__dict__:
+                delattr(config_cls, name)
+    return dataclasses.dataclass(config_cls)
