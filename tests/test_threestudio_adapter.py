@@ -122,6 +122,16 @@ def test_decode_and_encode(tiny_dir):
     assert g.encode_images(torch.rand(2, 3, 32, 32)).shape == (2, 4, 8, 8)
 
 
+def test_half_precision_weights_keep_float32_losses(tiny_dir):
+    g = ThreestudioGuidance({"pretrained_model_name_or_path": str(tiny_dir)})  # threestudio's default: fp16 weights
+    assert g.weights_dtype == torch.float16
+    rgb = torch.rand(2, 64, 64, 3, requires_grad=True)
+    out = g(rgb, PromptOutput(g.guidance.encode_prompts), **camera_batch(2))
+    out["loss_sds"].backward()
+    assert out["loss_sds"].dtype == torch.float32 and rgb.grad.dtype == torch.float32
+    assert torch.isfinite(rgb.grad).all() and float(rgb.grad.abs().sum()) > 0
+
+
 @pytest.mark.parametrize(
     "cfg, exc, match",
     [
