@@ -19,9 +19,10 @@ Measured per batch size B:
 Reference: DreamWaltz reports about 1 hour for 30k iterations of a canonical avatar on an
 RTX 3090 at batch 1, i.e. ~120 ms per iteration (~8.3 it/s).
 
-GPU (the measurement that matters)::
+GPU (the measurement that matters; writes bench/results/avatar_<gpu>.{json,md})::
 
     python bench/bench_avatar.py                       # cuda, fp16, batch 1 4 8
+    python bench/bench_avatar.py --dry-run             # arguments and imports only, no networks
 
 CPU smoke of the same code (fp32; an SD-size UNet on 2 cores takes tens of seconds)::
 
@@ -40,7 +41,7 @@ from pathlib import Path
 import torch
 
 import ssd_toolkit
-from common import machine_info, median_time, write_results
+from common import gpu_slug, machine_info, median_time, write_results
 
 DREAMWALTZ_SECONDS_PER_ITER = 3600.0 / 30000  # 30k iterations in about an hour, RTX 3090, batch 1
 
@@ -85,10 +86,11 @@ def build_sd15_guidance(device, dtype, seed=0):
     from ssd_toolkit.integrations.dreamwaltz.tiny import build_tiny_pipeline
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**SD15_UNET)
-    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=SD15_CONTROLNET_EMBEDDING)
-    vae = AutoencoderKL(**SD15_VAE)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**SD15_TEXT))
+    with torch.device(device):  # random initialisation on the device: seconds on a GPU, not minutes
+        unet = UNet2DConditionModel(**SD15_UNET)
+        controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=SD15_CONTROLNET_EMBEDDING)
+        vae = AutoencoderKL(**SD15_VAE)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**SD15_TEXT))
     with tempfile.TemporaryDirectory() as tmp:  # an offline byte-level CLIP tokenizer
         tokenizer = CLIPTokenizer.from_pretrained(str(build_tiny_pipeline(Path(tmp) / "tiny") / "tokenizer"))
     scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
@@ -174,11 +176,25 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--only", choices=("guidance", "train", "both"), default="both")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--name", default=None, help="results file stem (default avatar_<device>)")
+    parser.add_argument("--name", default=None, help="results file stem (default avatar_<gpu name> or avatar_cpu)")
+    parser.add_argument("--out-dir", default=None, help="where the results files go (default bench/results)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check the arguments and that diffusers, transformers and smplx are installed; build nothing")
     args = parser.parse_args(argv)
+    for name in ("steps", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name}: expected a positive integer, got {value}")
+    if args.warmup < 0 or min(args.batch) < 1:
+        parser.error(f"--warmup, --batch: expected warmup >= 0 and batches >= 1, got {args.warmup} and {args.batch}")
+    if args.dry_run:
+        return dry_run(args, parser)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        parser.error(f"--device: expected a torch device such as cuda or cpu, got {args.device!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch.cuda.is_available() is False; use --device cpu")
     dtype = torch.float16 if device.type == "cuda" else torch.float32
@@ -219,8 +235,28 @@ def main(argv=None):
              "in ~1 h on an RTX 3090 at batch 1 = 0.12 s/iteration. "
              + ("CPU numbers: fp32 on a shared 2-core machine, a smoke test of the code path only, not comparable "
                 "with the GPU reference." if device.type == "cpu" else ""))
-    print(write_results(args.name or f"avatar_{device.type}", rows, columns, params, machine, notes))
+    default_name = f"avatar_{gpu_slug(machine['gpu'])}" if device.type == "cuda" else f"avatar_{device.type}"
+    print(write_results(args.name or default_name, rows, columns, params, machine, notes, out_dir=args.out_dir))
+    return 0
+
+
+def dry_run(args, parser):
+    """Arguments, and that the packages are installed (not imported): no networks, no device work."""
+    import importlib.util  # noqa: PLC0415
+
+    try:
+        torch.device(args.device)
+    except RuntimeError:
+        parser.error(f"--device: expected a torch device such as cuda or cpu, got {args.device!r}")
+    missing = [m for m in ("diffusers", "transformers", "smplx", "ssd_toolkit.integrations.dreamwaltz")
+               if importlib.util.find_spec(m) is None]
+    print(f"bench_avatar dry run: device {args.device}, batches {args.batch}, {args.warmup} warm-up + {args.steps} "
+          f"timed steps, measuring {args.only}; SD 1.5 UNet blocks {SD15_UNET['block_out_channels']}")
+    if missing:
+        print("bench_avatar: not installed: " + ", ".join(missing), file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

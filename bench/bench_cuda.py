@@ -5,6 +5,7 @@ From the repository root, with the package built with nvcc:
     python bench/bench_cuda.py                 # every shape, fp32 + fp16 -> bench/results/cuda_<gpu>.{json,md}
     python bench/bench_cuda.py --short         # the GPU check's version: fewer repeats, one compile
     python bench/bench_cuda.py --dry-run       # no GPU: the rows, input rotation and working sets
+    python bench/bench_cuda.py --plans         # the launch plan of every shape, dtype, alignment and path
 
 Per shape and dtype (timesteps spread over both branches, M = 500), in one run:
   * check: the fused result against eager PyTorch in float64 (``_torch_impl.estimate_torch``
@@ -80,6 +81,8 @@ def parse_args(argv=None):
                         "torch.compile only at 8,4,64,64 float32")
     p.add_argument("--l2-mib", type=float, default=None, help="L2 size for the rotation (default: the device's)")
     p.add_argument("--dry-run", action="store_true", help="no GPU: print the rows and the input rotation, then exit")
+    p.add_argument("--plans", action="store_true", help="print the launch plans of the shapes (all dtypes, both "
+                   "alignments, every path) on this device, then exit")
     p.add_argument("--name", default=None, help="results file stem (default cuda_<gpu name>)")
     p.add_argument("--out-dir", default=None, help="where the results files go (default bench/results)")
     p.add_argument("--no-write", action="store_true", help="print only; write no results files")
@@ -126,6 +129,21 @@ def dry_run(args):
         print(f"{shape_text:>16} {dtype:>9} {path:>10} {n_sets:>6} {n_sets * set_bytes / 2**20:>13.1f} "
               f"{'yes' if compiled else '-':>8}")
     return 0
+
+
+def print_plans(module, shapes):
+    """The launch plan ``cuda_launch_plan`` gives for each shape x dtype x alignment x path."""
+    print(f"{'shape':>16} {'dtype':>9} {'path':>10}  aligned / misaligned")
+    try:
+        for shape_text in shapes:
+            N = math.prod(int(s) for s in shape_text.split(",")[1:])
+            for dtype in DTYPES:
+                for path in ("auto", "no_cluster", "split"):
+                    module.cuda_set_path(path)
+                    plans = [module.cuda_launch_plan(N, dtype, aligned) for aligned in (True, False)]
+                    print(f"{shape_text:>16} {dtype:>9} {path:>10}  {plans[0]} / {plans[1]}")
+    finally:
+        module.cuda_set_path("auto")
 
 
 def gpu_info(torch):
@@ -319,6 +337,9 @@ def main(argv=None):
         print(f"bench_cuda: ssd_toolkit._C has no CUDA kernel ({_extension.backends()})", file=sys.stderr)
         return 2
     bench = Bench(torch, args)
+    if args.plans:
+        print_plans(bench.module, list(dict.fromkeys([*args.shapes, args.forced_shape])))
+        return 0
     machine = machine_info()
     machine["loadavg_start"] = machine["loadavg_1_5_15"]
     machine.update(gpu_info(torch))

@@ -16,9 +16,8 @@ if [ "${1:-}" != "--check" ]; then
   mapfile -t specs < <(grep -v '^\s*#' "$LIST" | grep -v '^\s*$')
   rm -rf "$DEST" && mkdir -p "$DEST"
   platforms=()
-  for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64; do
-    platforms+=(--platform "$p")
-  done
+  for n in $(seq 39 -1 17); do platforms+=(--platform "manylinux_2_${n}_x86_64"); done  # pip matches N exactly
+  platforms+=(--platform manylinux2014_x86_64 --platform manylinux1_x86_64)
   "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     "${platforms[@]}" -d "$DEST" "${specs[@]}"
 fi

@@ -23,6 +23,9 @@ import zipfile
 from pathlib import Path
 
 LIMIT_BYTES = 64 * 2**20
+GLIBC_MINOR_MAX = 39  # manylinux_2_N wheels up to N = 39 run on the GPU machine's image
+PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in range(GLIBC_MINOR_MAX, 16, -1)] + ["manylinux2014_x86_64",
+                                                                                 "manylinux1_x86_64"]
 MACHINE_LIST = Path(__file__).with_name("gpu_machine_packages.txt")
 # Requirements that the listed packages declare but never import on Python 3.12.
 UNNEEDED_AT_RUN_TIME = {"importlib-metadata": "diffusers imports it only on Python < 3.8, controlnet_aux never"}
@@ -54,7 +57,7 @@ def tag_ok(m):
     if (m["py"], m["abi"], m["plat"]) == ("py3", "none", "any"):
         return True
     return m["py"] in ("cp312", "py3") and m["abi"] in ("cp312", "abi3", "none") and all(
-        re.fullmatch(r"manylinux(1|2010|2014|_2_\d+)_x86_64", p) for p in m["plat"].split("."))
+        p in PLATFORMS or p == "manylinux2010_x86_64" for p in m["plat"].split("."))
 
 
 def requirements(wheel):
@@ -124,7 +127,7 @@ def check(list_path, folder, allow_missing=False):
 
 def pip_dry_run(wheels):
     command = [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-index", "--only-binary=:all:",
-               "--python-version", "3.12", "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",
+               "--python-version", "3.12", "--implementation", "cp", *(f"--platform={p}" for p in PLATFORMS),
                "--target", "/tmp/ssd_gpu_wheels_dry_run", *map(str, wheels)]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=120)

@@ -3,10 +3,11 @@
 Run under each tool by scripts/cuda_sanitize.sh (filtered to our kernels, with
 PYTORCH_NO_CUDA_MEMORY_CACHING=1 so every tensor is its own allocation and an access one
 element past an array is outside it). Each case builds its inputs on the host, copies them
-to the device (no other kernel runs), calls ``ssd_toolkit.estimate`` under a forced launch
-path, and compares E (and the stats) with the float64 NumPy reference and the tolerance
-table of tests/tolerances.py. Misaligned cases view an allocation one element past its
-start, so the last element of the view is the last of the allocation.
+to the device (no other kernel runs), calls ``ssd_toolkit.estimate(..., backend="compiled")``
+(an error, not a fallback, when the kernel is missing) under a forced launch path, and
+compares E (and the stats) with the float64 NumPy reference and the tolerance table of
+tests/tolerances.py. Misaligned cases view an allocation one element past its start, so
+the last element of the view is the last of the allocation.
 
     python scripts/sanitize_driver.py --list        # the cases (no GPU, no torch)
     python scripts/sanitize_driver.py               # run them all (needs a GPU)
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,11 +163,11 @@ def to_device(torch, x, dtype, offset, device):
 def launch(torch, ssd_toolkit, module, case, dev, t_arg):
     """``(result, plan)`` of the case's call under its forced path (on the CPU: no path)."""
     if module is None:
-        return ssd_toolkit.estimate(*dev, t_arg, M, return_stats=case.stats), "cpu"
+        return ssd_toolkit.estimate(*dev, t_arg, M, return_stats=case.stats, backend="compiled"), "cpu"
     module.cuda_set_path(case.path)
     try:
         plan = module.cuda_launch_plan(case.N, case.dtype, case.offset == 0) if case.B else "no launch"
-        result = ssd_toolkit.estimate(*dev, t_arg, M, return_stats=case.stats)
+        result = ssd_toolkit.estimate(*dev, t_arg, M, return_stats=case.stats, backend="compiled")
         torch.cuda.synchronize()
     finally:
         module.cuda_set_path("auto")
@@ -259,6 +261,7 @@ def main(argv=None):
             parser.error("--canary: needs --device cuda")
         return canary(torch, module)
     rng = np.random.default_rng(args.seed)
+    warnings.filterwarnings("ignore", message=".*one element per sample")  # f32-n1 on purpose
     failures, plans = [], {}
     start = time.perf_counter()
     for case in cases:

@@ -1,0 +1,216 @@
+"""The prepared GPU check (scripts/gpu_check.sh and its parts) without a GPU.
+
+A GPU is lent for minutes at a time: everything in the check that can fail for a reason
+visible here is run here. The dry run executes each step's GPU-free part through the same
+runner (timeouts, logs, key numbers, summary table, results folder); the sanitizer script
+runs its driver on the CPU under a stand-in compute-sanitizer; the driver, the benchmark's
+input rotation and the wheel checker are tested directly.
+"""
+
+import os
+import stat
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "bench")]
+
+import bench_cuda  # noqa: E402
+import gpu_check_wheels  # noqa: E402
+import sanitize_driver  # noqa: E402
+
+ENV = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": ""}
+
+
+def _run(args, env=ENV, timeout=300):
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _table_rows(markdown):
+    """Data rows of the last markdown table in the text, as lists of stripped cells."""
+    lines = markdown.splitlines()
+    start = max(i for i, line in enumerate(lines) if line.startswith("|---")) + 1
+    rows = [line for line in lines[start:] if line.startswith("| ")]
+    return [[cell.strip() for cell in row.strip().strip("|").split("|")] for row in rows]
+
+
+# ------------------------------------------------------------------------------ gpu_check.sh
+def test_dry_run_passes_every_step_and_fits_the_device_tool(tmp_path):
+    results = tmp_path / "results"
+    done = _run(["bash", "scripts/gpu_check.sh", "--dry-run", str(results)])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "steps 1-7 passed" in done.stdout.splitlines()[-1]
+    summary = (results / "summary.md").read_text()
+    rows = _table_rows(summary)
+    assert [r[1] for r in rows] == ["env", "build", "tests", "sanitize", "bench", "gpu-tests", "avatar", "extra"]
+    assert all(r[2] == "PASS" for r in rows), summary
+    assert sum(int(r[4]) for r in rows[:7]) <= 540 - 12  # the budgets leave the reserve for the end
+    assert "43 driver cases listed" in summary
+    # The device tool returns at most 8 files, named in letters, digits, '.', '_' and '-'.
+    files = sorted(p.name for p in results.iterdir())
+    assert files == ["details.tar.gz", "gpu_check.log", "summary.md"]
+    log = (results / "gpu_check.log").read_text()
+    assert "bench_cuda dry run" in log and "===== step 8/8: extra PASS" in log
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--only", "9"], "--only/--skip: expected step numbers 1-8"),
+        (["--bogus"], "expected --dry-run, --prepare"),
+        (["a", "b"], "expected one results directory"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(args, message):
+    done = _run(["bash", "scripts/gpu_check.sh", *args])
+    assert done.returncode == 2
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+# --------------------------------------------------------------------------- cuda_sanitize.sh
+def _stand_in_sanitizer(bin_dir, report_error):
+    """A compute-sanitizer that drops its options (each takes a value), runs the program and
+    prints a summary: clean, or one error with the --error-exitcode status."""
+    bin_dir.mkdir()
+    script = bin_dir / "compute-sanitizer"
+    script.write_text(
+        "#!/usr/bin/env bash\n"
+        'while [[ "${1:-}" == --* ]]; do shift 2; done\n'
+        '"$@"; rc=$?\n'
+        + ('echo "========= Invalid __global__ read of size 4 bytes"\n'
+           'echo "========= ERROR SUMMARY: 1 error"; exit 99\n' if report_error else
+           'echo "========= ERROR SUMMARY: 0 errors"; exit $rc\n')
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+
+
+@pytest.mark.parametrize("report_error", (False, True), ids=("clean", "error"))
+def test_sanitize_script_summarises_each_tool(tmp_path, report_error):
+    _stand_in_sanitizer(tmp_path / "bin", report_error)
+    env = {**ENV, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+           "SSD_SANITIZE_DRIVER_ARGS": "--device cpu --only f32-c16 f16-split-mis"}
+    out = tmp_path / "sanitize"
+    tools = ["memcheck"] if report_error else ["memcheck", "synccheck"]
+    done = _run(["bash", "scripts/cuda_sanitize.sh", *tools, "--jobs", "2", "--out", str(out)], env=env)
+    rows = _table_rows((out / "sanitizer.md").read_text())
+    assert [r[0] for r in rows] == tools
+    if report_error:
+        assert done.returncode == 1 and rows[0][1:3] == ["ERRORS", "99"]
+        assert "Invalid __global__ read" in done.stdout  # the first reports are printed
+    else:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert all(r[1] == "clean" and r[5].startswith("2 cases, 2 ok") for r in rows), rows
+
+
+def test_sanitize_script_rejects_unknown_tools():
+    done = _run(["bash", "scripts/cuda_sanitize.sh", "leakcheck"])
+    assert done.returncode == 2 and "expected memcheck, racecheck" in done.stderr
+
+
+# ---------------------------------------------------------------------------- sanitize_driver
+def test_driver_cases_cover_every_dtype_path_and_access_width():
+    cases = sanitize_driver.CASES
+    assert len(cases) >= 40 and len({c.name for c in cases}) == len(cases)
+    for dtype in ("float16", "bfloat16", "float32", "float64"):
+        mine = [c for c in cases if c.dtype == dtype]
+        assert {c.offset for c in mine} == {0, 1}, dtype  # 16-byte and scalar access
+        assert "split" in {c.path for c in mine}, dtype
+    assert {c.path for c in cases} == {"auto", "no_cluster", "split"}
+    assert {c.t for c in cases} == {"mixed", "device", "low", "high", "at_m"}
+    assert {c.values for c in cases} == {"normal", "nonfinite", "collinear", "zero_noise"}
+    assert {(c.B == 0, c.N == 0) for c in cases} >= {(True, False), (False, True)}
+
+
+def test_driver_checks_results_on_the_cpu(monkeypatch, capsys):
+    assert sanitize_driver.main(["--device", "cpu"]) == 0
+    assert "43 cases, 43 ok, 0 failed" in capsys.readouterr().out
+    import ssd_toolkit
+
+    estimate = ssd_toolkit.estimate
+
+    def off_by_one_percent(*args, **kwargs):
+        result = estimate(*args, **kwargs)
+        return (result[0] * 1.01, result[1]) if isinstance(result, tuple) else result * 1.01
+
+    monkeypatch.setattr(ssd_toolkit, "estimate", off_by_one_percent)
+    assert sanitize_driver.main(["--device", "cpu", "--only", "f32-c8-v2", "f64-mis"]) == 1
+    assert "2 cases, 0 ok, 2 failed" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------- bench_cuda
+@pytest.mark.parametrize("argv", ([], ["--short"]), ids=("full", "short"))
+def test_bench_rotation_exceeds_twice_the_l2_at_every_row(argv):
+    args = bench_cuda.parse_args(argv)
+    l2 = 50 * 2**20
+    rows = bench_cuda.plan_rows(args)
+    assert ("64,4,128,128", "float32", "no_cluster") in rows and ("64,4,128,128", "float32", "split") in rows
+    for shape, dtype, _ in rows:
+        n_sets, set_bytes = bench_cuda.rotation(tuple(int(s) for s in shape.split(",")), dtype, l2)
+        assert n_sets >= 2 and n_sets * set_bytes >= 2 * l2, (shape, dtype)
+    assert bench_cuda.rotation((1, 4, 64, 64), "float16", l2)[0] > 64  # the old cap left this in L2
+    if argv:
+        assert (args.calls, args.repeats, args.compile_shapes, args.compile_dtypes) == (20, 5, ["8,4,64,64"], ["float32"])
+
+
+def test_bench_arguments_are_checked(capsys):
+    for argv in (["--shapes", "4,x"], ["--repeats", "0"], ["--dtypes", "int8"]):
+        with pytest.raises(SystemExit) as exit_info:
+            bench_cuda.parse_args(argv)
+        assert exit_info.value.code == 2
+    assert "expected" in capsys.readouterr().err
+
+
+def test_bench_plans_cover_every_path_and_reset_it():
+    calls = []
+
+    class Module:
+        def cuda_set_path(self, path):
+            calls.append(path)
+
+        def cuda_launch_plan(self, N, dtype, aligned):
+            return f"{calls[-1]}:{N}:{dtype}:{aligned}"
+
+    bench_cuda.print_plans(Module(), ["8,4,64,64"])
+    assert calls[-1] == "auto" and set(calls) == {"auto", "no_cluster", "split"}
+
+
+# ------------------------------------------------------------------------------------- wheels
+def _wheel(folder, name, version, tag="py3-none-any", requires=()):
+    path = folder / f"{name}-{version}-{tag}.whl"
+    info = f"{name}-{version}.dist-info"
+    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(f"{name}/__init__.py", "")
+        zf.writestr(f"{info}/METADATA", meta)
+        zf.writestr(f"{info}/WHEEL", f"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: {tag}\n")
+        zf.writestr(f"{info}/RECORD", "")
+    return path
+
+
+def test_wheel_checker(tmp_path, monkeypatch):
+    listing = tmp_path / "wheels.txt"
+    listing.write_text("# comment\nalpha==1.0\nbeta_pkg==2.0\n")
+    folder = tmp_path / "whl"
+    folder.mkdir()
+    _wheel(folder, "alpha", "1.0", requires=["numpy>=1", "beta-pkg", "tomli; python_version < '3.11'",
+                                             "pytest; extra == 'test'"])
+    _wheel(folder, "beta_pkg", "2.0", tag="cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64")
+    problems, notes = gpu_check_wheels.check(listing, folder)
+    assert problems == [] and "2 wheels" in notes[-1]  # pip --dry-run accepted them too
+
+    monkeypatch.setattr(gpu_check_wheels, "pip_dry_run", lambda wheels: [])
+    _wheel(folder, "alpha", "1.1", requires=["not-on-the-machine"])
+    _wheel(folder, "gamma", "1.0", tag="cp311-cp311-win_amd64")
+    problems, _ = gpu_check_wheels.check(listing, folder)
+    text = "\n".join(problems)
+    assert "alpha: two wheels" in text and "expected version 1.0" in text
+    assert "gamma-1.0-cp311-cp311-win_amd64.whl: expected py3-none-any or cp312" in text
+    assert "not in" in text and "requires not-on-the-machine" in text
+    assert gpu_check_wheels.check(listing, tmp_path / "absent", allow_missing=True)[0] == []
+    assert "not fetched" in gpu_check_wheels.check(listing, tmp_path / "absent")[0][0]
+    listing.write_text("alpha>=1\n")
+    assert "expected 'name==version' lines" in gpu_check_wheels.check(listing, folder)[0][0]
