@@ -239,6 +239,16 @@ class Bench:
                 raise SystemExit(f"bench_cuda: ssd_toolkit._C has no {name}() (did the CUDA binding's names change? "
                                  f"see csrc/cuda/bindings_cuda.cpp)")
         self.baselines = {}
+        self.errors = []
+
+    def guarded(self, what, fn, *args):
+        """``fn(*args)``, or NaN with the error noted: one failed measurement must not lose the run."""
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 - reported in the results' notes
+            self.errors.append(f"{what}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            print(f"bench_cuda: {self.errors[-1]}", file=sys.stderr, flush=True)
+            return float("nan")
 
     def row(self, shape_text, dtype, path, l2_bytes, copy_peak):
         torch, args = self.torch, self.args
@@ -263,12 +273,12 @@ class Bench:
                    "rel_err_vs_eager": ((E0.reshape(B, N).double() - E_eager0.double()).norm()
                                         / E_eager0.double().norm().clamp_min(1e-30)).item()}
             row["fused_us"] = event_time_us(torch, rotating(fused, n_sets), args.calls, args.repeats, args.warmup)
-            row["kernel_us"] = graph_time_us(torch, fused, n_sets, args.repeats)
+            row["kernel_us"] = self.guarded("CUDA graph of estimate", graph_time_us, torch, fused, n_sets, args.repeats)
         finally:
             self.module.cuda_set_path("auto")
         key = (shape_text, dtype)
         if key not in self.baselines:
-            self.baselines[key] = self.measure_baselines(shape_text, dtype, sets2d, t_dev, n_sets, set_bytes)
+            self.baselines[key] = self.measure_baselines(shape_text, dtype, sets2d, t_dev, set_bytes)
         row.update(self.baselines[key])
         row["eager_x"] = row["eager_us"] / row["fused_us"]
         row["compile_x"] = row["compile_us"] / row["fused_us"]
@@ -277,9 +287,8 @@ class Bench:
         row["peak_fraction"] = row["kernel_gbps"] / copy_peak
         return row
 
-    def measure_baselines(self, shape_text, dtype, sets2d, t_dev, n_sets, set_bytes):
-        torch, args = self.torch, self.args
-        n_sets = len(sets2d)
+    def measure_baselines(self, shape_text, dtype, sets2d, t_dev, set_bytes):
+        torch, args, n_sets = self.torch, self.args, len(sets2d)
         eager = lambda i: self.estimate_torch(*sets2d[i], t_dev, M)  # noqa: E731
         out = {"eager_us": event_time_us(torch, rotating(eager, n_sets), args.calls, args.repeats, args.warmup),
                "compile_us": float("nan")}
@@ -287,8 +296,8 @@ class Bench:
             torch._dynamo.reset()  # static shapes, one graph per shape and dtype
             compiled = torch.compile(self.estimate_torch, dynamic=False)
             comp = lambda i: compiled(*sets2d[i], t_dev, M)  # noqa: E731
-            out["compile_us"] = event_time_us(torch, rotating(comp, n_sets), args.calls, args.repeats,
-                                              max(args.warmup, 2))
+            out["compile_us"] = self.guarded(f"torch.compile at {shape_text} {dtype}", event_time_us, torch,
+                                             rotating(comp, n_sets), args.calls, args.repeats, max(args.warmup, 2))
         # The kernel's minimum traffic (3 reads + 1 write of one input) as one copy: read
         # and write 2 inputs' bytes, rotated over as many buffers as the kernel's sets.
         half = set_bytes // 2
@@ -362,6 +371,8 @@ def main(argv=None):
     notes = (f"Device-to-device copy of {args.copy_mib} MiB: {copy_peak:.0f} GB/s (read + write). Times in "
              "microseconds, medians. 'of copy': a copy moving the kernel's minimum traffic, rotated like the "
              "kernel, over the kernel's time.\n\n" + "\n".join(f"- {v}" for v in verdicts(rows)))
+    if bench.errors:
+        notes += "\n\nMeasurements that failed (NaN in the table):\n" + "\n".join(f"- {e}" for e in bench.errors)
     if failures:
         notes += "\n\nCHECK FAILURES (fused vs eager float64, tolerance table tests/tolerances.py):\n" + "\n".join(
             f"- {r['shape']} {r['dtype']} {r['path']}: {r['check']}" for r in failures)

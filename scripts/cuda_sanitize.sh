@@ -61,22 +61,27 @@ run_tool() {  # tool log [driver args...]
   echo "$rc $((SECONDS - start))" >"$log.rc"
 }
 
+# The canary (short) first, then the tools, JOBS at a time.
+RUNS=($([ "$CANARY" = 1 ] && echo canary) "${TOOLS[@]}")
 pids=()
-for tool in "${TOOLS[@]}"; do
-  echo "== compute-sanitizer --tool $tool -> $OUTDIR/sanitize_$tool.log"
-  run_tool "$tool" "$OUTDIR/sanitize_$tool.log" &
+for run in "${RUNS[@]}"; do
+  echo "== compute-sanitizer --tool ${run/canary/memcheck} -> $OUTDIR/sanitize_$run.log"
+  if [ "$run" = canary ]; then
+    run_tool memcheck "$OUTDIR/sanitize_canary.log" --canary &
+  else
+    run_tool "$run" "$OUTDIR/sanitize_$run.log" &
+  fi
   pids+=($!)
   if [ ${#pids[@]} -ge "$JOBS" ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
 done
 wait
-[ "$CANARY" = 1 ] && { echo "== canary: memcheck on one out-of-bounds launch"; run_tool memcheck "$OUTDIR/sanitize_canary.log" --canary; }
 
 # Summary table: one row per tool.
 status=0 bad=()
 {
   echo "| tool | status | exit | s | sanitizer summary | driver |"
   echo "|---|---|---|---|---|---|"
-  for tool in "${TOOLS[@]}" $([ "$CANARY" = 1 ] && echo canary); do
+  for tool in "${RUNS[@]}"; do
     log="$OUTDIR/sanitize_$tool.log"
     rc=none secs=?
     [ -f "$log.rc" ] && read -r rc secs <"$log.rc"

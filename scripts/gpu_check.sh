@@ -63,6 +63,12 @@ if [ "$PREPARE" = 1 ]; then  # here, before the GPU run
 fi
 
 RESULTS=${RESULTS:-${SSD_GPU_OUT:-${OUT:-runs/gpu_check}}}
+if [ "$DRY" = 0 ]; then  # tools the image may keep off PATH (appended: PATH's own come first)
+  for d in /usr/local/cuda/bin /usr/local/cuda/compute-sanitizer /opt/nvidia/nsight-compute/*; do
+    [ -d "$d" ] && PATH="$PATH:$d"
+  done
+  export PATH
+fi
 mkdir -p "$RESULTS" || { echo "gpu_check.sh: cannot create the results directory '$RESULTS'" >&2; exit 2; }
 RESULTS=$(cd "$RESULTS" && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
@@ -159,8 +165,8 @@ step_sanitize() {
     key "$n driver cases listed"
     return 0
   fi
-  local per_tool=$((STEP_TIMEOUT - 10))  # all five at once: each may take the whole step
-  bash scripts/cuda_sanitize.sh --jobs 5 --canary --timeout $((per_tool > 20 ? per_tool : 20)) --out "$WORK/sanitize"
+  local per_tool=$((STEP_TIMEOUT - 20))  # all five at once: each may take the whole step
+  bash scripts/cuda_sanitize.sh --jobs 5 --canary --timeout $((per_tool > 15 ? per_tool : 15)) --out "$WORK/sanitize"
   local rc=$?
   cp "$WORK/sanitize/sanitizer.md" "$WORK/sanitizer.md" 2>/dev/null
   key "$(awk -F'|' 'NR > 2 {gsub(/ /, "", $2); gsub(/ /, "", $3); printf "%s %s; ", $2, $3}' "$WORK/sanitizer.md" 2>/dev/null)"
