@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 import sys
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,7 +61,13 @@ def device_of(x) -> str:
 
 @dataclass
 class Batch:
-    """Validated inputs. ``library`` and ``device`` name where the result must go back."""
+    """Validated inputs, the one object every backend takes (see ``prepare``).
+
+    ``library`` and ``device`` name where the result must go back; the arrays are the
+    caller's (NumPy arrays in native byte order). ``t`` is the caller's timesteps, ``t64``
+    the validated float64 host ``[B]`` vector (host data; CUDA data keeps ``t`` for the
+    device-aware glue), ``M`` the validated threshold.
+    """
 
     eps_cond: object
     eps_uncond: object
@@ -71,6 +78,38 @@ class Batch:
     shape: tuple
     B: int
     N: int
+    t: object = None
+    t64: object = None
+    M: float = None
+
+
+def prepare(eps_cond, eps_uncond, noise, t, M) -> Batch:
+    """``estimate``'s arguments validated once into a ``Batch``.
+
+    Warns (UserWarning) for one-element samples (likely a missing batch dimension: the
+    rescaled branch of such a sample is 0) and for torch inputs that require grad (the
+    estimator is not differentiable; its result is detached).
+    """
+    batch = validate_arrays(eps_cond, eps_uncond, noise)
+    batch.M = validate_threshold(M)
+    batch.t = t
+    if batch.device == "cpu":
+        batch.t64 = validate_timesteps(t, batch.B)
+    if batch.N == 1 and batch.B > 0:
+        warnings.warn(
+            f"eps_cond: shape {list(batch.shape)} has one element per sample; dimension 0 is the batch "
+            "(add a batch dimension, e.g. x[None], if this is one sample)",
+            UserWarning,
+            stacklevel=3,
+        )
+    if batch.library == "torch" and any(x.requires_grad for x in (eps_cond, eps_uncond, noise)):
+        warnings.warn(
+            "eps_cond, eps_uncond, noise: the estimator is not differentiable, so the result is detached "
+            "(no autograd link); score distillation applies it as a constant gradient, see docs/api.md",
+            UserWarning,
+            stacklevel=3,
+        )
+    return batch
 
 
 def validate_arrays(eps_cond, eps_uncond, noise) -> Batch:
@@ -82,6 +121,10 @@ def validate_arrays(eps_cond, eps_uncond, noise) -> Batch:
     """
     arrays = dict(zip(ARRAY_ARGS, (eps_cond, eps_uncond, noise)))
     libs = {name: library_of(a) for name, a in arrays.items()}
+    for name, a in arrays.items():
+        if libs[name] == "numpy" and not a.dtype.isnative:
+            arrays[name] = a.astype(a.dtype.newbyteorder("="))  # the kernels read native order
+    eps_cond, eps_uncond, noise = arrays.values()
     for name, lib in libs.items():
         if lib == "unknown":
             raise TypeError(

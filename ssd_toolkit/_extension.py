@@ -47,21 +47,41 @@ def has_cpu_kernel() -> bool:
 
 
 def has_cuda_kernel() -> bool:
+    """True when the CUDA kernel is compiled into the module (says nothing about a GPU)."""
     mod = load()
     return mod is not None and bool(getattr(mod, "compiled_with_cuda", lambda: False)())
+
+
+def cuda_device_status():
+    """``(usable, reason)``: whether the CUDA runtime of the compiled kernel finds a device."""
+    if not has_cuda_kernel():
+        return False, "the CUDA kernel is not compiled in"
+    if "cuda_device" not in _state:
+        try:
+            load().cuda_current_device()
+            _state["cuda_device"] = (True, None)
+        except RuntimeError as exc:  # no driver, no device
+            _state["cuda_device"] = (False, str(exc))
+    return _state["cuda_device"]
 
 
 def backends() -> dict:
     """What can run here.
 
     Returns:
-        A dict with ``reference`` (always True), ``cpu`` and ``cuda`` (bools: compiled in),
-        and ``reason`` (why the compiled module failed to load, or None).
+        A dict with ``reference`` (always True); ``cpu`` and ``cuda`` (bools: the CPU and
+        the CUDA kernel are compiled in); ``cuda_device`` (bool: the compiled CUDA kernel's
+        runtime finds a usable driver and device); ``reason`` (why the compiled module
+        failed to load, or None); ``cuda_device_reason`` (why no CUDA device is usable, or
+        None).
     """
     load()
+    usable, why = cuda_device_status()
     return {
         "reference": True,
         "cpu": has_cpu_kernel(),
         "cuda": has_cuda_kernel(),
+        "cuda_device": usable,
         "reason": _state["error"],
+        "cuda_device_reason": why,
     }

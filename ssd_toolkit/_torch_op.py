@@ -19,16 +19,15 @@ when ``return_stats`` is False.
 from __future__ import annotations
 
 import math
-import types
 
 import torch
 
 from . import _arrays
 from ._cuda_glue import launch_torch
-from .reference import STAT_NAMES
+from ._dispatch import check_backend, require_cuda_kernel, run
+from ._ssd_math import STAT_NAMES
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-_BACKENDS = ("auto", "compiled", "reference", "torch")
 
 
 @torch.library.custom_op("ssd_toolkit::estimate", mutates_args=(), device_types=("cuda",))
@@ -42,9 +41,7 @@ def estimate_op(
     return_stats: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CUDA implementation: one fused kernel launch on the current stream."""
-    from .core import _choose_backend  # noqa: PLC0415 - avoids an import cycle
-
-    _choose_backend(types.SimpleNamespace(device=str(eps_cond.device), library="torch"), "auto")  # CPU-only build: raise
+    require_cuda_kernel(eps_cond.device)  # a CPU-only build: how to rebuild
     B = eps_cond.shape[0]
     N = math.prod(eps_cond.shape[1:])
     rows = [x.contiguous() for x in (eps_cond, eps_uncond, noise)]
@@ -57,9 +54,8 @@ def estimate_op(
 
 @estimate_op.register_kernel("cpu")
 def _estimate_op_cpu(eps_cond, eps_uncond, noise, t, t_scalar, M, return_stats):
-    from .core import estimate  # noqa: PLC0415
-
-    E, stats = estimate(eps_cond, eps_uncond, noise, t_scalar if t is None else t, M, return_stats=True)
+    batch = _arrays.prepare(eps_cond, eps_uncond, noise, t_scalar if t is None else t, M)
+    E, stats = run(batch, "auto", return_stats=True)
     if not return_stats:
         return E, _empty_stats(eps_cond, 0)
     return E, torch.stack([stats[name].to(torch.float64) for name in STAT_NAMES])
@@ -104,8 +100,7 @@ def estimate_traced(eps_cond, eps_uncond, noise, t, M, *, return_stats=False, ba
         raise TypeError("M: under torch.compile expected a Python number (a tensor would need a host read), got a tensor")
     if isinstance(M, bool) or not isinstance(M, (int, float)):
         raise TypeError(f"M: expected a finite real scalar, got {type(M).__name__}")
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend: expected one of {_BACKENDS}, got {backend!r}")
+    check_backend(backend)
     device = eps_cond.device
     B = eps_cond.shape[0]
     N = 1

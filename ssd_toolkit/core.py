@@ -1,4 +1,11 @@
-"""``ssd_toolkit.estimate``: validation, backend choice, and the return in the caller's type."""
+"""``ssd_toolkit.estimate``: the fast paths for what users pass, else prepare + dispatch.
+
+The fast paths take the common calls (three C-contiguous NumPy arrays or torch tensors of
+one float dtype and shape; ``t`` a Python/NumPy scalar, a NumPy int/float ``[B]`` vector or
+a torch CPU tensor; a finite ``M``) straight to the compiled kernel with the least Python
+work, and return None for anything else or anything wrong: the general path
+(``_arrays.prepare`` then ``_dispatch.run``) then handles it, errors and warnings included.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +14,11 @@ import sys
 
 import numpy as np
 
-from . import _arrays, _extension
-from .reference import STAT_NAMES, estimate_reference
+from . import _arrays, _dispatch, _extension
+from ._dispatch import BACKENDS
+from ._ssd_math import STAT_NAMES
 
-BACKENDS = ("auto", "compiled", "reference", "torch")
+__all__ = ["BACKENDS", "estimate"]
 
 
 def estimate(eps_cond, eps_uncond, noise, t, M, *, return_stats=False, backend="auto"):
@@ -42,53 +50,96 @@ def estimate(eps_cond, eps_uncond, noise, t, M, *, return_stats=False, backend="
             non-finite ``t``, non-finite ``M``, unknown backend.
         RuntimeError: a CUDA input without a CUDA build, or ``backend="compiled"``
             without a compiled module.
+
+    Warns:
+        UserWarning: one-element samples (likely a missing batch dimension), and torch
+            inputs that require grad (the result is detached; see docs/api.md).
     """
-    if type(eps_cond) is np.ndarray and (backend == "auto" or backend == "compiled"):
-        result = _estimate_numpy_fast(eps_cond, eps_uncond, noise, t, M, return_stats)
-        if result is not None:
-            return result
-    if _traced_by_torch_compile(eps_cond):
-        from ._torch_op import estimate_traced  # noqa: PLC0415 - Dynamo tracing only
-
-        return estimate_traced(eps_cond, eps_uncond, noise, t, M, return_stats=return_stats, backend=backend)
-    batch = _arrays.validate_arrays(eps_cond, eps_uncond, noise)
-    M = _arrays.validate_threshold(M)
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
-    chosen = _choose_backend(batch, backend)
-    if chosen == "cuda":
-        from . import _cuda_glue  # noqa: PLC0415 - only CUDA callers need it
-
-        return _cuda_glue.estimate_cuda(batch, t, M, return_stats)
-    t64 = _arrays.validate_timesteps(t, batch.B)
-    rows = [_arrays.flat_rows(a, batch.B, batch.N) for a in (batch.eps_cond, batch.eps_uncond, batch.noise)]
-    if chosen == "torch":
-        E2d, stats = _estimate_torch(rows, t64, M, batch)
-    elif chosen == "compiled":
-        E2d, stats = _estimate_compiled_cpu(rows, t64, M)
+    fast = backend == "auto" or backend == "compiled"
+    kind = type(eps_cond)
+    if kind is np.ndarray:
+        if fast:
+            result = _numpy_fast(eps_cond, eps_uncond, noise, t, M, return_stats)
+            if result is not None:
+                return result
     else:
-        E2d, stats = _estimate_reference(rows, t64, M, batch)
-    E = E2d.reshape(batch.shape)
-    if not return_stats:
-        return E
-    return E, _stats_like(stats, rows[0])
+        tensor = _tensor_type()
+        if tensor is not None and isinstance(eps_cond, tensor):
+            if _torch_types[2].compiler.is_compiling():  # Dynamo: the fullgraph-safe custom op
+                from ._torch_op import estimate_traced  # noqa: PLC0415 - Dynamo tracing only
+
+                return estimate_traced(eps_cond, eps_uncond, noise, t, M, return_stats=return_stats, backend=backend)
+            if fast and kind is tensor:
+                result = _torch_fast(eps_cond, eps_uncond, noise, t, M, return_stats)
+                if result is not None:
+                    return result
+    _dispatch.check_backend(backend)
+    return _dispatch.run(_arrays.prepare(eps_cond, eps_uncond, noise, t, M), backend, return_stats)
 
 
-# Native-byte-order float dtypes the fast path takes, by identity (no hashing on the hot path).
-_FAST_DTYPES = tuple((np.dtype(name), name) for name in ("float32", "float16", "float64"))
+# Native-byte-order float dtypes the NumPy fast path takes, by identity (no hashing).
+_NUMPY_DTYPES = tuple((np.dtype(name), name) for name in ("float32", "float16", "float64"))
 _F64 = np.dtype("float64")
+_F32 = np.dtype("float32")
+_INT_T = tuple(np.dtype(name) for name in ("int64", "int32", "uint8", "int16", "uint16", "uint32", "uint64", "int8"))
+_HUGE = 1e300  # Python ints beyond this take the general path (float() could overflow)
+_torch_types = []  # [torch.Tensor, {torch dtype: name}, torch] once torch is imported
 
 
-def _estimate_numpy_fast(eps_cond, eps_uncond, noise, t, M, return_stats):
-    """The common case on the compiled CPU kernel with the least Python work: three
-    C-contiguous native-order NumPy arrays of one float dtype and shape, a float64 ``[B]``
-    array or a Python number for ``t``, a finite float or int ``M``. Returns None for
-    anything else (or anything wrong): the general path then handles it, errors included.
-    """
+def _cpu_kernel():
+    return _extension.load().estimate_cpu if _extension.has_cpu_kernel() else None
+
+
+def _tensor_type():
+    """torch.Tensor if torch is imported (never imports it), else None."""
+    if _torch_types:
+        return _torch_types[0]
+    torch = sys.modules.get("torch")
+    if torch is None or not hasattr(torch, "Tensor"):
+        return None
+    names = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32", torch.float64: "float64"}
+    _torch_types.extend((torch.Tensor, names, torch))
+    return torch.Tensor
+
+
+def _fast_M(M):
+    kind = type(M)
+    if kind is float:
+        return M if math.isfinite(M) else None
+    if kind is int and -_HUGE < M < _HUGE:
+        return float(M)
+    return None
+
+
+def _fast_t(t, B):
+    """Timesteps as a C-contiguous float64 ``[B]`` NumPy array, or None (general path)."""
+    kind = type(t)
+    if kind is np.ndarray:
+        if t.shape != (B,):
+            return None
+        dt = t.dtype
+        if dt is _F64 or dt is _F32:
+            # t . t is finite only if every t_b is (an overflow merely takes the general path).
+            if not math.isfinite(t.dot(t)):
+                return None
+            return t if dt is _F64 and t.flags.c_contiguous else t.astype(_F64)
+        if dt in _INT_T:
+            return t.astype(_F64)
+        return None
+    if kind is int:
+        return np.full(B, float(t)) if -_HUGE < t < _HUGE else None
+    if kind is float or kind is np.float64 or kind is np.int64:
+        return np.full(B, t, _F64) if math.isfinite(t) else None
+    if kind is _tensor_type() and t.device.type == "cpu" and not t.requires_grad:
+        return _fast_t(t.numpy(), B) if t.ndim == 1 else None
+    return None
+
+
+def _numpy_fast(eps_cond, eps_uncond, noise, t, M, return_stats):
     if type(eps_uncond) is not np.ndarray or type(noise) is not np.ndarray:
         return None
     dt = eps_cond.dtype
-    for fast_dtype, name in _FAST_DTYPES:
+    for fast_dtype, name in _NUMPY_DTYPES:
         if dt is fast_dtype:
             break
     else:
@@ -100,120 +151,90 @@ def _estimate_numpy_fast(eps_cond, eps_uncond, noise, t, M, return_stats):
         or eps_uncond.shape != shape
         or noise.shape != shape
         or not shape
-        or not shape[0]
         or not (eps_cond.flags.c_contiguous and eps_uncond.flags.c_contiguous and noise.flags.c_contiguous)
     ):
         return None
-    type_M = type(M)
-    if (type_M is not float and type_M is not int) or not math.isfinite(M):
+    B = shape[0]
+    size = eps_cond.size
+    M = _fast_M(M)
+    if not B or size == B or M is None:  # empty batch, one-element samples (warned), bad M
         return None
-    if not _extension.has_cpu_kernel():
+    kernel = _cpu_kernel()
+    t64 = _fast_t(t, B)
+    if kernel is None or t64 is None:
+        return None
+    out = np.empty(shape, dt)
+    if not return_stats:
+        # The arrays themselves cross the boundary (buffer protocol): no address look-ups.
+        kernel(eps_cond, eps_uncond, noise, out, t64, None, B, size // B, name, M)
+        return out
+    stats_buf = np.empty((6, B))
+    kernel(eps_cond, eps_uncond, noise, out, t64, stats_buf, B, size // B, name, M)
+    stats = dict(zip(STAT_NAMES, stats_buf))
+    stats["mode_seeking"] = t64 <= M
+    return out, stats
+
+
+def _torch_fast(eps_cond, eps_uncond, noise, t, M, return_stats):
+    """Torch tensors that need no conversion: CPU -> the CPU kernel on their memory, CUDA
+    -> the eager CUDA glue. Tensors that require grad take the general path (it warns)."""
+    tensor, names, torch = _torch_types
+    if type(eps_uncond) is not tensor or type(noise) is not tensor:
+        return None
+    dt = eps_cond.dtype
+    shape = eps_cond.shape
+    name = names.get(dt)
+    if (
+        name is None
+        or eps_uncond.dtype is not dt
+        or noise.dtype is not dt
+        or eps_uncond.shape != shape
+        or noise.shape != shape
+        or eps_cond.requires_grad
+        or eps_uncond.requires_grad
+        or noise.requires_grad
+        or not shape
+    ):
         return None
     B = shape[0]
-    type_t = type(t)
-    if type_t is np.ndarray:
-        # t . t is finite only if every t_b is (an overflow merely takes the general path).
-        if t.dtype is not _F64 or t.shape != (B,) or not t.flags.c_contiguous or not math.isfinite(t.dot(t)):
-            return None
-        t64 = t
-    elif (type_t is float or type_t is int) and math.isfinite(t):
-        t64 = np.full(B, float(t))
-    else:
+    size = eps_cond.numel()
+    M = _fast_M(M)
+    if not B or size == B or M is None:
         return None
-    M = float(M)
-    module = _extension.load()
-    out = np.empty(shape, dt)
-    stats_buf = np.empty((len(STAT_NAMES), B)) if return_stats else None
-    # The arrays themselves cross the boundary (buffer protocol): no address look-ups here.
-    module.estimate_cpu(eps_cond, eps_uncond, noise, out, t64, stats_buf, B, eps_cond.size // B, name, M)
-    if not return_stats:
+    device = eps_cond.device
+    if device.type == "cuda":
+        if eps_uncond.device != device or noise.device != device or not _extension.has_cuda_kernel():
+            return None
+        from ._cuda_glue import estimate_torch_cuda  # noqa: PLC0415 - CUDA callers only
+
+        return estimate_torch_cuda(eps_cond, eps_uncond, noise, t, M, return_stats, shape, size // B)
+    if (
+        device.type != "cpu"
+        or eps_uncond.device.type != "cpu"
+        or noise.device.type != "cpu"
+        or not (eps_cond.is_contiguous() and eps_uncond.is_contiguous() and noise.is_contiguous())
+    ):
+        return None
+    kernel = _cpu_kernel()
+    t64 = _fast_t(t, B)
+    if kernel is None or t64 is None:
+        return None
+    out = torch.empty(shape, dtype=dt)
+    stats = torch.empty((6, B), dtype=torch.float64) if return_stats else None
+    kernel(
+        eps_cond.data_ptr(),
+        eps_uncond.data_ptr(),
+        noise.data_ptr(),
+        out.data_ptr(),
+        t64,
+        None if stats is None else stats.data_ptr(),
+        B,
+        size // B,
+        name,
+        M,
+    )
+    if stats is None:
         return out
-    stats = dict(zip(STAT_NAMES, stats_buf))
-    stats["mode_seeking"] = t64 <= M
-    return out, stats
-
-
-def _traced_by_torch_compile(x):
-    """True while torch.compile (Dynamo) traces a call on torch tensors: ``_torch_op`` then
-    routes it through the ``ssd_toolkit::estimate`` custom op (fullgraph-safe)."""
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(x, torch.Tensor) and torch.compiler.is_compiling()
-
-
-def _choose_backend(batch, backend):
-    on_gpu = batch.device != "cpu"
-    if backend == "torch":
-        if batch.library != "torch":
-            raise ValueError(f"backend: 'torch' needs torch tensors, got {batch.library} arrays")
-        return "torch"
-    if on_gpu:
-        if backend == "reference":
-            raise ValueError(
-                f"backend: 'reference' runs on host arrays, got {batch.device} data; "
-                "move the data to the CPU yourself or use backend='auto' with a CUDA build"
-            )
-        if not _extension.has_cuda_kernel():
-            raise RuntimeError(
-                f"eps_cond is on {batch.device} but ssd_toolkit was built without CUDA "
-                f"({_extension.backends()['reason'] or 'no CUDA kernel compiled in'}); "
-                "rebuild on a machine with nvcc: `pip install -e . --no-build-isolation` "
-                "(SSD_TOOLKIT_CUDA_ARCHS selects the GPU architectures), or pass backend='torch'"
-            )
-        return "cuda"
-    if backend == "reference":
-        return "reference"
-    if _extension.has_cpu_kernel():
-        return "compiled"
-    if backend == "compiled":
-        raise RuntimeError(f"backend: 'compiled' requested but {_extension.backends()['reason']}; {_extension.BUILD_HINT}")
-    _extension.warn_fallback_once()
-    return "reference"
-
-
-def _estimate_reference(rows, t64, M, batch):
-    host = [_arrays.to_float64_numpy(r) for r in rows]
-    E64, stats = estimate_reference(*host, t64, M)
-    if batch.library == "torch":
-        E = _arrays.from_numpy_like(E64, rows[0], dtype=rows[0].dtype)
-    else:
-        E = E64.astype(rows[0].dtype)
-    return E, stats
-
-
-def _estimate_torch(rows, t64, M, batch):
-    import torch  # noqa: PLC0415 - torch inputs only
-
-    from ._torch_impl import estimate_torch  # noqa: PLC0415
-
-    accum = torch.float32 if rows[0].device.type == "mps" else torch.float64
-    t = torch.from_numpy(t64).to(rows[0].device)
-    E, stats = estimate_torch(*rows, t, M, accum_dtype=accum)
-    return E, stats
-
-
-def _estimate_compiled_cpu(rows, t64, M):
-    """One call into the C++ CPU kernel; pointers and sizes only cross the boundary."""
-    module = _extension.load()
-    views = [_arrays.host_view(r) for r in rows]
-    dtype = views[0][1]
-    out = _arrays.empty_like_rows(rows[0])
-    out_view, _ = _arrays.host_view(out)
-    B, N = rows[0].shape
-    stats_buf = np.empty((len(STAT_NAMES), B), dtype=np.float64)
-    module.estimate_cpu(*(v for v, _ in views), out_view, t64, stats_buf, B, N, dtype, M)  # buffers, no addresses
-    stats = dict(zip(STAT_NAMES, stats_buf))
-    stats["mode_seeking"] = t64 <= M
-    return out, stats
-
-
-def _stats_like(stats, like):
-    """Stats as float64/bool arrays in ``like``'s library and device."""
-    if not _arrays.is_torch_tensor(like):
-        return {k: np.asarray(v) for k, v in stats.items()}
-    out = {}
-    for k, v in stats.items():
-        if _arrays.is_torch_tensor(v):
-            out[k] = v.to(like.device)
-        else:
-            out[k] = _arrays.from_numpy_like(np.asarray(v), like)
-    return out
+    named = dict(zip(STAT_NAMES, stats))
+    named["mode_seeking"] = torch.from_numpy(t64 <= M)
+    return out, named

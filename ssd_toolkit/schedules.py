@@ -46,11 +46,6 @@ def scaled_linear_betas(num_timesteps=1000, beta_start=0.00085, beta_end=0.012):
     return np.linspace(beta_start**0.5, beta_end**0.5, num_timesteps, dtype=np.float64) ** 2
 
 
-def linear_betas(num_timesteps=1000, beta_start=1e-4, beta_end=0.02):
-    """The original DDPM betas."""
-    return np.linspace(beta_start, beta_end, num_timesteps, dtype=np.float64)
-
-
 def from_betas(betas) -> NoiseSchedule:
     return NoiseSchedule(np.cumprod(1.0 - np.asarray(betas, dtype=np.float64)))
 

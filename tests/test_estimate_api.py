@@ -172,7 +172,8 @@ def test_one_element_samples(shape):
     c, u, n = make(shape, "float64")
     n.reshape(5)[3] = 0
     for backend in backends_for("numpy"):
-        E, stats = run(backend, c, u, n, np.array([0, 0, 0, 0, 999]), 10, return_stats=True)
+        with pytest.warns(UserWarning, match=r"eps_cond: shape .* has one element per sample; dimension 0 is the batch"):
+            E, stats = run(backend, c, u, n, np.array([0, 0, 0, 0, 999]), 10, return_stats=True)
         flat = E.reshape(5)
         assert np.all(flat[:3] == 0), "one element: eps_tilde = 0 when the noise is non-zero"
         hb = abs(c.reshape(5)[3] - u.reshape(5)[3])
@@ -217,7 +218,71 @@ def test_fallback_warns_once_without_compiled_module(monkeypatch):
 
 def test_backends_report():
     report = ssd_toolkit.backends()
-    assert set(report) == {"reference", "cpu", "cuda", "reason"} and report["reference"] is True
+    assert set(report) == {"reference", "cpu", "cuda", "cuda_device", "reason", "cuda_device_reason"}
+    assert report["reference"] is True
+    # A usable device needs the kernel compiled in; every False says why.
+    assert not report["cuda_device"] or report["cuda"]
+    assert report["cuda_device"] == (report["cuda_device_reason"] is None)
+    assert report["cuda_device"] == torch.cuda.is_available() or not report["cuda"]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_every_byte_order_gives_the_native_result(dtype, order):
+    """Big-endian NumPy input is converted at the boundary (the kernel reads native order)."""
+    native = make((3, 2, 5), dtype)
+    c, u, n = (a.astype(np.dtype(dtype).newbyteorder(order)) for a in native)
+    t = np.array([0, 999, 5], dtype=np.dtype("int64").newbyteorder(order))
+    ref = algorithm1(*native, [0, 999, 5], 100)
+    for backend in backends_for("numpy"):
+        E, stats = run(backend, c, u, n, t, 100, return_stats=True)
+        assert E.dtype.name == dtype and E.dtype.isnative
+        assert_close_to_reference(E, ref, dtype, what=f"{backend} {order}{dtype}")
+        np.testing.assert_array_equal(stats["mode_seeking"], [True, False, True])
+
+
+def test_requires_grad_inputs_warn_and_give_a_detached_result():
+    c, u, n = make((2, 3, 4), library="torch")
+    c.requires_grad_(True)
+    ref = algorithm1(*(x.detach().numpy() for x in (c, u, n)), [0, 999], 100)
+    for backend in backends_for("torch"):
+        with pytest.warns(UserWarning, match="not differentiable, so the result is detached"):
+            E = run(backend, c, u, n, [0, 999], 100)
+        assert not E.requires_grad and E.grad_fn is None
+        assert_close_to_reference(E, ref, "float32", what=backend)
+
+
+T_FORMS = {
+    "int": lambda t: int(t[0]),
+    "float": lambda t: float(t[0]),
+    "np.int64 scalar": lambda t: np.int64(t[0]),
+    "int64 vector": lambda t: t,
+    "int32 vector": lambda t: t.astype(np.int32),
+    "float32 vector": lambda t: t.astype(np.float32),
+    "float64 vector": lambda t: t.astype(np.float64),
+    "torch int64": lambda t: torch.from_numpy(t),
+    "torch 0-d": lambda t: torch.tensor(int(t[0])),
+    "list": lambda t: t.tolist(),
+}
+
+
+@pytest.mark.parametrize("t_form", sorted(T_FORMS))
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+@pytest.mark.parametrize("return_stats", [False, True])
+def test_every_timestep_form_gives_the_same_result(t_form, library, return_stats):
+    """The fast paths (NumPy arrays / torch CPU tensors with int or float t) and the general
+    path agree with the reference bit for bit on the choice of branch and to tolerance."""
+    c, u, n = make((4, 3, 8), "float32", library)
+    t = np.array([150, 150, 150, 150]) if t_form in ("int", "float", "np.int64 scalar", "torch 0-d") else np.array([0, 999, 150, 151])
+    host = [x.numpy() if library == "torch" else x for x in (c, u, n)]
+    E_ref, stats_ref = ssd_toolkit.estimate(*host, t.astype(np.float64), 150, backend="reference", return_stats=True)
+    out = ssd_toolkit.estimate(c, u, n, T_FORMS[t_form](t), 150, return_stats=return_stats)
+    E, stats = out if return_stats else (out, None)
+    assert type(E) is type(c) and tuple(E.shape) == (4, 3, 8)
+    assert_close_to_reference(E, E_ref, "float32", what=t_form)
+    if return_stats:
+        np.testing.assert_array_equal(to_numpy64(stats["mode_seeking"]), t <= 150)
+        np.testing.assert_allclose(to_numpy64(stats["r"]), stats_ref["r"], rtol=1e-10)
 
 
 # ---- errors name the argument, the expected and the received value ----
@@ -279,12 +344,12 @@ def test_bad_backend_and_mixed_devices():
 
 def test_cuda_input_without_cuda_build_is_a_clear_error(monkeypatch):
     """A GPU tensor never silently goes through the host."""
-    from ssd_toolkit import _extension, core
+    from ssd_toolkit import _dispatch, _extension
     from ssd_toolkit._arrays import Batch
 
     monkeypatch.setattr(_extension, "has_cuda_kernel", lambda: False)
     batch = Batch(None, None, None, "torch", "cuda:0", "float32", (2, 3), 2, 3)
     with pytest.raises(RuntimeError, match="built without CUDA.*nvcc"):
-        core._choose_backend(batch, "auto")
+        _dispatch.choose_backend(batch, "auto")
     with pytest.raises(ValueError, match="backend: 'reference' runs on host arrays"):
-        core._choose_backend(batch, "reference")
+        _dispatch.choose_backend(batch, "reference")

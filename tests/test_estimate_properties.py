@@ -125,7 +125,12 @@ def test_stats_describe_the_output(backend, data):
     np.testing.assert_array_equal(stats["mode_seeking"], t <= M)
     np.testing.assert_allclose(stats["h_norm"], np.linalg.norm(c - u, axis=1), rtol=1e-12)
     rescaled = stats["mode_seeking"] & (stats["scale"] > 0)
-    np.testing.assert_allclose(np.linalg.norm(E[rescaled], axis=1), stats["h_norm"][rescaled], rtol=1e-8)
+    # ||E|| = scale ||c - r n|| with scale from ||eps_tilde||^2 = ||c||^2 - r <c, n>: a
+    # difference of sums, whose relative error grows like ||c||^2 / ||eps_tilde||^2 (the
+    # condition-number-aware rule of docs/kernels.md).
+    cond = stats["eps_cond_norm"][rescaled] ** 2 / stats["eps_tilde_norm"][rescaled] ** 2
+    err = np.abs(np.linalg.norm(E[rescaled], axis=1) - stats["h_norm"][rescaled])
+    assert np.all(err <= (1e-12 + 1e-14 * cond) * stats["h_norm"][rescaled]), (err, cond)
 
 
 def _assert_scaled(got, ref, factor, rtol, what):
@@ -135,9 +140,22 @@ def _assert_scaled(got, ref, factor, rtol, what):
     np.testing.assert_allclose(got / factor, ref, rtol=rtol, atol=rtol * np.abs(ref).max(), err_msg=what)
 
 
+unit_scale = st.one_of(st.just(0.0), st.floats(0.5, 2.0), st.floats(-2.0, -0.5))
+
+
+@st.composite
+def unit_scale_batches(draw):
+    """c, h, n with elements 0 or of magnitude 0.5..2 (so every sum of squares of the
+    scaled data stays a normal float64), u = c - h."""
+    B, N = draw(st.integers(1, 4)), draw(st.integers(2, 24))
+    c, h, n = (draw(hnp.arrays(np.float64, (B, N), elements=unit_scale)) for _ in range(3))
+    t = draw(hnp.arrays(np.int64, B, elements=st.integers(0, 1000)))
+    return c, c - h, n, t, draw(st.integers(0, 1000))
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @SETTINGS
-@given(batches(), st.integers(-150, 150), st.integers(-150, 150))
+@given(unit_scale_batches(), st.integers(-150, 150), st.integers(-150, 150))
 def test_float64_estimate_is_scale_equivariant_from_1e_minus150_to_1e150(backend, data, exp_pred, exp_noise):
     """E(s c, s u, k n) = s E(c, u, n) and r scales by s / k, for s, k in 1e-150..1e150:
     ||eps_tilde||^2 must be formed without squaring <c, n> (which overflows from |x| ~ 1e77
