@@ -15,6 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+_F64 = np.dtype("float64")
+_F32 = np.dtype("float32")
+_INT_T = tuple(np.dtype(name) for name in ("int64", "int32", "uint8", "int16", "uint16", "uint32", "uint64", "int8"))
+_HUGE = 1e300  # Python ints beyond this take the general path (float() could overflow)
 ARRAY_ARGS = ("eps_cond", "eps_uncond", "noise")
 
 
@@ -197,6 +201,33 @@ def validate_timesteps(t, B: int) -> np.ndarray:
         bad = int(np.flatnonzero(~np.isfinite(arr))[0])
         raise ValueError(f"t: expected finite timesteps, got t[{bad}]={arr[bad]}")
     return arr
+
+
+def fast_timesteps(t, B: int):
+    """The common forms of ``t`` as a C-contiguous float64 host ``[B]`` array, or None.
+
+    Takes a Python or NumPy int/float scalar, a native NumPy int/float ``[B]`` vector and a
+    torch CPU ``[B]`` tensor, with the least work; None for anything else or anything
+    invalid (``validate_timesteps`` then checks it and names the error).
+    """
+    kind = type(t)
+    if kind is np.ndarray:
+        if t.shape != (B,):
+            return None
+        dt = t.dtype
+        if dt is _F64 or dt is _F32:
+            # t . t is finite only if every t_b is (an overflow merely takes the general path).
+            if not math.isfinite(t.dot(t)):
+                return None
+            return t if dt is _F64 and t.flags.c_contiguous else t.astype(_F64)
+        return t.astype(_F64) if dt in _INT_T else None
+    if kind is int:
+        return np.full(B, float(t)) if -_HUGE < t < _HUGE else None
+    if kind is float or kind is np.float64 or kind is np.int64:
+        return np.full(B, t, _F64) if math.isfinite(t) else None
+    if is_torch_tensor(t) and t.device.type == "cpu" and not t.requires_grad and t.ndim == 1:
+        return fast_timesteps(t.numpy(), B)
+    return None
 
 
 def flat_rows(x, B: int, N: int):

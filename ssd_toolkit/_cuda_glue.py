@@ -129,7 +129,9 @@ def torch_timesteps(t, B, device):
         return t.to(torch.float64).contiguous(), 0.0
     if (t.ndim if isinstance(t, torch.Tensor) else np.ndim(t)) == 0:
         return None, float(_arrays.validate_timesteps(t, 1)[0])
-    t64 = _arrays.validate_timesteps(t, B)
+    t64 = _arrays.fast_timesteps(t, B)  # a sampler's int64 vector: one conversion, no re-checks
+    if t64 is None:
+        t64 = _arrays.validate_timesteps(t, B)
     return torch.from_numpy(t64).to(device, non_blocking=True), 0.0
 
 

@@ -48,8 +48,10 @@ def has_cpu_kernel() -> bool:
 
 def has_cuda_kernel() -> bool:
     """True when the CUDA kernel is compiled into the module (says nothing about a GPU)."""
-    mod = load()
-    return mod is not None and bool(getattr(mod, "compiled_with_cuda", lambda: False)())
+    if "cuda_kernel" not in _state:
+        mod = load()
+        _state["cuda_kernel"] = mod is not None and bool(getattr(mod, "compiled_with_cuda", lambda: False)())
+    return _state["cuda_kernel"]
 
 
 def cuda_device_status():

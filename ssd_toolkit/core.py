@@ -79,9 +79,6 @@ def estimate(eps_cond, eps_uncond, noise, t, M, *, return_stats=False, backend="
 
 # Native-byte-order float dtypes the NumPy fast path takes, by identity (no hashing).
 _NUMPY_DTYPES = tuple((np.dtype(name), name) for name in ("float32", "float16", "float64"))
-_F64 = np.dtype("float64")
-_F32 = np.dtype("float32")
-_INT_T = tuple(np.dtype(name) for name in ("int64", "int32", "uint8", "int16", "uint16", "uint32", "uint64", "int8"))
 _HUGE = 1e300  # Python ints beyond this take the general path (float() could overflow)
 _torch_types = []  # [torch.Tensor, {torch dtype: name}, torch] once torch is imported
 
@@ -111,30 +108,6 @@ def _fast_M(M):
     return None
 
 
-def _fast_t(t, B):
-    """Timesteps as a C-contiguous float64 ``[B]`` NumPy array, or None (general path)."""
-    kind = type(t)
-    if kind is np.ndarray:
-        if t.shape != (B,):
-            return None
-        dt = t.dtype
-        if dt is _F64 or dt is _F32:
-            # t . t is finite only if every t_b is (an overflow merely takes the general path).
-            if not math.isfinite(t.dot(t)):
-                return None
-            return t if dt is _F64 and t.flags.c_contiguous else t.astype(_F64)
-        if dt in _INT_T:
-            return t.astype(_F64)
-        return None
-    if kind is int:
-        return np.full(B, float(t)) if -_HUGE < t < _HUGE else None
-    if kind is float or kind is np.float64 or kind is np.int64:
-        return np.full(B, t, _F64) if math.isfinite(t) else None
-    if kind is _tensor_type() and t.device.type == "cpu" and not t.requires_grad:
-        return _fast_t(t.numpy(), B) if t.ndim == 1 else None
-    return None
-
-
 def _numpy_fast(eps_cond, eps_uncond, noise, t, M, return_stats):
     if type(eps_uncond) is not np.ndarray or type(noise) is not np.ndarray:
         return None
@@ -160,7 +133,7 @@ def _numpy_fast(eps_cond, eps_uncond, noise, t, M, return_stats):
     if not B or size == B or M is None:  # empty batch, one-element samples (warned), bad M
         return None
     kernel = _cpu_kernel()
-    t64 = _fast_t(t, B)
+    t64 = _arrays.fast_timesteps(t, B)
     if kernel is None or t64 is None:
         return None
     out = np.empty(shape, dt)
@@ -178,7 +151,7 @@ def _numpy_fast(eps_cond, eps_uncond, noise, t, M, return_stats):
 def _torch_fast(eps_cond, eps_uncond, noise, t, M, return_stats):
     """Torch tensors that need no conversion: CPU -> the CPU kernel on their memory, CUDA
     -> the eager CUDA glue. Tensors that require grad take the general path (it warns)."""
-    tensor, names, torch = _torch_types
+    tensor, names, _ = _torch_types
     if type(eps_uncond) is not tensor or type(noise) is not tensor:
         return None
     dt = eps_cond.dtype
@@ -201,25 +174,34 @@ def _torch_fast(eps_cond, eps_uncond, noise, t, M, return_stats):
     M = _fast_M(M)
     if not B or size == B or M is None:
         return None
-    device = eps_cond.device
-    if device.type == "cuda":
-        if eps_uncond.device != device or noise.device != device or not _extension.has_cuda_kernel():
-            return None
-        from ._cuda_glue import estimate_torch_cuda  # noqa: PLC0415 - CUDA callers only
+    path = _TORCH_DEVICE_PATHS.get(eps_cond.device.type)
+    return None if path is None else path(eps_cond, eps_uncond, noise, t, M, return_stats, shape, B, size, name)
 
-        return estimate_torch_cuda(eps_cond, eps_uncond, noise, t, M, return_stats, shape, size // B)
+
+def _torch_cuda_fast(eps_cond, eps_uncond, noise, t, M, return_stats, shape, B, size, name):
+    """CUDA tensors on one device -> the eager CUDA glue (one launch, no host sync)."""
+    device = eps_cond.device
+    if eps_uncond.device != device or noise.device != device or not _extension.has_cuda_kernel():
+        return None
+    from ._cuda_glue import estimate_torch_cuda  # noqa: PLC0415 - CUDA callers only
+
+    return estimate_torch_cuda(eps_cond, eps_uncond, noise, t, M, return_stats, shape, size // B)
+
+
+def _torch_cpu_fast(eps_cond, eps_uncond, noise, t, M, return_stats, shape, B, size, name):
+    """Contiguous CPU tensors -> the CPU kernel on their memory (addresses, no copies)."""
+    torch = _torch_types[2]
     if (
-        device.type != "cpu"
-        or eps_uncond.device.type != "cpu"
+        eps_uncond.device.type != "cpu"
         or noise.device.type != "cpu"
         or not (eps_cond.is_contiguous() and eps_uncond.is_contiguous() and noise.is_contiguous())
     ):
         return None
     kernel = _cpu_kernel()
-    t64 = _fast_t(t, B)
+    t64 = _arrays.fast_timesteps(t, B)
     if kernel is None or t64 is None:
         return None
-    out = torch.empty(shape, dtype=dt)
+    out = torch.empty(shape, dtype=eps_cond.dtype)
     stats = torch.empty((6, B), dtype=torch.float64) if return_stats else None
     kernel(
         eps_cond.data_ptr(),
@@ -235,6 +217,11 @@ def _torch_fast(eps_cond, eps_uncond, noise, t, M, return_stats):
     )
     if stats is None:
         return out
-    named = dict(zip(STAT_NAMES, stats))
+    named = dict(zip(STAT_NAMES, stats.unbind(0)))
     named["mode_seeking"] = torch.from_numpy(t64 <= M)
     return out, named
+
+
+# device.type -> the fast path for torch tensors there (bench/bench_cpu.py swaps in the CUDA
+# path with a stubbed binding to count its host overhead on a machine without a GPU).
+_TORCH_DEVICE_PATHS = {"cpu": _torch_cpu_fast, "cuda": _torch_cuda_fast}
