@@ -209,8 +209,9 @@ class ControllableScoreDistillationSampling(torch.nn.Module):
     def _build_networks(self, sd_source, dtype):
         import diffusers  # noqa: PLC0415 - loaded by load_models already
 
+        sources = [resolve_controlnet(sd_source, c) for c in self.condition_type]  # checked before any loading
         base = load_models(sd_source, None, device=self.device, dtype=dtype)
-        nets = [load_controlnet(resolve_controlnet(sd_source, c), self.device, dtype) for c in self.condition_type]
+        nets = [load_controlnet(source, self.device, dtype) for source in sources]
         parts = {"vae": base.vae, "text_encoder": base.text_encoder, "tokenizer": base.tokenizer, "unet": base.unet,
                  "scheduler": load_sampling_scheduler(sd_source), "safety_checker": None,
                  "feature_extractor": None, "requires_safety_checker": False}
