@@ -93,7 +93,10 @@ def run(out="toy_out", seed=0, steps=1000, lr=0.01, weighting="uniform", per_cla
     ref_mean = image_metrics(class_means, images, labels, np.arange(10))
     os.makedirs(out, exist_ok=True)
     png = os.path.join(out, "digits.png")
-    plot_digits(png, res.names, res.theta[:, ::per_class], class_means)
+    shown = "the image" if per_class == 1 else f"the first of {per_class} images"
+    title = (f"8x8 digits with exact scores: {shown} per class per estimator, from gray; {steps} steps, lr {lr:g}, "
+             f"w(t) {weighting}, seed {seed}\nred dots: pixels more than one grey level (0.125) outside [-1, 1]")  # fmt: skip
+    plot_digits(png, res.names, res.theta[:, ::per_class], class_means, title)
     summary = {
         "config": dict(
             steps=steps,

@@ -82,7 +82,8 @@ def run(out="toy_out", seed=0, Ms=DEFAULT_MS, lrs=DEFAULT_LRS, steps_list=DEFAUL
     seconds = time.perf_counter() - start
     os.makedirs(out, exist_ok=True)
     png = os.path.join(out, "sweep.png")
-    plot_sweep(png, rows, Ms, CONVERGED_RADIUS)
+    title = f"SSD's end state from [0, 0] on the paper's mixture: {seeds} seeds per cell, w(t) = 1, seed {seed}"
+    plot_sweep(png, rows, Ms, CONVERGED_RADIUS, title)
     conv = [r for r in rows if r["converged"]]
     summary = {
         "config": dict(

@@ -103,7 +103,9 @@ def run(out="toy_out", seed=0, seeds=16, steps=3000, lr=0.01, M=200.0, weighting
     }
     os.makedirs(out, exist_ok=True)
     png = os.path.join(out, "trajectories.png")
-    plot_trajectories(png, mixture, cond_mask, main, trap, schedule, SHOW_T, transient)
+    title = (f"Fig. 7 on the paper's mixture: {seeds} seeds x {steps} steps, lr {lr:g}, w(t) {weighting}, "
+             f"t ~ U{{20..980}}, SSD M = {M:g}, seed {seed}")  # fmt: skip
+    plot_trajectories(png, mixture, cond_mask, main, trap, schedule, SHOW_T, transient, title)
     write_json(os.path.join(out, "trajectories.json"), summary)
     rows = [
         (
