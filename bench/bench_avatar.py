@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 import ssd_toolkit
-from common import gpu_slug, machine_info, median_time, write_results
+from common import gpu_info, gpu_slug, machine_info, median_time, write_results
 
 DREAMWALTZ_SECONDS_PER_ITER = 3600.0 / 30000  # 30k iterations in about an hour, RTX 3090, batch 1
 
@@ -202,7 +202,7 @@ def main(argv=None):
     machine = machine_info()
     machine["loadavg_start"] = machine["loadavg_1_5_15"]
     if device.type == "cuda":
-        machine["gpu"] = torch.cuda.get_device_name(device)
+        machine.update(gpu_info(torch))
     built = time.perf_counter()
     guidance, n_params = build_sd15_guidance(device, dtype)
     build_s = time.perf_counter() - built

@@ -33,7 +33,6 @@ import argparse
 import itertools
 import math
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -144,24 +143,6 @@ def print_plans(module, shapes):
                     print(f"{shape_text:>16} {dtype:>9} {path:>10}  {plans[0]} / {plans[1]}")
     finally:
         module.cuda_set_path("auto")
-
-
-def gpu_info(torch):
-    props = torch.cuda.get_device_properties(0)
-    try:
-        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                capture_output=True, text=True).stdout.split("\n")[0].strip() or "unknown"
-    except OSError:
-        driver = "unknown (no nvidia-smi)"
-    return {
-        "gpu": props.name,
-        "compute_capability": f"{props.major}.{props.minor}",
-        "sms": props.multi_processor_count,
-        "l2_mib": round(getattr(props, "L2_cache_size", 0) / 2**20, 1),
-        "memory_gib": round(props.total_memory / 2**30, 1),
-        "driver": driver,
-        "torch_cuda": torch.version.cuda,
-    }
 
 
 def event_time_us(torch, fn, calls, repeats, warmup):
@@ -340,7 +321,7 @@ def main(argv=None):
         return 2
     from ssd_toolkit import _extension  # noqa: PLC0415
 
-    from common import gpu_slug, machine_info, markdown_table, write_results  # noqa: PLC0415
+    from common import gpu_info, gpu_slug, machine_info, markdown_table, write_results  # noqa: PLC0415
 
     if not _extension.has_cuda_kernel():
         print(f"bench_cuda: ssd_toolkit._C has no CUDA kernel ({_extension.backends()})", file=sys.stderr)

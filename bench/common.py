@@ -120,6 +120,25 @@ def machine_info():
     return info
 
 
+def gpu_info(torch):
+    """Name, compute capability, SMs, L2, memory, driver and CUDA version of device 0."""
+    props = torch.cuda.get_device_properties(0)
+    try:
+        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True).stdout.split("\n")[0].strip() or "unknown"
+    except OSError:
+        driver = "unknown (no nvidia-smi)"
+    return {
+        "gpu": props.name,
+        "compute_capability": f"{props.major}.{props.minor}",
+        "sms": props.multi_processor_count,
+        "l2_mib": round(getattr(props, "L2_cache_size", 0) / 2**20, 1),
+        "memory_gib": round(props.total_memory / 2**30, 1),
+        "driver": driver,
+        "torch_cuda": torch.version.cuda,
+    }
+
+
 def git_commit():
     """Short commit of the checkout (``+dirty-csrc`` when csrc/ differs from it). A copy of
     the tree without .git (the GPU machine's) reports ``$SSD_GIT_COMMIT`` instead."""

@@ -214,3 +214,24 @@ def test_wheel_checker(tmp_path, monkeypatch):
     assert "not fetched" in gpu_check_wheels.check(listing, tmp_path / "absent")[0][0]
     listing.write_text("alpha>=1\n")
     assert "expected 'name==version' lines" in gpu_check_wheels.check(listing, folder)[0][0]
+
+
+def test_results_files_name_the_gpu_driver_and_commit(tmp_path, monkeypatch):
+    import types
+
+    import common
+
+    props = types.SimpleNamespace(name="NVIDIA H100 80GB HBM3", major=9, minor=0, multi_processor_count=132,
+                                  L2_cache_size=50 * 2**20, total_memory=80 * 2**30)
+    fake_torch = types.SimpleNamespace(cuda=types.SimpleNamespace(get_device_properties=lambda i: props),
+                                       version=types.SimpleNamespace(cuda="13.0"))
+    machine = {**common.machine_info(), **common.gpu_info(fake_torch)}
+    assert machine["sms"] == 132 and machine["l2_mib"] == 50.0 and machine["driver"]
+    name = "cuda_" + common.gpu_slug(machine["gpu"])
+    assert name == "cuda_nvidia_h100_80gb_hbm3"
+    text = common.write_results(name, [{"a": 1.0}], [("a", "a", "{:.1f}")], {"p": 1}, machine, out_dir=tmp_path)
+    assert "GPU: NVIDIA H100 80GB HBM3, driver" in text and f"commit {machine['git_commit']}" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{name}.json", f"{name}.md"]
+    monkeypatch.setenv("SSD_GIT_COMMIT", "abc1234+2-uncommitted")
+    monkeypatch.setattr(common, "ROOT", tmp_path)  # no .git here: the device's copy of the tree
+    assert common.git_commit() == "abc1234+2-uncommitted"
