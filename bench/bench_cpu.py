@@ -1,6 +1,14 @@
-"""CPU benchmark: compiled kernel vs the NumPy reference vs PyTorch eager.
+"""CPU benchmark: compiled kernel vs plain NumPy, the NumPy reference and PyTorch eager.
 
     python bench/bench_cpu.py            # writes bench/results/cpu.json and cpu.md
+
+The speed target is against a plain vectorised NumPy SSD (``plain_numpy_ssd``: float32
+ops, per-sample sums, what a user would write) with int64 ``t`` as samplers return it,
+timed in the same run: ``ssd_toolkit.estimate(c, u, n, t_int64, M)`` must be >= 8x faster
+at [8, 4, 64, 64] float32 (aim 15x). A second table gives the host overhead of one call
+(Python calls counted with ``sys.setprofile``, time per call) with the compiled binding
+replaced by a no-op: NumPy and torch CPU fast paths, the general path, and the torch CUDA
+path (its glue run on CPU tensors with the CUDA binding, device and stream queries stubbed).
 
 Times (medians after warm-up) for the public API ``ssd_toolkit.estimate(...,
 backend="compiled")`` on NumPy arrays, the raw kernel call (pointers only), the NumPy
@@ -20,7 +28,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
+import types
 
 import numpy as np
 import torch
@@ -29,7 +39,15 @@ import ssd_toolkit
 from ssd_toolkit._torch_impl import estimate_torch
 from ssd_toolkit.reference import STAT_NAMES, estimate_reference
 
-from common import copy_bandwidth, machine_info, make_inputs, median_time, mixed_timesteps, write_results
+from common import (
+    copy_bandwidth,
+    machine_info,
+    make_inputs,
+    markdown_table,
+    median_time,
+    mixed_timesteps,
+    write_results,
+)
 
 SHAPES = [(1, 4, 64, 64), (8, 4, 64, 64), (16, 4, 128, 128), (64, 4, 128, 128)]
 DTYPES = ["float32", "float16"]
@@ -38,6 +56,10 @@ M = 500.0
 COLUMNS = [
     ("shape", "shape", "{}"),
     ("dtype", "dtype", "{}"),
+    ("api_int_t_ms", "API, int64 t ms", "{:.3f}"),
+    ("plain_numpy_ms", "plain NumPy ms", "{:.3f}"),
+    ("x_plain_numpy", "x plain NumPy", "{:.1f}"),
+    ("api_stats_ms", "API + stats ms", "{:.3f}"),
     ("kernel_ms", "kernel API ms", "{:.3f}"),
     ("kernel_raw_ms", "kernel raw ms", "{:.3f}"),
     ("kernel_isolated_ms", "raw, isolated ms", "{:.3f}"),
@@ -51,6 +73,18 @@ COLUMNS = [
     ("copy_gbs", "copy GB/s (best)", "{:.1f}"),
     ("pct_copy", "% of copy", "{:.0f}"),
 ]
+
+
+def plain_numpy_ssd(c, u, n, t, M):
+    """SSD as a user writes it in vectorised NumPy: the inputs' dtype (float32 for float16
+    inputs), per-sample sums, no degenerate-sample handling."""
+    B = c.shape[0]
+    c, u, n = (x.reshape(B, -1).astype(np.float32, copy=False) for x in (c, u, n))
+    h = c - u
+    r = np.einsum("ij,ij->i", c, n) / np.einsum("ij,ij->i", n, n)
+    eps_tilde = c - r[:, None] * n
+    scale = np.sqrt(np.einsum("ij,ij->i", h, h) / np.einsum("ij,ij->i", eps_tilde, eps_tilde))
+    return np.where((t <= M)[:, None], scale[:, None] * eps_tilde, h).reshape(-1, *c.shape[1:])
 
 
 def bench_one(shape, dtype, threads, repeats):
@@ -76,7 +110,11 @@ def bench_one(shape, dtype, threads, repeats):
         isolated.append(time.perf_counter() - start)
 
     isolated = []
+    t_int = np.rint(t).astype(np.int64)
     timings = {
+        "api_int_t": median_time(lambda: ssd_toolkit.estimate(c, u, n, t_int, M), repeats=repeats),
+        "plain_numpy": median_time(lambda: plain_numpy_ssd(c, u, n, t_int, M), repeats=repeats),
+        "api_stats": median_time(lambda: ssd_toolkit.estimate(c, u, n, t_int, M, return_stats=True), repeats=repeats),
         "kernel": median_time(lambda: ssd_toolkit.estimate(c, u, n, t, M, backend="compiled"), repeats=repeats),
         "kernel_raw": median_time(raw, repeats=repeats),
         "numpy": median_time(lambda: estimate_reference(*rows2d, t, M), repeats=max(3, repeats // 3)),
@@ -99,6 +137,10 @@ def bench_one(shape, dtype, threads, repeats):
     return {
         "shape": "x".join(map(str, shape)),
         "dtype": dtype,
+        "api_int_t_ms": ms["api_int_t"],
+        "plain_numpy_ms": ms["plain_numpy"],
+        "x_plain_numpy": ms["plain_numpy"] / ms["api_int_t"],
+        "api_stats_ms": ms["api_stats"],
         "kernel_ms": ms["kernel"],
         "kernel_raw_ms": ms["kernel_raw"],
         "kernel_isolated_ms": ms["kernel_raw_isolated"],
@@ -114,6 +156,94 @@ def bench_one(shape, dtype, threads, repeats):
         "input_bytes": nbytes,
         "timings": timings,
     }
+
+
+HOST_COLUMNS = [
+    ("path", "path", "{}"),
+    ("t", "t", "{}"),
+    ("stats", "stats", "{}"),
+    ("python_calls", "Python calls", "{}"),
+    ("c_calls", "C calls", "{}"),
+    ("us", "us per call", "{:.2f}"),
+]
+
+
+def count_calls(fn):
+    """(Python-level calls, C-function calls) made by one ``fn()``, via ``sys.setprofile``."""
+    counts = {"call": 0, "c_call": 0}
+
+    def profile(frame, event, arg):
+        if event in counts:
+            counts[event] += 1
+
+    sys.setprofile(profile)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return counts["call"] - 1, counts["c_call"] - 1  # minus the setprofile(None) bookkeeping
+
+
+class _Stubbed:
+    """Replaces the compiled binding (and, for the CUDA path, the device and stream queries)
+    with no-ops for the duration of a ``with`` block."""
+
+    def __init__(self, cuda):
+        from ssd_toolkit import _extension, core  # noqa: PLC0415
+
+        self.cuda, self.ext, self.core = cuda, _extension, core
+        self.stub = types.SimpleNamespace(
+            estimate_cpu=lambda *a: None, estimate_cuda=lambda *a: None, compiled_with_cuda=lambda: True
+        )
+
+    def __enter__(self):
+        self.saved = (self.ext.load, self.ext.cpu_kernel, self.ext.has_cuda_kernel, dict(self.core._TORCH_DEVICE_PATHS),
+                      torch.cuda.current_device, getattr(torch._C, "_cuda_getCurrentRawStream", None))
+        self.ext.load = lambda: self.stub
+        self.ext.cpu_kernel = lambda: self.stub.estimate_cpu
+        if self.cuda:  # CPU tensors take the CUDA route: glue, allocation, argument packing
+            self.ext.has_cuda_kernel = lambda: True
+            self.core._TORCH_DEVICE_PATHS["cpu"] = self.core._torch_cuda_fast
+            torch.cuda.current_device = lambda: None  # a CPU tensor's device index
+            torch._C._cuda_getCurrentRawStream = lambda index: 0
+        return self
+
+    def __exit__(self, *exc):
+        self.ext.load, self.ext.cpu_kernel, self.ext.has_cuda_kernel, paths, torch.cuda.current_device, raw = self.saved
+        self.core._TORCH_DEVICE_PATHS.update(paths)
+        if self.cuda and raw is None:
+            delattr(torch._C, "_cuda_getCurrentRawStream")
+        elif self.cuda:
+            torch._C._cuda_getCurrentRawStream = raw
+
+
+def host_overhead(repeats=2000):
+    """Rows of HOST_COLUMNS at [8, 4, 64, 64] float32 with the binding stubbed."""
+    c, u, n = make_inputs((8, 4, 64, 64), "float32")
+    tc, tu, tn = (torch.from_numpy(x) for x in (c, u, n))
+    t_int = np.rint(mixed_timesteps(8, M)).astype(np.int64)
+    cases = [
+        ("NumPy fast path", False, (c, u, n), "int64 [B]", t_int, {}),
+        ("NumPy fast path", False, (c, u, n), "int64 [B]", t_int, {"return_stats": True}),
+        ("NumPy fast path", False, (c, u, n), "Python int", 300, {}),
+        ("torch CPU fast path", False, (tc, tu, tn), "torch int64 [B]", torch.from_numpy(t_int), {}),
+        ("torch CPU fast path", False, (tc, tu, tn), "torch int64 [B]", torch.from_numpy(t_int), {"return_stats": True}),
+        ("general path (NumPy)", False, (c, u, n), "list", t_int.tolist(), {}),
+        ("torch CUDA path (stubbed)", True, (tc, tu, tn), "Python int", 300, {}),
+        ("torch CUDA path (stubbed)", True, (tc, tu, tn), "int64 [B] (host)", t_int, {}),
+        ("torch CUDA path (stubbed)", True, (tc, tu, tn), "Python int", 300, {"return_stats": True}),
+    ]
+    rows = []
+    for path, cuda, arrays, t_name, t_value, kw in cases:
+        with _Stubbed(cuda):
+            call = lambda: ssd_toolkit.estimate(*arrays, t_value, M, **kw)  # noqa: E731
+            call()
+            python_calls, c_calls = count_calls(call)
+            timing = median_time(lambda: [call() for _ in range(repeats)], warmup=1, repeats=7)
+        rows.append({"path": path, "t": t_name, "stats": "yes" if kw else "no", "python_calls": python_calls,
+                     "c_calls": c_calls, "us": timing["min_s"] / repeats * 1e6})
+        print(rows[-1], flush=True)
+    return rows
 
 
 def main():
@@ -152,6 +282,15 @@ def main():
              "against the faster of numpy.copyto (1 thread) and torch copy_ (all cores). The kernel "
              "really reads two inputs twice (pass 2 re-reads a sample right after pass 1, from cache "
              "when the sample fits) but is credited with 4x only.")
+    torch.set_num_threads(1)
+    host_rows = host_overhead()
+    notes += (
+        "\n\nHost overhead of one call at 8x4x64x64 float32, binding stubbed (no kernel work; min of 7 "
+        "x 2000 calls, Python calls counted with sys.setprofile; the CUDA rows run the CUDA glue on CPU "
+        "tensors with the device and stream queries stubbed, so they omit the real allocator, the "
+        "stream query and, for a host t vector, the host-to-device copy):\n\n" + markdown_table(host_rows, HOST_COLUMNS)
+    )
+    params["host_overhead"] = host_rows
     print(write_results(args.name, rows, COLUMNS, params, machine, notes))
 
 

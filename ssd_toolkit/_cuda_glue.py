@@ -115,6 +115,10 @@ def torch_timesteps(t, B, device):
     """
     import torch  # noqa: PLC0415
 
+    if type(t) is np.ndarray and t.ndim == 1:  # a sampler's int64 vector: one conversion
+        t64 = _arrays.fast_timesteps(t, B)
+        if t64 is not None:
+            return torch.from_numpy(t64).to(device, non_blocking=True), 0.0
     if isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t):
         return None, float(t)
     if isinstance(t, torch.Tensor) and t.device.type != "cpu":
@@ -129,7 +133,7 @@ def torch_timesteps(t, B, device):
         return t.to(torch.float64).contiguous(), 0.0
     if (t.ndim if isinstance(t, torch.Tensor) else np.ndim(t)) == 0:
         return None, float(_arrays.validate_timesteps(t, 1)[0])
-    t64 = _arrays.fast_timesteps(t, B)  # a sampler's int64 vector: one conversion, no re-checks
+    t64 = _arrays.fast_timesteps(t, B)
     if t64 is None:
         t64 = _arrays.validate_timesteps(t, B)
     return torch.from_numpy(t64).to(device, non_blocking=True), 0.0
@@ -142,11 +146,13 @@ def estimate_torch_cuda(eps_cond, eps_uncond, noise, t, M, return_stats, shape, 
 
     B = shape[0]
     device = eps_cond.device
-    arrays = [x if x.is_contiguous() else x.contiguous() for x in (eps_cond, eps_uncond, noise)]
+    c = eps_cond if eps_cond.is_contiguous() else eps_cond.contiguous()
+    u = eps_uncond if eps_uncond.is_contiguous() else eps_uncond.contiguous()
+    n = noise if noise.is_contiguous() else noise.contiguous()
     t_dev, t_scalar = torch_timesteps(t, B, device)
     out = torch.empty(shape, dtype=eps_cond.dtype, device=device)
     stats = torch.empty((len(STAT_NAMES), B), dtype=torch.float64, device=device) if return_stats else None
-    launch_torch(*arrays, out, t_dev, t_scalar, M, stats, B, N)
+    launch_torch(c, u, n, out, t_dev, t_scalar, M, stats, B, N)
     if not return_stats:
         return out
     return out, torch_stats_dict(stats, t_dev, t_scalar, M, B, device)

@@ -41,9 +41,15 @@ def warn_fallback_once():
         )
 
 
+def cpu_kernel():
+    """The compiled ``estimate_cpu``, or None (looked up once)."""
+    if "cpu_kernel" not in _state:
+        _state["cpu_kernel"] = getattr(load(), "estimate_cpu", None)
+    return _state["cpu_kernel"]
+
+
 def has_cpu_kernel() -> bool:
-    mod = load()
-    return mod is not None and hasattr(mod, "estimate_cpu")
+    return cpu_kernel() is not None
 
 
 def has_cuda_kernel() -> bool:

@@ -15,6 +15,7 @@ import sys
 import numpy as np
 
 from . import _arrays, _dispatch, _extension
+from ._cuda_glue import estimate_torch_cuda  # imports no torch and no compiled module
 from ._dispatch import BACKENDS
 from ._ssd_math import STAT_NAMES
 
@@ -65,7 +66,7 @@ def estimate(eps_cond, eps_uncond, noise, t, M, *, return_stats=False, backend="
     else:
         tensor = _tensor_type()
         if tensor is not None and isinstance(eps_cond, tensor):
-            if _torch_types[2].compiler.is_compiling():  # Dynamo: the fullgraph-safe custom op
+            if _torch_types[3]():  # Dynamo is tracing: the fullgraph-safe custom op
                 from ._torch_op import estimate_traced  # noqa: PLC0415 - Dynamo tracing only
 
                 return estimate_traced(eps_cond, eps_uncond, noise, t, M, return_stats=return_stats, backend=backend)
@@ -80,11 +81,7 @@ def estimate(eps_cond, eps_uncond, noise, t, M, *, return_stats=False, backend="
 # Native-byte-order float dtypes the NumPy fast path takes, by identity (no hashing).
 _NUMPY_DTYPES = tuple((np.dtype(name), name) for name in ("float32", "float16", "float64"))
 _HUGE = 1e300  # Python ints beyond this take the general path (float() could overflow)
-_torch_types = []  # [torch.Tensor, {torch dtype: name}, torch] once torch is imported
-
-
-def _cpu_kernel():
-    return _extension.load().estimate_cpu if _extension.has_cpu_kernel() else None
+_torch_types = []  # [torch.Tensor, {dtype: name}, torch, is-Dynamo-tracing] once torch is imported
 
 
 def _tensor_type():
@@ -95,7 +92,9 @@ def _tensor_type():
     if torch is None or not hasattr(torch, "Tensor"):
         return None
     names = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32", torch.float64: "float64"}
-    _torch_types.extend((torch.Tensor, names, torch))
+    compiler = torch.compiler
+    tracing = getattr(compiler, "is_dynamo_compiling", compiler.is_compiling)  # the former: 1 call, not 3
+    _torch_types.extend((torch.Tensor, names, torch, tracing))
     return torch.Tensor
 
 
@@ -132,7 +131,7 @@ def _numpy_fast(eps_cond, eps_uncond, noise, t, M, return_stats):
     M = _fast_M(M)
     if not B or size == B or M is None:  # empty batch, one-element samples (warned), bad M
         return None
-    kernel = _cpu_kernel()
+    kernel = _extension.cpu_kernel()
     t64 = _arrays.fast_timesteps(t, B)
     if kernel is None or t64 is None:
         return None
@@ -151,7 +150,7 @@ def _numpy_fast(eps_cond, eps_uncond, noise, t, M, return_stats):
 def _torch_fast(eps_cond, eps_uncond, noise, t, M, return_stats):
     """Torch tensors that need no conversion: CPU -> the CPU kernel on their memory, CUDA
     -> the eager CUDA glue. Tensors that require grad take the general path (it warns)."""
-    tensor, names, _ = _torch_types
+    tensor, names = _torch_types[0], _torch_types[1]
     if type(eps_uncond) is not tensor or type(noise) is not tensor:
         return None
     dt = eps_cond.dtype
@@ -183,8 +182,6 @@ def _torch_cuda_fast(eps_cond, eps_uncond, noise, t, M, return_stats, shape, B, 
     device = eps_cond.device
     if eps_uncond.device != device or noise.device != device or not _extension.has_cuda_kernel():
         return None
-    from ._cuda_glue import estimate_torch_cuda  # noqa: PLC0415 - CUDA callers only
-
     return estimate_torch_cuda(eps_cond, eps_uncond, noise, t, M, return_stats, shape, size // B)
 
 
@@ -197,7 +194,7 @@ def _torch_cpu_fast(eps_cond, eps_uncond, noise, t, M, return_stats, shape, B, s
         or not (eps_cond.is_contiguous() and eps_uncond.is_contiguous() and noise.is_contiguous())
     ):
         return None
-    kernel = _cpu_kernel()
+    kernel = _extension.cpu_kernel()
     t64 = _arrays.fast_timesteps(t, B)
     if kernel is None or t64 is None:
         return None

@@ -206,7 +206,7 @@ def test_inputs_are_not_modified():
 def test_fallback_warns_once_without_compiled_module(monkeypatch):
     from ssd_toolkit import _extension
 
-    monkeypatch.setattr(_extension, "has_cpu_kernel", lambda: False)
+    monkeypatch.setattr(_extension, "cpu_kernel", lambda: None)
     monkeypatch.setitem(_extension._state, "warned", False)
     c, u, n = make((2, 3))
     with pytest.warns(RuntimeWarning, match="NumPy reference"):
@@ -353,3 +353,14 @@ def test_cuda_input_without_cuda_build_is_a_clear_error(monkeypatch):
         _dispatch.choose_backend(batch, "auto")
     with pytest.raises(ValueError, match="backend: 'reference' runs on host arrays"):
         _dispatch.choose_backend(batch, "reference")
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_dynamo_traces_estimate_in_one_graph(backend):
+    """Under torch.compile the call is one graph (custom op, or the shared maths in torch
+    ops): fullgraph=True raises on any graph break. The eager backend keeps it fast."""
+    c, u, n = make((4, 3, 8), "float32", "torch")
+    t = torch.tensor([0, 999, 5, 600])
+    step = torch.compile(lambda c, u, n, t: ssd_toolkit.estimate(c, u, n, t, 500.0, backend=backend) * 2,
+                         fullgraph=True, backend="eager")
+    torch.testing.assert_close(step(c, u, n, t), 2 * ssd_toolkit.estimate(c, u, n, t, 500.0), rtol=1e-6, atol=1e-6)
