@@ -75,6 +75,19 @@ for run in "${RUNS[@]}"; do
   if [ ${#pids[@]} -ge "$JOBS" ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
 done
 wait
+# A run that ended without a sanitizer summary and not by timeout may have failed to start
+# beside the others: once more, alone.
+if [ "$JOBS" -gt 1 ]; then
+  for run in "${RUNS[@]}"; do
+    log="$OUTDIR/sanitize_$run.log"
+    read -r rc _ <"$log.rc" 2>/dev/null || rc=none
+    if ! grep -qE "(ERROR|RACECHECK) SUMMARY" "$log" && [ "$rc" != 124 ] && [ "$rc" != 137 ]; then
+      echo "== $run ended without a summary (exit $rc) beside the others: once more, alone"
+      mv "$log" "$log.parallel"
+      if [ "$run" = canary ]; then run_tool memcheck "$log" --canary; else run_tool "$run" "$log"; fi
+    fi
+  done
+fi
 
 # Summary table: one row per tool.
 status=0 bad=()
@@ -95,7 +108,7 @@ status=0 bad=()
     elif [ "$rc" = 1 ]; then verdict=DRIVER-FAILED; status=1
     else verdict=FAILED; status=1
     fi
-    echo "| $tool | $verdict | $rc | $secs | ${summary:-none} | ${driver:-no driver line} |"
+    echo "| $tool | $verdict$([ -f "$log.parallel" ] && echo " (rerun alone)") | $rc | $secs | ${summary:-none} | ${driver:-no driver line} |"
     [ "$verdict" = clean ] || [ "$verdict" = caught ] || bad+=("$tool")
   done
 } >"$OUTDIR/sanitizer.md"
