@@ -44,6 +44,12 @@ void estimate_cpu(const EstimateParams& p, int num_threads);
 // with an input; throws std::invalid_argument naming the field (csrc/ssd_params.cpp).
 void validate_params(const EstimateParams& p);
 
+// The parameters from addresses (as the pybind11 entry points receive them) and a dtype
+// name; not yet validated.
+EstimateParams params_from_addresses(uintptr_t eps_cond, uintptr_t eps_uncond, uintptr_t noise, uintptr_t out,
+                                     uintptr_t t, double t_scalar, uintptr_t stats, int64_t B, int64_t N,
+                                     const char* dtype, double M);
+
 // Bytes per element of `d` (2, 4 or 8).
 int64_t item_size(DType d);
 

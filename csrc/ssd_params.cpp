@@ -54,6 +54,24 @@ DType dtype_from_name(const char* name) {
   throw std::invalid_argument("dtype: expected one of 'float16', 'bfloat16', 'float32', 'float64', got '" + s + "'");
 }
 
+EstimateParams params_from_addresses(uintptr_t eps_cond, uintptr_t eps_uncond, uintptr_t noise, uintptr_t out,
+                                     uintptr_t t, double t_scalar, uintptr_t stats, int64_t B, int64_t N,
+                                     const char* dtype, double M) {
+  EstimateParams p{};
+  p.eps_cond = reinterpret_cast<const void*>(eps_cond);
+  p.eps_uncond = reinterpret_cast<const void*>(eps_uncond);
+  p.noise = reinterpret_cast<const void*>(noise);
+  p.out = reinterpret_cast<void*>(out);
+  p.t = reinterpret_cast<const double*>(t);
+  p.t_scalar = t_scalar;
+  p.stats = reinterpret_cast<double*>(stats);
+  p.B = B;
+  p.N = N;
+  p.dtype = dtype_from_name(dtype);
+  p.M = M;
+  return p;
+}
+
 void validate_params(const EstimateParams& p) {
   if (p.B < 0) throw std::invalid_argument("B: expected >= 0, got " + std::to_string(p.B));
   if (p.N < 0) throw std::invalid_argument("N: expected >= 0, got " + std::to_string(p.N));

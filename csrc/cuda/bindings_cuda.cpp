@@ -17,18 +17,8 @@ namespace {
 void estimate_cuda_py(uintptr_t eps_cond, uintptr_t eps_uncond, uintptr_t noise, uintptr_t out, uintptr_t t,
                       double t_scalar, uintptr_t stats, int64_t B, int64_t N, const std::string& dtype, double M,
                       uintptr_t stream) {
-  ssd::EstimateParams p{};
-  p.eps_cond = reinterpret_cast<const void*>(eps_cond);
-  p.eps_uncond = reinterpret_cast<const void*>(eps_uncond);
-  p.noise = reinterpret_cast<const void*>(noise);
-  p.out = reinterpret_cast<void*>(out);
-  p.t = reinterpret_cast<const double*>(t);
-  p.t_scalar = t_scalar;
-  p.stats = reinterpret_cast<double*>(stats);
-  p.B = B;
-  p.N = N;
-  p.dtype = ssd::dtype_from_name(dtype.c_str());
-  p.M = M;
+  const ssd::EstimateParams p = ssd::params_from_addresses(eps_cond, eps_uncond, noise, out, t, t_scalar, stats, B, N,
+                                                           dtype.c_str(), M);
   if (B < 0 || N < 0)
     throw std::invalid_argument("B, N: expected sizes >= 0, got B=" + std::to_string(B) + ", N=" + std::to_string(N));
   if (B > 0 && N > 0 && (!eps_cond || !eps_uncond || !noise || !out))
