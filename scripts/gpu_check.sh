@@ -119,6 +119,8 @@ step_build() {
     key "build switches present; bench_cuda --plans parses"
     return 0
   fi
+  # Never rebuild a checkout's module on a machine without a GPU (e.g. a run with --skip 1 here).
+  "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'step 2 builds only where a CUDA device is (use --dry-run here)')" || return 1
   local start=$SECONDS
   SSD_TOOLKIT_CUDA_ARCHS=90 MAX_JOBS=16 SSD_TOOLKIT_REQUIRE_BUILD=1 \
     "$PY" -m pip install --no-build-isolation --no-index --no-deps -e . || {
@@ -277,8 +279,8 @@ for i in "${!STEPS[@]}"; do
   if { [ -n "$ONLY" ] && [[ "$ONLY" != *",$n,"* ]]; } || [[ "$SKIP" == *",$n,"* ]]; then
     STATUS[n]=SKIP KEYS[n]="not selected"; SECS[n]=0; continue
   fi
-  if [ "$DRY" = 0 ] && [[ "$needs_build" == *" $n "* ]] && [ "${STATUS[2]:-}" != PASS ] && [[ "$ONLY" != *",$n,"* ]]; then
-    STATUS[n]=SKIP KEYS[n]="needs step 2 (build)"; SECS[n]=0; continue
+  if [ "$DRY" = 0 ] && [[ "$needs_build" == *" $n "* ]] && [[ " FAIL TIMEOUT " == *" ${STATUS[2]:-none} "* ]]; then
+    STATUS[n]=SKIP KEYS[n]="needs step 2 (build)"; SECS[n]=0; continue  # not run (--only/--skip): an earlier build
   fi
   if [ "$DRY" = 0 ] && [ "${STATUS[1]:-}" = FAIL ]; then
     STATUS[n]=SKIP KEYS[n]="needs step 1 (a CUDA device)"; SECS[n]=0; continue

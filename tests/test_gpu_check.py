@@ -235,3 +235,13 @@ def test_results_files_name_the_gpu_driver_and_commit(tmp_path, monkeypatch):
     monkeypatch.setenv("SSD_GIT_COMMIT", "abc1234+2-uncommitted")
     monkeypatch.setattr(common, "ROOT", tmp_path)  # no .git here: the device's copy of the tree
     assert common.git_commit() == "abc1234+2-uncommitted"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the machine without a GPU")
+def test_build_step_refuses_to_rebuild_the_checkout_without_a_gpu(tmp_path):
+    modules = sorted((ROOT / "ssd_toolkit").glob("_C*.so"))
+    before = [m.stat().st_mtime_ns for m in modules]
+    done = _run(["bash", "scripts/gpu_check.sh", "--only", "2", str(tmp_path)])
+    assert done.returncode == 1
+    assert "step 2 builds only where a CUDA device is" in (tmp_path / "gpu_check.log").read_text()
+    assert [m.stat().st_mtime_ns for m in modules] == before
