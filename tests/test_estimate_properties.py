@@ -6,14 +6,14 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import ssd_toolkit
+from optional_torch import torch
 
-BACKENDS = ["reference", "torch"] + (["compiled"] if ssd_toolkit.backends()["cpu"] else [])
+BACKENDS = ["reference"] + (["torch"] if torch else []) + (["compiled"] if ssd_toolkit.backends()["cpu"] else [])
 SETTINGS = settings(max_examples=40, deadline=None)
 
 values = st.floats(-100, 100, allow_nan=False, allow_subnormal=False, width=64)

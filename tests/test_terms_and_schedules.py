@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 import ssd_toolkit
 from ssd_toolkit import schedules
@@ -23,6 +22,7 @@ def test_projection_ratio_and_variance_reduced(rng):
 
 
 def test_terms_on_torch_keep_type_and_dtype():
+    torch = pytest.importorskip("torch")
     c, u, n = (torch.randn(3, 8, dtype=torch.float16) for _ in range(3))
     assert ssd_toolkit.variance_reduced(c, n).dtype == torch.float16
     assert ssd_toolkit.projection_ratio(c, n).dtype == torch.float64
