@@ -84,12 +84,16 @@ def test_failed_compile_still_installs_the_python_package(tmp_path):
 
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
 def test_cmake_cpu_build_imports_and_runs(tmp_path):
-    """CMake + Ninja builds the CPU module from the same config; it runs the estimator."""
+    """CMake + Ninja builds the CPU module from the same config; it runs the estimator. With
+    SSD_TOOLKIT_EMULATE_CUDA=1 it also builds the CUDA emulation module, which imports."""
     pybind11 = pytest.importorskip("pybind11")
     ninja = pytest.importorskip("ninja")
     _copy_sources(tmp_path / "src")
     build = tmp_path / "build"
-    env = {**os.environ, "SSD_TOOLKIT_CUDA": "0", "PATH": f"{ninja.BIN_DIR}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ, "SSD_TOOLKIT_CUDA": "0", "SSD_TOOLKIT_EMULATE_CUDA": "1",
+        "PATH": f"{ninja.BIN_DIR}{os.pathsep}{os.environ['PATH']}",
+    }
     configure = [
         "cmake", "-G", "Ninja", "-S", str(tmp_path / "src"), "-B", str(build),
         f"-Dpybind11_DIR={pybind11.get_cmake_dir()}", f"-DPython_EXECUTABLE={sys.executable}",
@@ -100,6 +104,7 @@ def test_cmake_cpu_build_imports_and_runs(tmp_path):
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         outputs.append(result.stdout)
     assert "ssd_toolkit: CPU-only build" in outputs[0]
+    assert f"ssd_toolkit: CUDA emulation module {CONFIG['emulation']['module']}" in outputs[0]
     module = next(build.glob("_C*.so"))
     script = (
         "import importlib.util, numpy as np\n"
@@ -115,3 +120,13 @@ def test_cmake_cpu_build_imports_and_runs(tmp_path):
     assert result.returncode == 0, result.stderr
     # h = (3, 4), r = 3, eps_tilde = (0, 4), scale = 5 / 4 -> E = (0, 5)
     assert result.stdout.split() == ["False", "[[0.0,", "5.0]]"]
+    emulation = next(build.glob(f"{CONFIG['emulation']['module']}*.so"))
+    script = (
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location({CONFIG['emulation']['module']!r}, {str(emulation)!r})\n"
+        "E = importlib.util.module_from_spec(spec); spec.loader.exec_module(E)\n"
+        "print(E.plan(4 * 64 * 64, 'float32'))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "resident cluster=8 vpt=1 threads=512 vec=16B"
