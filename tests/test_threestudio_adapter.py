@@ -122,6 +122,18 @@ def test_decode_and_encode(tiny_dir):
     assert g.encode_images(torch.rand(2, 3, 32, 32)).shape == (2, 4, 8, 8)
 
 
+def test_controlnet_condition_from_cond_rgb(tiny_dir):
+    kw = {"controlnet_name_or_path": str(tiny_dir / "controlnet"), "seed": 3}
+    plain, conditioned = make(tiny_dir, **kw), make(tiny_dir, **kw)
+    utils, batch = PromptOutput(plain.guidance.encode_prompts), camera_batch(2)
+    rgb = torch.rand(2, 64, 64, 3)
+    plain(rgb, utils, **batch)
+    conditioned(rgb, utils, **batch, cond_rgb=torch.rand(1, 64, 64, 3))  # one condition, repeated to B
+    a, b = plain.last_output, conditioned.last_output
+    assert torch.equal(a.t, b.t) and torch.equal(a.noise, b.noise)  # same draws: only the condition differs
+    assert float((a.eps_cond - b.eps_cond).abs().max()) > 1e-4
+
+
 def test_half_precision_weights_keep_float32_losses(tiny_dir):
     g = ThreestudioGuidance({"pretrained_model_name_or_path": str(tiny_dir)})  # threestudio's default: fp16 weights
     assert g.weights_dtype == torch.float16
