@@ -230,6 +230,27 @@ def fast_timesteps(t, B: int):
     return None
 
 
+def timestep_indices(t, T: int) -> np.ndarray:
+    """t as an int64 host array (same shape), checked to be integers in ``[0, T - 1]``: the
+    one validator of timesteps that index a schedule (weightings, ``NoiseSchedule``)."""
+    if is_torch_tensor(t):
+        if t.is_complex() or t.dtype == _torch().bool:
+            raise TypeError(f"t: expected integer timesteps, got dtype {dtype_name(t)}")
+        host = t.detach().to("cpu").double().numpy()
+    else:
+        host = np.asarray(t)
+        if host.dtype.kind not in "iuf":
+            raise TypeError(f"t: expected integer timesteps, got dtype {host.dtype}")
+        host = host.astype(np.float64)
+    if host.size and not np.all(np.isfinite(host) & (host == np.round(host))):
+        bad = host[~(np.isfinite(host) & (host == np.round(host)))].ravel()[0]
+        raise ValueError(f"t: expected integer-valued timesteps, got {bad}")
+    idx = host.astype(np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= T):
+        raise ValueError(f"t: expected timesteps in [0, {T - 1}], got min {idx.min()} max {idx.max()}")
+    return idx
+
+
 def flat_rows(x, B: int, N: int):
     """A ``[B, N]`` C-contiguous view of x (a copy only when x is not contiguous)."""
     if is_torch_tensor(x):

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _arrays
+
 
 @dataclass(frozen=True)
 class NoiseSchedule:
@@ -22,11 +24,7 @@ class NoiseSchedule:
         return int(self.alphas_cumprod.shape[0])
 
     def _index(self, t):
-        t = np.asarray(t)
-        idx = np.rint(t).astype(np.int64)
-        if np.any(idx < 0) or np.any(idx >= self.num_timesteps):
-            raise ValueError(f"t: expected timesteps in [0, {self.num_timesteps - 1}], got min {t.min()} max {t.max()}")
-        return idx
+        return _arrays.timestep_indices(t, self.num_timesteps)
 
     def alpha_bar(self, t):
         """``abar_t`` for integer (or integer-valued) timesteps t."""

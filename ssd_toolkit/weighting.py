@@ -69,7 +69,7 @@ class Weighting:
 
     def __call__(self, t, alphas_cumprod):
         T = _check_alphas(alphas_cumprod)
-        idx = _timestep_indices(t, T)
+        idx = _arrays.timestep_indices(t, T)
         if _arrays.is_torch_tensor(t):
             torch = _arrays._torch()
             abar = alphas_cumprod
@@ -92,26 +92,6 @@ def _check_alphas(alphas_cumprod) -> int:
     if len(shape) != 1 or shape[0] == 0:
         raise ValueError(f"alphas_cumprod: expected shape [T] with T >= 1, got {list(shape)}")
     return int(shape[0])
-
-
-def _timestep_indices(t, T: int) -> np.ndarray:
-    """t as an int64 host array (same shape), checked to be integers in ``[0, T - 1]``."""
-    if _arrays.is_torch_tensor(t):
-        if t.is_complex() or t.dtype == _arrays._torch().bool:
-            raise TypeError(f"t: expected integer timesteps, got dtype {_arrays.dtype_name(t)}")
-        host = t.detach().to("cpu").double().numpy()
-    else:
-        host = np.asarray(t)
-        if host.dtype.kind not in "iuf":
-            raise TypeError(f"t: expected integer timesteps, got dtype {host.dtype}")
-        host = host.astype(np.float64)
-    if host.size and not np.all(np.isfinite(host) & (host == np.round(host))):
-        bad = host[~(np.isfinite(host) & (host == np.round(host)))].ravel()[0]
-        raise ValueError(f"t: expected integer-valued timesteps, got {bad}")
-    idx = host.astype(np.int64)
-    if idx.size and (idx.min() < 0 or idx.max() >= T):
-        raise ValueError(f"t: expected timesteps in [0, {T - 1}] (len(alphas_cumprod) = {T}), got min {idx.min()} max {idx.max()}")
-    return idx
 
 
 def list_weightings():

@@ -58,3 +58,11 @@ def test_stable_diffusion_schedule_matches_diffusers():
 def test_schedule_rejects_out_of_range_timesteps():
     with pytest.raises(ValueError, match=r"t: expected timesteps in \[0, 999\], got min -1"):
         schedules.stable_diffusion_schedule().alpha([-1, 5])
+
+
+def test_schedule_rejects_non_integer_timesteps():
+    """A schedule is indexed by integer timesteps: 0.5 is an error, not rounded."""
+    with pytest.raises(ValueError, match="t: expected integer-valued timesteps, got 0.5"):
+        schedules.stable_diffusion_schedule().alpha([0.5, 5])
+    np.testing.assert_array_equal(schedules.stable_diffusion_schedule().alpha(np.array([3.0, 5.0])),
+                                  schedules.stable_diffusion_schedule().alpha([3, 5]))
