@@ -3,7 +3,7 @@
 #   bash scripts/cuda_sanitize.sh                      # memcheck racecheck synccheck initcheck
 #   bash scripts/cuda_sanitize.sh memcheck racecheck   # some tools
 #   bash scripts/cuda_sanitize.sh --jobs 4 --canary --out DIR
-# Runs scripts/sanitize_driver.py (43 calls: every dtype, resident cluster size, packs per
+# Runs scripts/sanitize_driver.py (54 calls: every dtype, resident cluster size, packs per
 # thread, access width, split chunking, forced path and edge case, each compared with the
 # reference) under each tool, instrumenting only our kernels (--kernel-name kns=$SSD_SANITIZE_KERNELS,
 # default "ssd", the kernels' namespace). torch's caching allocator is off, so each tensor is

@@ -1,4 +1,4 @@
-"""Standalone driver for compute-sanitizer: every CUDA kernel variant and edge case, ~40 calls.
+"""Standalone driver for compute-sanitizer: every CUDA kernel variant and edge case, 54 calls.
 
 Run under each tool by scripts/cuda_sanitize.sh (filtered to our kernels, with
 PYTORCH_NO_CUDA_MEMORY_CACHING=1 so every tensor is its own allocation and an access one
@@ -60,13 +60,11 @@ class Case:
 
 
 CASES = [
-    # float32 (4 per 16-byte pack): every resident cluster size and packs per thread.
+    # float32 (4 per 16-byte pack). `what` names the launch an H100 gets (cuda_launch_plan).
     Case("f32-n1", "float32", 1, 1, what="smallest sample, scalar access"),
     Case("f32-b7n3", "float32", 7, 3, t="low", what="N under one pack"),
     Case("f32-n97-mis", "float32", 5, 97, offset=1, what="odd N, misaligned"),
     Case("f32-c1", "float32", 3, 2048, t="device", what="resident cluster 1, 1 pack/thread"),
-    Case("f32-c2", "float32", 2, 4096, stats=False, what="resident cluster 2"),
-    Case("f32-c4", "float32", 2, 8192, what="resident cluster 4"),
     Case("f32-c8", "float32", 2, 16384, t="device", what="resident cluster 8, 1 pack/thread"),
     Case("f32-c8-v2", "float32", 2, 32768, what="resident cluster 8, 2 packs/thread"),
     Case("f32-c8-v4", "float32", 2, 65536, stats=False, what="resident cluster 8, 4 packs/thread"),
@@ -74,6 +72,7 @@ CASES = [
     Case("f32-c8-mis", "float32", 2, 16383, offset=1, what="scalar access with clusters"),
     Case("f32-c8-v4-mis", "float32", 2, 65535, offset=1, what="scalar access, 4 packs/thread, clusters"),
     Case("f32-nc-v2", "float32", 3, 4096, path="no_cluster", what="no cluster, 2 packs/thread"),
+    Case("f32-nc-v2-mis", "float32", 3, 4095, path="no_cluster", offset=1, what="no cluster, 2 packs/thread, scalar"),
     Case("f32-nc-v4", "float32", 3, 8192, path="no_cluster", t="device", what="no cluster, 4 packs/thread"),
     Case("f32-nc-split", "float32", 2, 16384, path="no_cluster", what="no cluster falls back to split"),
     Case("f32-split-1", "float32", 3, 1025, path="split", what="split, one chunk"),
@@ -82,19 +81,22 @@ CASES = [
     Case("f32-split-16", "float32", 2, 16, path="split", t="device", what="split at the 64-byte minimum"),
     Case("f32-split-15", "float32", 2, 15, path="split", what="under 64 bytes: split refused, resident"),
     Case("f32-batch64", "float32", 64, 1024, t="device", what="many samples"),
-    # Edge cases.
+    # Edge cases (clusters of 2 and 4 on an H100).
     Case("f32-nonfinite", "float32", 4, 3000, stats=False, values="nonfinite", what="inf/NaN stay in their sample"),
     Case("f32-nonfinite-split", "float32", 4, 9000, path="split", stats=False, values="nonfinite",
          what="inf/NaN through the split path"),
-    Case("f32-collinear", "float32", 2, 5000, values="collinear", what="degenerate eps_tilde: E = 0"),
-    Case("f32-zero-noise", "float32", 2, 4096, values="zero_noise", what="||noise|| = 0: r = 0"),
-    Case("f32-t-at-M", "float32", 4, 4096, t="at_m", what="t == M is mode-seeking"),
+    Case("f32-collinear", "float32", 2, 5000, values="collinear", what="degenerate eps_tilde: E = 0 (cluster 4)"),
+    Case("f32-zero-noise", "float32", 2, 4096, values="zero_noise", what="||noise|| = 0: r = 0 (cluster 2)"),
+    Case("f32-t-at-M", "float32", 4, 4096, t="at_m", what="t == M is mode-seeking (cluster 2)"),
     Case("f32-all-h-split", "float32", 3, 10000, path="split", t="high", what="t > M: write reads eps_uncond"),
     Case("empty-batch", "float32", 0, 5, what="B = 0: no launch"),
     Case("empty-sample", "float32", 3, 0, what="N = 0"),
     # float16 / bfloat16 (8 per pack).
     Case("f16-c1", "float16", 3, 4096, what="fp16 resident cluster 1"),
-    Case("f16-c8-v4", "float16", 2, 131072, t="device", what="fp16 resident cluster 8, 4 packs/thread"),
+    Case("f16-c8-v2", "float16", 2, 65536, what="fp16 cluster 8, 2 packs/thread"),
+    Case("f16-c8-v2-mis", "float16", 2, 65535, offset=1, what="fp16 cluster 8, 2 packs/thread, scalar"),
+    Case("f16-c8-v4", "float16", 2, 131072, t="device", what="fp16 cluster 8, 4 packs/thread"),
+    Case("f16-c8-v4-mis", "float16", 1, 131071, offset=1, stats=False, what="fp16 cluster 8, 4 packs/thread, scalar"),
     Case("f16-mis", "float16", 3, 1001, offset=1, what="fp16 scalar"),
     Case("f16-split-uneven", "float16", 2, 20000, path="split", what="fp16 split, uneven chunks"),
     Case("f16-split-mis", "float16", 2, 20001, path="split", offset=1, what="fp16 split, scalar"),
@@ -102,13 +104,22 @@ CASES = [
          what="fp16 inf/NaN, no cluster"),
     Case("bf16-c4", "bfloat16", 2, 16384, what="bf16 resident cluster 4"),
     Case("bf16-mis", "bfloat16", 2, 16383, offset=1, t="device", what="bf16 scalar with clusters"),
+    Case("bf16-nc-v2", "bfloat16", 2, 8192, path="no_cluster", what="bf16 2 packs/thread"),
+    Case("bf16-nc-v2-mis", "bfloat16", 2, 8191, path="no_cluster", offset=1, what="bf16 2 packs/thread, scalar"),
+    Case("bf16-nc-v4", "bfloat16", 2, 16384, path="no_cluster", stats=False, what="bf16 4 packs/thread"),
+    Case("bf16-nc-v4-mis", "bfloat16", 2, 16383, path="no_cluster", offset=1, what="bf16 4 packs/thread, scalar"),
     Case("bf16-split", "bfloat16", 2, 20000, path="split", what="bf16 split"),
+    Case("bf16-split-mis", "bfloat16", 2, 20001, path="split", offset=1, t="device", what="bf16 split, scalar"),
     # float64 (2 per pack).
     Case("f64-c8", "float64", 2, 8192, what="fp64 resident cluster 8"),
     Case("f64-c8-v4", "float64", 2, 32768, stats=False, what="fp64 resident cluster 8, 4 packs/thread"),
     Case("f64-mis", "float64", 3, 1023, offset=1, what="fp64 scalar"),
-    Case("f64-split-uneven", "float64", 2, 5000, path="split", t="device", what="fp64 split, uneven chunks"),
+    Case("f64-nc-v2", "float64", 2, 2048, path="no_cluster", what="fp64 2 packs/thread"),
+    Case("f64-nc-v2-mis", "float64", 2, 2047, path="no_cluster", offset=1, what="fp64 2 packs/thread, scalar"),
     Case("f64-nc", "float64", 2, 4096, path="no_cluster", what="fp64 no cluster, 4 packs/thread"),
+    Case("f64-nc-v4-mis", "float64", 2, 4095, path="no_cluster", offset=1, what="fp64 4 packs/thread, scalar"),
+    Case("f64-split-uneven", "float64", 2, 5000, path="split", t="device", what="fp64 split, uneven chunks"),
+    Case("f64-split-mis", "float64", 2, 5001, path="split", offset=1, what="fp64 split, scalar"),
 ]
 
 

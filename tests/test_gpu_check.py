@@ -49,7 +49,7 @@ def test_dry_run_passes_every_step_and_fits_the_device_tool(tmp_path):
     assert [r[1] for r in rows] == ["env", "build", "tests", "sanitize", "bench", "gpu-tests", "avatar", "extra"]
     assert all(r[2] == "PASS" for r in rows), summary
     assert sum(int(r[4]) for r in rows[:7]) <= 540 - 12  # the budgets leave the reserve for the end
-    assert "43 driver cases listed" in summary
+    assert f"{len(sanitize_driver.CASES)} driver cases listed" in summary
     # The device tool returns at most 8 files, named in letters, digits, '.', '_' and '-'.
     files = sorted(p.name for p in results.iterdir())
     assert files == ["details.tar.gz", "gpu_check.log", "summary.md"]
@@ -125,9 +125,36 @@ def test_driver_cases_cover_every_dtype_path_and_access_width():
     assert {(c.B == 0, c.N == 0) for c in cases} >= {(True, False), (False, True)}
 
 
+def test_driver_cases_reach_every_kernel_instantiation_on_an_h100():
+    """Through the CUDA emulation's launch planner (the .cu's own plan code) for a pretend
+    H100: every resident (dtype, packs per thread, access width), every split (dtype,
+    access width) and every cluster size 1-16 is launched by some case."""
+    try:
+        import cuda_emulation_build
+
+        emu = cuda_emulation_build.load()
+    except Exception as exc:  # noqa: BLE001 - no compiler or pybind11: nothing to plan with
+        pytest.skip(f"CUDA emulation not buildable here: {exc}")
+    h100 = {"major": 9, "sms": 132, "binary_version": 90, "ptx_version": 90, "max_cluster": 16}
+    reached, clusters = set(), set()
+    for c in sanitize_driver.CASES:
+        if c.B == 0:
+            continue
+        words = dict(w.split("=") for w in emu.plan(c.N, c.dtype, c.offset == 0, c.path, 0, h100).split()[1:])
+        kind = "split" if "nchunks" in words else f"vpt={words['vpt']}"
+        reached.add((c.dtype, kind, words["vec"]))
+        clusters.add(int(words.get("cluster", 1)))
+    dtypes, widths = ("float16", "bfloat16", "float32", "float64"), ("16B", "scalar")
+    kinds = ("vpt=1", "vpt=2", "vpt=4", "split")
+    missing = {(d, k, w) for d in dtypes for k in kinds for w in widths} - reached
+    assert not missing, sorted(missing)
+    assert clusters == {1, 2, 4, 8, 16}
+
+
 def test_driver_checks_results_on_the_cpu(monkeypatch, capsys):
+    n = len(sanitize_driver.CASES)
     assert sanitize_driver.main(["--device", "cpu"]) == 0
-    assert "43 cases, 43 ok, 0 failed" in capsys.readouterr().out
+    assert f"{n} cases, {n} ok, 0 failed" in capsys.readouterr().out
     import ssd_toolkit
 
     estimate = ssd_toolkit.estimate
