@@ -18,7 +18,7 @@ FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 _F64 = np.dtype("float64")
 _F32 = np.dtype("float32")
 _INT_T = tuple(np.dtype(name) for name in ("int64", "int32", "uint8", "int16", "uint16", "uint32", "uint64", "int8"))
-_HUGE = 1e300  # Python ints beyond this take the general path (float() could overflow)
+HUGE_INT = 1e300  # fast paths leave Python ints beyond this to the general path (float() could overflow)
 ARRAY_ARGS = ("eps_cond", "eps_uncond", "noise")
 
 
@@ -169,10 +169,13 @@ def validate_threshold(M) -> float:
             M = M.item()
         else:
             raise TypeError(f"M: expected a finite real scalar, got {type(M).__name__} {M!r}")
-    M = float(M)
-    if not math.isfinite(M):
-        raise ValueError(f"M: expected a finite real scalar, got {M}")
-    return M
+    try:
+        value = float(M)
+    except OverflowError:  # a Python int beyond float64's range
+        raise ValueError(f"M: expected a finite real scalar, got an integer of {len(str(abs(M)))} digits") from None
+    if not math.isfinite(value):
+        raise ValueError(f"M: expected a finite real scalar, got {value}")
+    return value
 
 
 def validate_timesteps(t, B: int) -> np.ndarray:
@@ -222,7 +225,7 @@ def fast_timesteps(t, B: int):
             return t if dt is _F64 and t.flags.c_contiguous else t.astype(_F64)
         return t.astype(_F64) if dt in _INT_T else None
     if kind is int:
-        return np.full(B, float(t)) if -_HUGE < t < _HUGE else None
+        return np.full(B, float(t)) if -HUGE_INT < t < HUGE_INT else None
     if kind is float or kind is np.float64 or kind is np.int64:
         return np.full(B, t, _F64) if math.isfinite(t) else None
     if is_torch_tensor(t) and t.device.type == "cpu" and not t.requires_grad and t.ndim == 1:

@@ -100,7 +100,7 @@ def _run_compiled_cpu(rows, t64, M):
     out_view, _ = _arrays.host_view(out)
     B, N = rows[0].shape
     stats_buf = np.empty((len(STAT_NAMES), B), dtype=np.float64)
-    _extension.load().estimate_cpu(*(v for v, _ in views), out_view, t64, stats_buf, B, N, views[0][1], M)
+    _extension.cpu_kernel()(*(v for v, _ in views), out_view, t64, stats_buf, B, N, views[0][1], M)
     stats = dict(zip(STAT_NAMES, stats_buf))
     stats["mode_seeking"] = t64 <= M
     return out, stats

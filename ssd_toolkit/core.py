@@ -80,7 +80,6 @@ def estimate(eps_cond, eps_uncond, noise, t, M, *, return_stats=False, backend="
 
 # Native-byte-order float dtypes the NumPy fast path takes, by identity (no hashing).
 _NUMPY_DTYPES = tuple((np.dtype(name), name) for name in ("float32", "float16", "float64"))
-_HUGE = 1e300  # Python ints beyond this take the general path (float() could overflow)
 _torch_types = []  # [torch.Tensor, {dtype: name}, torch, is-Dynamo-tracing] once torch is imported
 
 
@@ -102,7 +101,7 @@ def _fast_M(M):
     kind = type(M)
     if kind is float:
         return M if math.isfinite(M) else None
-    if kind is int and -_HUGE < M < _HUGE:
+    if kind is int and -_arrays.HUGE_INT < M < _arrays.HUGE_INT:
         return float(M)
     return None
 

@@ -321,6 +321,7 @@ def test_bad_arrays(mutate, exc, pattern):
         ("500", 100, TypeError, "t: expected real timesteps"),
         (0, float("nan"), ValueError, "M: expected a finite real scalar, got nan"),
         (0, float("inf"), ValueError, "M: expected a finite real scalar, got inf"),
+        (0, 10**400, ValueError, "M: expected a finite real scalar, got an integer of 401 digits"),
         (0, "200", TypeError, "M: expected a finite real scalar, got str"),
         (0, [200], TypeError, "M: expected a finite real scalar, got list"),
     ],
