@@ -19,7 +19,12 @@ def test_uniform_draws_like_dreamwaltz_from_the_global_generator():
 
 
 def test_constant_and_linear():
+    torch.manual_seed(0)
     assert DreamWaltzTimesteps("constant")(3, 7, 10).tolist() == [500] * 3
+    after = torch.rand(1)
+    torch.manual_seed(0)
+    torch.randint(500, 501, [3])  # DreamWaltz draws the constant too: the next draws must line up
+    assert torch.equal(torch.rand(1), after)
     linear = DreamWaltzTimesteps("linear", 0.02, 0.98)
     assert linear(2, 1, 11).tolist() == [980, 980]  # the trainer counts steps from 1
     assert linear(1, 6, 11).tolist() == [500]
@@ -27,7 +32,7 @@ def test_constant_and_linear():
 
 
 def test_stages_go_from_high_to_low_t():
-    sampler = DreamWaltzTimesteps("stage4", 0.02, 0.98)  # stages of (980 - 20) // 4 = 240 steps
+    sampler = DreamWaltzTimesteps("stage_4", 0.02, 0.98)  # stages of (980 - 20) // 4 = 240 steps
     bounds = [(740, 980), (500, 740), (260, 500), (20, 260)]
     for step, (lo, hi) in zip((0, 25, 50, 99), bounds):  # 100 iterations, 25 per stage
         t = sampler(64, step, 100)
@@ -46,7 +51,7 @@ def test_annealed_uniform_prior_walks_t_down_linearly():
     "kwargs, message",
     [
         ({"time_sampling": "exp"}, r"guide.time_sampling: expected one of"),
-        ({"time_sampling": "stage0"}, r"guide.time_sampling: expected one of .* \(N >= 1\), got 'stage0'"),
+        ({"time_sampling": "stage_0"}, r"guide.time_sampling: expected one of .* \(N >= 1\), got 'stage_0'"),
         ({"time_sampling": "annealed", "time_prior": "dreamtime"}, r"guide.time_prior: expected one of \('uniform',\)"),
         ({"min_timestep": 0.5, "max_timestep": 0.4}, r"guide.min_timestep, guide.max_timestep: expected 0 <= min"),
     ],

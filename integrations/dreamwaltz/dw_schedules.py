@@ -13,14 +13,14 @@ import bisect
 
 import numpy as np
 
-TIME_SAMPLINGS = ("uniform", "constant", "linear", "annealed", "stage<N>")
+TIME_SAMPLINGS = ("uniform", "constant", "linear", "annealed", "stage_<N>")
 TIME_PRIORS = ("uniform",)
 GUIDANCE_ADJUSTS = ("constant", "uniform", "linear", "linear_rev")
 MIN_GUIDANCE_SCALE = 7.5  # the lower end of DreamWaltz's adjusted scales
 
 
 def _parse_stages(time_sampling):
-    """``"stage<N>"`` -> N (>= 1), else None."""
+    """``"stage_<N>"`` (DreamWaltz's spelling; ``"stage<N>"`` too) -> N (>= 1), else None."""
     if not time_sampling.startswith("stage"):
         return None
     digits = time_sampling[len("stage"):].lstrip("_")
@@ -30,11 +30,11 @@ def _parse_stages(time_sampling):
 
 
 class DreamWaltzTimesteps:
-    """``get_timestep(batch_size, train_step, max_iteration)`` of DreamWaltz.
+    """``get_timestep(batch_size, train_step, max_iteration)`` of DreamWaltz (the same draws).
 
     Args:
         time_sampling: "uniform" (``t ~ U{min, max}`` per sample), "constant" (the middle),
-            "linear" (max -> min over the run, one t per step), "stage<N>" (N equal
+            "linear" (max -> min over the run, one t per step), "stage_<N>" (N equal
             intervals from high to low t, uniform inside the current stage's interval) or
             "annealed" (DreamTime-style: t where the reversed cumulative ``time_prior``
             weight reaches ``train_step / max_iteration``).
@@ -87,11 +87,11 @@ class DreamWaltzTimesteps:
         import torch  # noqa: PLC0415
 
         B, lo, hi = int(batch_size), self.min_step, self.max_step
-        if self.time_sampling == "uniform":
+        if self.time_sampling in ("uniform", "constant"):
+            if self.time_sampling == "constant":  # still one draw, so the noise after it matches DreamWaltz's
+                lo = hi = (lo + hi) // 2
             return torch.randint(lo, hi + 1, [B], dtype=torch.long, device=self.device)
-        if self.time_sampling == "constant":
-            t = (lo + hi) // 2
-        elif self.time_sampling == "linear":
+        if self.time_sampling == "linear":
             delta = (hi - lo) / (max_iteration - 1) if max_iteration > 1 else 0.0
             t = int(hi - (train_step - 1) * delta)
         elif self.time_sampling == "annealed":
