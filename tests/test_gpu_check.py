@@ -92,7 +92,7 @@ def _stand_in_sanitizer(bin_dir, report_error):
 def test_sanitize_script_summarises_each_tool(tmp_path, report_error):
     _stand_in_sanitizer(tmp_path / "bin", report_error)
     env = {**ENV, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
-           "SSD_SANITIZE_DRIVER_ARGS": "--device cpu --only f32-c16 f16-split-mis"}
+           "SSD_SANITIZE_DRIVER_ARGS": "--device cpu --only f32-c16 f64-split-mis"}
     out = tmp_path / "sanitize"
     tools = ["memcheck"] if report_error else ["memcheck", "synccheck"]
     done = _run(["bash", "scripts/cuda_sanitize.sh", *tools, "--jobs", "2", "--out", str(out)], env=env)
