@@ -78,7 +78,7 @@ def _mixed_t(rng, B):
     return t
 
 
-def _run(emu, c, u, n, t, dtype, path="auto", cluster=0, device=H100, misalign_out=None):
+def _run(emu, c, u, n, t, dtype, path="auto", cluster=0, device=H100, misalign_out=None, reverse_schedule=False):
     """Runs the emulated estimate; returns (E as float64 [B, N], stats [6, B], result dict)."""
     B, N = c.shape
     out = _empty(c.shape, dtype, 0 if misalign_out is None else misalign_out)
@@ -88,6 +88,7 @@ def _run(emu, c, u, n, t, dtype, path="auto", cluster=0, device=H100, misalign_o
     result = emu.estimate(
         c.ctypes.data, u.ctypes.data, n.ctypes.data, out.ctypes.data, 0 if t_arr is None else t_arr.ctypes.data,
         0.0 if t_arr is not None else float(t), stats.ctypes.data, B, N, dtype, M, path, cluster, dict(device),
+        reverse_schedule,
     )
     return _as_float64(out, dtype), stats, result
 
@@ -167,6 +168,20 @@ def test_smoke_every_path_width_and_dtype(emu):
             for misalign in (0, 1):
                 c, u, n = (_data(rng, shape, dtype, misalign) for _ in range(3))
                 _check(emu, c, u, n, _mixed_t(rng, shape[0]), dtype, path=path)
+
+
+@pytest.mark.parametrize("dtype,N", [("float32", 4 * 64 * 64), ("float16", 4 * 64 * 128), ("float64", 4 * 128 * 128)])
+def test_smoke_cluster_blocks_wait_for_their_readers(emu, dtype, N):
+    """Last-to-first scheduling lets a block run to its end while the rest of its cluster
+    has not read its sums yet: only the wait before exit keeps the result (and the bits)."""
+    rng = np.random.default_rng(13)
+    c, u, n = (_data(rng, (3, N), dtype) for _ in range(3))
+    t = _mixed_t(rng, 3)
+    forward = _run(emu, c, u, n, t, dtype)
+    backward = _check(emu, c, u, n, t, dtype, reverse_schedule=True)
+    assert "cluster=1 " not in backward[2]["plan"], backward[2]["plan"]
+    assert np.array_equal(forward[0].view(np.int64), backward[0].view(np.int64))
+    assert np.array_equal(forward[1].view(np.int64), backward[1].view(np.int64))
 
 
 # ------------------------------------------------------------------------- semantics

@@ -95,13 +95,21 @@ struct Coef {
   double pad;
 };
 
-// The sample's coefficients (ssd_coefficients.h); writes its stats when asked.
-__device__ __forceinline__ Coef finish(const Sums& s, const EstimateParams& p, int64_t b, bool write_stats) {
+// Whether sample b takes the rescaled branch (t_b <= M; a NaN t gives h, as in the reference).
+__device__ __forceinline__ bool rescaled(const EstimateParams& p, int64_t b) {
+  return (p.t ? p.t[b] : p.t_scalar) <= p.M;
+}
+
+// The sample's coefficients (ssd_coefficients.h).
+__device__ __forceinline__ Coef finish(const Sums& s, const EstimateParams& p, int64_t b) {
   const Coefficients k = coefficients(s);
-  if (write_stats && p.stats)
-    for (int i = 0; i < kNumStats; ++i) p.stats[i * p.B + b] = stat(s, k, i);
-  const double t = p.t ? p.t[b] : p.t_scalar;
-  return Coef{k.r, k.out_scale, t <= p.M ? 1.0 : 0.0, 0.0};  // a NaN t gives h, as in the reference
+  return Coef{k.r, k.out_scale, rescaled(p, b) ? 1.0 : 0.0, 0.0};
+}
+
+__device__ __forceinline__ void store_stats(const Sums& s, const EstimateParams& p, int64_t b) {
+  if (!p.stats) return;
+  const Coefficients k = coefficients(s);
+  for (int i = 0; i < kNumStats; ++i) p.stats[i * p.B + b] = stat(s, k, i);
 }
 
 template <typename T>
@@ -140,12 +148,33 @@ __device__ __forceinline__ void store_pack(T* row, int64_t elem, int64_t N, cons
   }
 }
 
+// The resident kernel's output: pack j of this thread, from registers.
+template <typename T, int VPT, bool kVector>
+__device__ __forceinline__ void write_resident(T* out, int rank, const Pack<T> (&rc)[VPT], const Pack<T> (&ro)[VPT],
+                                               const Coef k, int64_t N) {
+  constexpr int V = Pack<T>::kVec;
+#pragma unroll
+  for (int j = 0; j < VPT; ++j) {
+    const int64_t e = resident_elem(rank, VPT, j, blockDim.x, threadIdx.x, V);
+    Pack<T> o;
+#pragma unroll
+    for (int q = 0; q < V; ++q) o.v[q] = out_elem(rc[j].v[q], ro[j].v[q], ro[j].v[q], k);
+    store_pack<T, kVector>(out, e, N, o);
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // Resident path: grid.x = rows * csize, one (cluster of) block(s) per sample, from b0.
+// After the sums only eps_cond and the input the sample's branch writes with (noise when
+// rescaled, eps_uncond for h) stay in registers. Block rank 0 writes the stats after its
+// output, from shared memory. With clusters, a block signals when it has read the others'
+// sums (barrier_arrive) and waits for the others' signal only before it exits, so that wait
+// overlaps its output stores.
 template <typename T, int VPT, bool kVector>
 __global__ void __launch_bounds__(kMaxThreads) resident_kernel(EstimateParams p, int64_t b0, int csize) {
   constexpr int V = Pack<T>::kVec;
   SSD_SHARED(Sums, scratch, [32]);
+  SSD_SHARED(Sums, total, );
   SSD_SHARED(Coef, coef, );
   const int64_t b = sample_of_block(b0, blockIdx.x, csize);
   const int rank = static_cast<int>(blockIdx.x % csize);
@@ -154,20 +183,26 @@ __global__ void __launch_bounds__(kMaxThreads) resident_kernel(EstimateParams p,
   const T* u = static_cast<const T*>(p.eps_uncond) + row;
   const T* n = static_cast<const T*>(p.noise) + row;
   T* out = static_cast<T*>(p.out) + row;
+  const bool use_noise = rescaled(p, b);
 
-  Pack<T> rc[VPT], ru[VPT], rn[VPT];
-#pragma unroll
-  for (int j = 0; j < VPT; ++j) {
-    const int64_t e = resident_elem(rank, VPT, j, blockDim.x, threadIdx.x, V);
-    rc[j] = load_pack<T, kVector>(c, e, p.N);
-    ru[j] = load_pack<T, kVector>(u, e, p.N);
-    rn[j] = load_pack<T, kVector>(n, e, p.N);
-  }
+  Pack<T> rc[VPT], ro[VPT];  // eps_cond, and noise or eps_uncond
   Sums s{0.0, 0.0, 0.0, 0.0};
+  {
+    Pack<T> ru[VPT], rn[VPT];
 #pragma unroll
-  for (int j = 0; j < VPT; ++j)
+    for (int j = 0; j < VPT; ++j) {
+      const int64_t e = resident_elem(rank, VPT, j, blockDim.x, threadIdx.x, V);
+      rc[j] = load_pack<T, kVector>(c, e, p.N);
+      ru[j] = load_pack<T, kVector>(u, e, p.N);
+      rn[j] = load_pack<T, kVector>(n, e, p.N);
+    }
 #pragma unroll
-    for (int e = 0; e < V; ++e) accumulate(s, to_f64(rc[j].v[e]), to_f64(ru[j].v[e]), to_f64(rn[j].v[e]));
+    for (int j = 0; j < VPT; ++j) {
+#pragma unroll
+      for (int e = 0; e < V; ++e) accumulate(s, to_f64(rc[j].v[e]), to_f64(ru[j].v[e]), to_f64(rn[j].v[e]));
+      ro[j] = use_noise ? rn[j] : ru[j];
+    }
+  }
   s = block_reduce(s, scratch);
 
   if (csize > 1) {
@@ -190,24 +225,25 @@ __global__ void __launch_bounds__(kMaxThreads) resident_kernel(EstimateParams p,
         tot.cn += remote[2];
         tot.nn += remote[3];
       }
-      coef = finish(tot, p, b, rank == 0);  // one stats writer per sample
+      total = tot;
+      coef = finish(tot, p, b);
     }
-    cluster.sync();  // remote reads done before any block exits; coef visible block-wide
+    auto done_reading = cluster.barrier_arrive();  // this block no longer reads the others' sums
+    __syncthreads();                               // coef and total visible block-wide
+    write_resident<T, VPT, kVector>(out, rank, rc, ro, coef, p.N);
+    if (threadIdx.x == 0 && rank == 0) store_stats(total, p, b);  // one stats writer per sample
+    cluster.barrier_wait(static_cast<decltype(done_reading)&&>(done_reading));  // nobody reads my sums any more
 #else
     __trap();  // the host launches clusters only for code compiled for sm_90+
 #endif
   } else {
-    if (threadIdx.x == 0) coef = finish(s, p, b, true);
+    if (threadIdx.x == 0) {
+      total = s;
+      coef = finish(s, p, b);
+    }
     __syncthreads();
-  }
-  const Coef k = coef;
-#pragma unroll
-  for (int j = 0; j < VPT; ++j) {
-    const int64_t e = resident_elem(rank, VPT, j, blockDim.x, threadIdx.x, V);
-    Pack<T> o;
-#pragma unroll
-    for (int q = 0; q < V; ++q) o.v[q] = out_elem(rc[j].v[q], ru[j].v[q], rn[j].v[q], k);
-    store_pack<T, kVector>(out, e, p.N, o);
+    write_resident<T, VPT, kVector>(out, rank, rc, ro, coef, p.N);
+    if (threadIdx.x == 0) store_stats(total, p, b);
   }
 }
 
@@ -287,7 +323,10 @@ __global__ void __launch_bounds__(kSplitThreads) finalize_kernel(EstimateParams 
     s.nn += slot[3];
   }
   s = block_reduce(s, scratch);  // its barrier also ends every read of the slots
-  if (threadIdx.x == 0) coef = finish(s, p, b, true);
+  if (threadIdx.x == 0) {
+    coef = finish(s, p, b);
+    store_stats(s, p, b);
+  }
   __syncthreads();
   const Coef k = coef;
   for (int64_t i = threadIdx.x; i < nchunks; i += blockDim.x) {

@@ -120,6 +120,14 @@ struct Launch {
 };
 
 inline thread_local Launch* g_launch = nullptr;
+inline thread_local bool g_reverse_schedule = false;  // see set_reverse_schedule
+
+// The schedule of the launches that follow on this thread. Default: all threads of a
+// cluster round-robin, first to last (fine interleaving). Reverse: the blocks last to first,
+// each running until all its threads wait or have exited (coarse: a block can finish
+// before a lower rank has started reading its shared memory). A correct kernel gives the
+// same bits under both.
+inline void set_reverse_schedule(bool reverse) { g_reverse_schedule = reverse; }
 
 inline Thread& this_thread() { return g_launch->threads[static_cast<size_t>(current_fiber())]; }
 
@@ -175,16 +183,21 @@ inline double shfl_down(unsigned mask, double v, unsigned delta) {
   return src < kWarpSize ? w.slot[buf][src] : v;
 }
 
-inline void cluster_sync() {
+// Arrival at the cluster barrier; returns the generation to wait for the end of.
+inline uint64_t cluster_arrive() {
   Launch& L = *g_launch;
   const uint64_t generation = L.cluster_generation;
   if (++L.cluster_arrived == L.csize * L.block_dim.x) {
     L.cluster_arrived = 0;
     ++L.cluster_generation;
     note_progress();
-  } else {
-    wait_until([&] { return L.cluster_generation != generation; });
   }
+  return generation;
+}
+
+inline void cluster_wait(uint64_t generation) {
+  Launch& L = *g_launch;
+  wait_until([&] { return L.cluster_generation != generation; });
 }
 
 inline void* map_shared_rank(void* addr, unsigned rank) {
@@ -259,7 +272,7 @@ inline void run_grid(int64_t grid, int threads, int csize, void (*call)(void*), 
     }
     L.cluster_arrived = 0;
     L.cluster_generation = 0;
-    run_fibers(csize * threads, &run_thread, &L);
+    run_fibers(csize * threads, &run_thread, &L, g_reverse_schedule ? threads : csize * threads, g_reverse_schedule);
   }
   for (Block& b : L.blocks) SSD_EMU_UNPOISON(b.shared.data(), kSharedBytes);
 }
@@ -316,7 +329,12 @@ inline __nv_bfloat16 __double2bfloat16(double x) { return __nv_bfloat16{ssd_emu:
 namespace cooperative_groups {
 class cluster_group {
  public:
-  void sync() const { ssd_emu::cluster_sync(); }
+  struct arrival_token {
+    uint64_t generation;
+  };
+  void sync() const { ssd_emu::cluster_wait(ssd_emu::cluster_arrive()); }
+  arrival_token barrier_arrive() const { return arrival_token{ssd_emu::cluster_arrive()}; }
+  void barrier_wait(arrival_token&& token) const { ssd_emu::cluster_wait(token.generation); }
   template <typename T>
   T* map_shared_rank(T* addr, unsigned rank) const {
     return static_cast<T*>(ssd_emu::map_shared_rank(const_cast<void*>(static_cast<const void*>(addr)), rank));

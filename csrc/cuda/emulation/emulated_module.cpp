@@ -147,12 +147,16 @@ ssd::CudaPath path_from_name(const std::string& path) {
 
 py::dict estimate_py(uintptr_t c, uintptr_t u, uintptr_t n, uintptr_t out, uintptr_t t, double t_scalar,
                      uintptr_t stats, int64_t B, int64_t N, const std::string& dtype, double M, const std::string& path,
-                     int cluster, const py::dict& device) {
+                     int cluster, const py::dict& device, bool reverse_schedule) {
   const ssd::EstimateParams p = ssd::params_from_addresses(c, u, n, out, t, t_scalar, stats, B, N, dtype.c_str(), M);
   EmulatedRuntime rt(pretend_device(device), path_from_name(path), cluster);
   std::string plan;
   {
     py::gil_scoped_release release;
+    struct Schedule {
+      explicit Schedule(bool reverse) { ssd_emu::set_reverse_schedule(reverse); }
+      ~Schedule() { ssd_emu::set_reverse_schedule(false); }
+    } schedule(reverse_schedule);
     if (rt.device().ptx_version >= 90) {
       plan = p.B > 0 ? ssd::sm90::plan_text(rt, N, p.dtype, ssd::sm90::vector_access(p, ssd::item_size(p.dtype))) : "";
       ssd::sm90::estimate_with(rt, p);
@@ -224,12 +228,13 @@ PYBIND11_MODULE(_ssd_cuda_emulation, m) {
   m.def("estimate", &estimate_py, py::arg("eps_cond_ptr"), py::arg("eps_uncond_ptr"), py::arg("noise_ptr"),
         py::arg("out_ptr"), py::arg("t_ptr"), py::arg("t_scalar"), py::arg("stats_ptr"), py::arg("B"), py::arg("N"),
         py::arg("dtype"), py::arg("M"), py::arg("path") = "auto", py::arg("cluster") = 0,
-        py::arg("device") = py::dict(),
+        py::arg("device") = py::dict(), py::arg("reverse_schedule") = false,
         R"doc(estimate_cuda's parameters on host addresses, run by the emulated kernels.
 
 path: 'auto', 'no_cluster' or 'split' (as cuda_set_path); cluster > 0 allows only that
 cluster size; device: a pretend device (keys major, sms, binary_version, ptx_version,
-max_cluster, max_grid_x, fail_queries, last_error; default an H100 with sm_90 code).
+max_cluster, max_grid_x, fail_queries, last_error; default an H100 with sm_90 code);
+reverse_schedule: resume the emulated threads last to first (same bits when correct).
 Returns {'plan': text, 'launches': [(grid, threads, cluster)], 'last_error': the CUDA
 last-error state after the call}. Raises ValueError for bad parameters and RuntimeError
 for what fails on a GPU (a trap, a misaligned access, a deadlock, a refused launch).)doc");

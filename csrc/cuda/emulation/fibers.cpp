@@ -111,7 +111,7 @@ struct Run {
   void* body_ctx = nullptr;
   int current = -1;
   int live = 0;
-  size_t idle = 0;  // resumptions since a fiber last got past a wait
+  bool progressed = false;  // the running fiber did more than re-check a wait
   std::exception_ptr error;
 };
 
@@ -164,7 +164,7 @@ void fiber_main(void*) {
   }
   r.fibers[i].done = true;
   --r.live;
-  r.idle = 0;
+  r.progressed = true;
   switch_context(r.fibers[i].ctx, r.main, nullptr, nullptr, true);
 }
 
@@ -203,18 +203,18 @@ void start_fiber(Fiber& f) {
 int current_fiber() { return g_run ? g_run->current : -1; }
 
 void note_progress() {
-  if (g_run) g_run->idle = 0;
+  if (g_run) g_run->progressed = true;
 }
 
 void yield_waiting() {
   Run& r = *g_run;
   Fiber& f = r.fibers[r.current];
-  ++r.idle;
   switch_context(f.ctx, r.main, nullptr, &f.fake_stack, false);
   finish_switch(f.fake_stack, true);
 }
 
-void run_fibers(int n, void (*body)(void* ctx, int i), void* ctx) {
+void run_fibers(int n, void (*body)(void* ctx, int i), void* ctx, int group, bool reverse) {
+  if (group < 1 || n % group != 0) throw std::logic_error("emulation: fiber groups must divide the fibers");
   if (g_run) throw std::logic_error("emulation: run_fibers is not reentrant");
   Run r;
   r.body = body;
@@ -227,18 +227,29 @@ void run_fibers(int n, void (*body)(void* ctx, int i), void* ctx) {
   }
   r.live = n;
   g_run = &r;
+  // Cycles over the groups; each group runs (its fibers round-robin) until a pass over it
+  // changes nothing. A cycle in which no group changed anything is a deadlock.
+  const int groups = n / group;
   bool deadlock = false;
   while (r.live > 0 && !r.error && !deadlock) {
-    for (int i = 0; i < n && !r.error; ++i) {
-      if (r.fibers[i].done) continue;
-      r.current = i;
-      switch_context(r.main, r.fibers[i].ctx, &r.fibers[i].stack, &r.main_fake_stack, false);
-      finish_switch(r.main_fake_stack, false);
-      if (r.live > 0 && r.idle > 2 * static_cast<size_t>(r.live)) {
-        deadlock = true;
-        break;
+    bool cycle_progressed = false;
+    for (int g = 0; g < groups && !r.error; ++g) {
+      const int first = (reverse ? groups - 1 - g : g) * group;
+      for (bool pass_progressed = true; pass_progressed && !r.error;) {
+        pass_progressed = false;
+        for (int k = 0; k < group && !r.error; ++k) {
+          const int i = first + (reverse ? group - 1 - k : k);
+          if (r.fibers[i].done) continue;
+          r.current = i;
+          r.progressed = false;
+          switch_context(r.main, r.fibers[i].ctx, &r.fibers[i].stack, &r.main_fake_stack, false);
+          finish_switch(r.main_fake_stack, false);
+          pass_progressed = pass_progressed || r.progressed;
+        }
+        cycle_progressed = cycle_progressed || pass_progressed;
       }
     }
+    deadlock = r.live > 0 && !cycle_progressed;
   }
   r.current = -1;
   g_run = nullptr;

@@ -7,23 +7,27 @@
 
 namespace ssd_emu {
 
-// Runs body(ctx, i) for i = 0 .. n-1 as fibers until every one has returned. Rethrows the
+// Runs body(ctx, i) for i = 0 .. n-1 as fibers until every one has returned. The fibers
+// form groups of `group` consecutive ones; each group in turn runs, round-robin, until
+// none of its fibers can go on, then the next group. `reverse` takes the groups and the
+// fibers in them last to first. (group = n: plain round-robin over all.) Rethrows the
 // first exception a body throws (the other fibers are abandoned). Throws
 // std::runtime_error when every live fiber waits and none can go on (a deadlock: a
 // barrier or shuffle that not every thread reaches).
-void run_fibers(int n, void (*body)(void* ctx, int i), void* ctx);
+void run_fibers(int n, void (*body)(void* ctx, int i), void* ctx, int group, bool reverse);
 
 // Index of the running fiber (only inside run_fibers).
 int current_fiber();
 
-// Lets the other fibers run once; counts towards deadlock detection until note_progress().
+// Lets the other fibers run; the caller re-checks its wait when resumed.
 void yield_waiting();
-// The running fiber got past a wait.
+// The running fiber did work (anything but re-checking a wait that still holds it).
 void note_progress();
 
 // Gives way to the other fibers until cond() holds.
 template <class Cond>
 void wait_until(Cond&& cond) {
+  note_progress();  // the work up to this wait (an arrival, a store)
   while (!cond()) yield_waiting();
   note_progress();
 }
