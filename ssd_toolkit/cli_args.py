@@ -19,7 +19,7 @@ OPTIONAL_EXTRAS = {
     "sklearn": "toy",
     "scipy": "toy",
     "PIL": "toy",
-    "torch": "avatar",
+    "torch": "torch",
     "diffusers": "avatar",
     "transformers": "avatar",
     "accelerate": "avatar",

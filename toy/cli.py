@@ -54,8 +54,12 @@ def _checked(name):
 def _trajectories(args):
     from . import trajectories  # noqa: PLC0415
 
-    s = trajectories.run(args.out, args.seed, args.seeds, args.steps, args.lr, args.M, args.weighting)
-    print(f"trajectories: {s['seconds_both_runs']:.2f} s -> {args.out}/trajectories.{{png,json,md}}")
+    if args.denoiser == "learned":
+        require("torch")
+    s = trajectories.run(args.out, args.seed, args.seeds, args.steps, args.lr, args.M, args.weighting,
+                         denoiser=args.denoiser)  # fmt: skip
+    stem = "trajectories" if args.denoiser == "exact" else "trajectories_learned"
+    print(f"trajectories: {s['seconds_both_runs']:.2f} s -> {args.out}/{stem}.{{png,json,md}}")
 
 
 @_checked("sweep")
@@ -132,6 +136,9 @@ def register(subparsers):
     p.add_argument("--lr", type=number(positive=True), default=0.01, help="learning rate (default: 0.01)")
     p.add_argument("--M", type=number(minimum=0), default=200.0, help="SSD threshold (default: 200)")
     _weighting(p)
+    p.add_argument("--denoiser", choices=("exact", "learned"), default="exact",
+                   help="exact mixture scores, or a small CFG denoiser trained on the mixture (needs torch; "
+                        "cached in --out/denoiser/; writes trajectories_learned.*) (default: exact)")  # fmt: skip
     p.set_defaults(func=_trajectories)
     _PARSERS["trajectories"] = p
 

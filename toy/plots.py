@@ -126,8 +126,8 @@ def plot_trajectories(path, mixture, cond_mask, main, trap, schedule, show_t, tr
     ax2.legend(fontsize=8, loc="lower right")
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.tight_layout(rect=(0, 0, 1, 0.96 if title else 1))
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -202,7 +202,7 @@ def plot_statistics(path, rows, dim, title=""):
         ax.set_xlabel("timestep t")
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.93 if title else 1))
     fig.savefig(path, dpi=80)
     plt.close(fig)
 

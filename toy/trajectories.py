@@ -44,13 +44,19 @@ def end_state_summary(mixture, cond_mask, theta):
     }
 
 
-def run_fig7(seeds=16, steps=3000, lr=0.01, M=200.0, weighting="uniform", seed=0, t_range=(20, 980), progress=False):
+def run_fig7(seeds=16, steps=3000, lr=0.01, M=200.0, weighting="uniform", seed=0, t_range=(20, 980), progress=False,
+             model=None):  # fmt: skip
     """Both runs of Fig. 7, all estimators and seeds vectorised.
+
+    Args:
+        model: what gives ``eps_hat``: the exact paper mixture (None) or a
+            ``learned_denoiser.LearnedDenoiser``.
 
     Returns:
         ``(main, trap, seconds)``: the two ``DistillResult``s and the wall time of both.
     """
     mixture, cond_mask = paper_mixture()
+    mixture = mixture if model is None else model
     schedule = ssd_toolkit.stable_diffusion_schedule()
     kw = dict(schedule=schedule, steps=steps, lr=lr, weighting=weighting, progress=progress)
     start = time.perf_counter()
@@ -75,13 +81,30 @@ def run_fig7(seeds=16, steps=3000, lr=0.01, M=200.0, weighting="uniform", seed=0
     return main, trap, time.perf_counter() - start
 
 
-def run(out="toy_out", seed=0, seeds=16, steps=3000, lr=0.01, M=200.0, weighting="uniform", progress=False):
-    """Run Fig. 7, write ``trajectories.{png,json,md}`` under ``out``; return the summary dict."""
+def run(out="toy_out", seed=0, seeds=16, steps=3000, lr=0.01, M=200.0, weighting="uniform", progress=False,
+        denoiser="exact"):  # fmt: skip
+    """Run Fig. 7, write ``trajectories.{png,json,md}`` under ``out`` (``trajectories_learned.*``
+    with ``denoiser="learned"``: a CFG denoiser trained on the mixture, cached under
+    ``out/denoiser/``, gives eps_hat); return the summary dict."""
     from .plots import plot_trajectories  # noqa: PLC0415 - matplotlib only when plotting
 
     mixture, cond_mask = paper_mixture()
     schedule = ssd_toolkit.stable_diffusion_schedule()
-    main, trap, seconds = run_fig7(seeds, steps, lr, M, weighting, seed, progress=progress)
+    model, learned = None, None
+    if denoiser == "learned":
+        from . import learned_denoiser  # noqa: PLC0415 - torch only here
+
+        model, learned = learned_denoiser.load_or_train(out, mixture, cond_mask, schedule,
+                                                        learned_denoiser.DenoiserSettings(seed=seed), progress)  # fmt: skip
+        learned["fidelity"] = learned_denoiser.fidelity(model, mixture, cond_mask, schedule,
+                                                        np.random.default_rng(seed + 2))  # fmt: skip
+    elif denoiser != "exact":
+        raise ValueError(f"denoiser: expected 'exact' or 'learned', got {denoiser!r}")
+    if model is None:
+        main, trap, seconds = run_fig7(seeds, steps, lr, M, weighting, seed, progress=progress)
+    else:
+        with learned_denoiser.one_torch_thread():  # ~1 ms per call instead of ~7 with two threads
+            main, trap, seconds = run_fig7(seeds, steps, lr, M, weighting, seed, progress=progress, model=model)
     a, s = float(schedule.alpha(SHOW_T)), float(schedule.sigma(SHOW_T))
     transient = find_modes(mixture, a, s, cond_mask)
     per = {name: end_state_summary(mixture, cond_mask, main.theta[i]) for i, name in enumerate(main.names)}
@@ -97,16 +120,19 @@ def run(out="toy_out", seed=0, seeds=16, steps=3000, lr=0.01, M=200.0, weighting
             t_range=[20, 980],
             schedule="stable_diffusion (scaled-linear 0.00085..0.012, 1000 steps)",
         ),
+        "denoiser": "exact mixture scores" if learned is None else {"kind": "learned CFG MLP", **learned},
         "seconds_both_runs": seconds,
         "transient_modes_at_t350_over_alpha": transient / a,
         "estimators": per,
     }
     os.makedirs(out, exist_ok=True)
-    png = os.path.join(out, "trajectories.png")
-    title = (f"Fig. 7 on the paper's mixture: {seeds} seeds x {steps} steps, lr {lr:g}, w(t) {weighting}, "
+    stem = "trajectories" if learned is None else "trajectories_learned"
+    png = os.path.join(out, f"{stem}.png")
+    scores = "exact scores" if learned is None else "a learned CFG denoiser"
+    title = (f"Fig. 7 on the paper's mixture with {scores}: {seeds} seeds x {steps} steps, lr {lr:g}, w(t) {weighting}, "
              f"t ~ U{{20..980}}, SSD M = {M:g}, seed {seed}")  # fmt: skip
     plot_trajectories(png, mixture, cond_mask, main, trap, schedule, SHOW_T, transient, title)
-    write_json(os.path.join(out, "trajectories.json"), summary)
+    write_json(os.path.join(out, f"{stem}.json"), summary)
     rows = [
         (
             n,
@@ -131,10 +157,16 @@ def run(out="toy_out", seed=0, seeds=16, steps=3000, lr=0.01, M=200.0, weighting
         ],
         rows,
     )
+    if learned is not None:
+        fid = ", ".join(f"t={r['t']}: {r['h']:.2f}" for r in learned["fidelity"])
+        scores = (f"a learned CFG denoiser (MLP, training loss {learned['final_loss_mean_last_100']:.4f}, "
+                  f"{learned['train_seconds']:.0f} s{', cached' if learned['cached'] else ''}; relative RMS error of its h "
+                  f"against the exact h near P(x|y): {fid})")  # fmt: skip
     write_markdown(
-        os.path.join(out, "trajectories.md"),
-        "Fig. 7: trajectories on the paper's mixture",
+        os.path.join(out, f"{stem}.md"),
+        f"Fig. 7: trajectories on the paper's mixture ({'exact scores' if learned is None else 'learned denoiser'})",
         [
+            f"eps_hat from {scores}. "
             f"{seeds} seeds x {steps} steps, lr {lr}, w(t) {weighting}, t ~ U{{20..980}}, SSD M = {M:g}; "
             f"both runs took {seconds:.2f} s. Transient mode of P(x_t|y) at t = {SHOW_T}, divided by alpha_t: "
             f"{np.round(transient / a, 3).tolist()}.",
