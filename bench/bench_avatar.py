@@ -179,7 +179,7 @@ def main(argv=None):
     parser.add_argument("--name", default=None, help="results file stem (default avatar_<gpu name> or avatar_cpu)")
     parser.add_argument("--out-dir", default=None, help="where the results files go (default bench/results)")
     parser.add_argument("--dry-run", action="store_true",
-                        help="check the arguments and that diffusers, transformers and smplx are installed; build nothing")
+                        help="check the arguments, the packages, and build the networks on the meta device only")
     args = parser.parse_args(argv)
     for name in ("steps", "threads"):
         value = getattr(args, name)
@@ -241,7 +241,8 @@ def main(argv=None):
 
 
 def dry_run(args, parser):
-    """Arguments, and that the packages are installed (not imported): no networks, no device work."""
+    """Arguments, the packages, and the SD 1.5-size guidance built on the meta device (its
+    configs and wiring with the installed diffusers/transformers; no memory, no compute)."""
     import importlib.util  # noqa: PLC0415
 
     try:
@@ -255,6 +256,8 @@ def dry_run(args, parser):
     if missing:
         print("bench_avatar: not installed: " + ", ".join(missing), file=sys.stderr)
         return 1
+    _, n_params = build_sd15_guidance("meta", torch.float16)  # configs and wiring, no memory, no compute
+    print(f"bench_avatar dry run: the guidance builds on the meta device: {n_params}")
     return 0
 
 
