@@ -41,7 +41,8 @@ def unet_eps(tiny_dir, x_t, t, emb):
 def abar(tiny_dir, t):
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler.from_pretrained(str(tiny_dir), subfolder="scheduler").alphas_cumprod.double()[t].view(-1, 1, 1, 1)
+    abar_all = DDPMScheduler.from_pretrained(str(tiny_dir), subfolder="scheduler").alphas_cumprod.double()
+    return abar_all[t].view(-1, 1, 1, 1)
 
 
 def step(g, B, negative_prompt=""):
@@ -74,7 +75,8 @@ def test_ssd_matches_algorithm_1(tiny_dir, percent):
     latents, utils, batch, out = step(g, 2)
     o = g.last_output
     emb = utils.get_text_embeddings(batch["elevation"], batch["azimuth"], batch["camera_distances"])
-    c, u, n = unet_eps(tiny_dir, o.latents_noisy, o.t, emb[:2]), unet_eps(tiny_dir, o.latents_noisy, o.t, emb[2:]), o.noise.double()
+    c, u = unet_eps(tiny_dir, o.latents_noisy, o.t, emb[:2]), unet_eps(tiny_dir, o.latents_noisy, o.t, emb[2:])
+    n = o.noise.double()
     rows = []
     for b in range(2):
         h = c[b] - u[b]
@@ -94,8 +96,8 @@ def test_nfsd_keeps_null_text_and_negative_prompt_apart(tiny_dir):
     _, _, _, _ = step(g, 2, negative_prompt="blurry, ugly")
     o = g.last_output
     null, negative = g.guidance.encode_prompts([""] * 2), g.guidance.encode_prompts(["blurry, ugly"] * 2)
-    torch.testing.assert_close(o.eps_uncond.double(), unet_eps(tiny_dir, o.latents_noisy, o.t, null), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(o.eps_negative.double(), unet_eps(tiny_dir, o.latents_noisy, o.t, negative), rtol=1e-5, atol=1e-6)
+    for eps, emb in ((o.eps_uncond, null), (o.eps_negative, negative)):
+        torch.testing.assert_close(eps.double(), unet_eps(tiny_dir, o.latents_noisy, o.t, emb), rtol=1e-5, atol=1e-6)
     assert float((o.eps_uncond - o.eps_negative).abs().max()) > 1e-4
     with pytest.warns(UserWarning, match="negative prompt is empty"):
         step(g, 1)
@@ -150,7 +152,8 @@ def test_half_precision_weights_keep_float32_losses(tiny_dir):
         ({"use_sjc": True}, ValueError, "use_sjc: expected false"),
         ({"use_img_loss": True}, ValueError, "use_img_loss: expected false"),
         ({"enable_sequential_cpu_offload": True}, ValueError, "enable_sequential_cpu_offload: expected false"),
-        ({"weighting_strategy": "dreamtime"}, ValueError, r"weighting_strategy: expected one of \('sds', 'uniform', 'fantasia3d'\), got 'dreamtime'"),
+        ({"weighting_strategy": "dreamtime"}, ValueError,
+         r"weighting_strategy: expected one of \('sds', 'uniform', 'fantasia3d'\), got 'dreamtime'"),
         ({"loss_key": "sds"}, ValueError, "loss_key: expected 'loss_<name>'"),
         ({"max_step_percent": [1, 2]}, ValueError, "max_step_percent: expected a number"),
         ({"max_step_percent": 1.0}, ValueError, r"expected 0 <= 1000 \* min <= 1000 \* max <= 999"),

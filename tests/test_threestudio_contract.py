@@ -12,7 +12,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
-pl = pytest.importorskip("pytorch_lightning", reason="pip install pytorch_lightning (the test extra) for the Lightning contract")
+pl = pytest.importorskip(
+    "pytorch_lightning", reason="pip install pytorch_lightning (the test extra) for the Lightning contract"
+)
 
 from threestudio_fakes import PromptOutput, camera_batch  # noqa: E402
 

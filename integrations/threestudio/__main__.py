@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 
 FOLDER = "ssd-toolkit"
-EXTENSION = '"""Registers ssd_toolkit\'s threestudio guidance (ssd-toolkit-guidance)."""\n\nimport ssd_toolkit.integrations.threestudio.guidance  # noqa: F401\n'
+EXTENSION = (
+    '"""Registers ssd_toolkit\'s threestudio guidance (ssd-toolkit-guidance)."""\n\n'
+    "import ssd_toolkit.integrations.threestudio.guidance  # noqa: F401\n"
+)
 
 
 def install(threestudio_dir):
@@ -29,7 +32,8 @@ def install(threestudio_dir):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m ssd_toolkit.integrations.threestudio")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("install", help="write custom/ssd-toolkit/ into a threestudio checkout").add_argument("threestudio_dir")
+    install_parser = sub.add_parser("install", help="write custom/ssd-toolkit/ into a threestudio checkout")
+    install_parser.add_argument("threestudio_dir")
     args = parser.parse_args(argv)
     try:
         path = install(args.threestudio_dir)

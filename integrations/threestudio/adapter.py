@@ -70,7 +70,9 @@ class GuidanceAdapter:
         cfg = self.cfg
         check_config(cfg)
         dtype = "float16" if cfg.half_precision_weights else "float32"
-        models = load_models(cfg.pretrained_model_name_or_path, cfg.controlnet_name_or_path, device=self.device, dtype=dtype)
+        models = load_models(
+            cfg.pretrained_model_name_or_path, cfg.controlnet_name_or_path, device=self.device, dtype=dtype
+        )
         name, params = estimator_arguments(cfg)
         self.guidance = ControlNetGuidance(
             models, estimator=name, estimator_params=params, weighting=cfg.weighting_strategy, seed=int(cfg.seed)
@@ -152,7 +154,8 @@ class GuidanceAdapter:
             )
         if getattr(prompt_utils, "use_perp_neg", False):
             raise ValueError(
-                "prompt_processor.use_perp_neg: expected false (ssd-toolkit-guidance does not implement Perp-Neg), got True"
+                "prompt_processor.use_perp_neg: expected false "
+                "(ssd-toolkit-guidance does not implement Perp-Neg), got True"
             )
         emb = prompt_utils.get_text_embeddings(elevation, azimuth, camera_distances, self.cfg.view_dependent_prompting)
         cond, negative = emb.chunk(2, dim=0)  # threestudio's order: [cond; uncond = negative prompt]
@@ -216,7 +219,9 @@ class GuidanceAdapter:
         """
         torch = _torch()
         if guidance_eval:
-            raise ValueError("guidance_eval: expected False (ssd-toolkit-guidance does not render guidance-eval images), got True")
+            raise ValueError(
+                "guidance_eval: expected False (ssd-toolkit-guidance does not render guidance-eval images), got True"
+            )
         if isinstance(prompt_utils, torch.Tensor):  # checked first: that call passes no camera angles
             raise TypeError(f"prompt_utils: {CONTROLNET_CALL}; got a tensor ({_describe(prompt_utils)})")
         latents = self._latents(rgb, rgb_as_latents)

@@ -83,7 +83,7 @@ class GuidanceConfig:
 
 
 _UNSUPPORTED = {
-    "enable_sequential_cpu_offload": "sequential CPU offload needs a diffusers pipeline; this guidance holds bare networks",
+    "enable_sequential_cpu_offload": "sequential CPU offload needs a diffusers pipeline; this guidance holds networks",
     "use_img_loss": "HiFA's image-space loss is not implemented",
     "use_sjc": "SJC's scaled noising is not implemented",
 }
