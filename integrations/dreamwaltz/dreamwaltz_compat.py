@@ -245,7 +245,7 @@ class ControllableScoreDistillationSampling(torch.nn.Module):
         """``[B, 4, h, w]`` latents -> float32 images ``[B, 3, 8h, 8w]`` in [0, 1] (no grad);
         uint8 with ``to_uint8``; a NumPy ``[B, H, W, 3]`` array with ``to_numpy``."""
         with torch.no_grad():
-            z = latents.to(self.vae.dtype) / self.vae.config.scaling_factor
+            z = 1 / self.vae.config.scaling_factor * latents.to(self.vae.dtype)  # DreamWaltz's rounding
             imgs = (self.vae.decode(z).sample.float() / 2 + 0.5).clamp(0, 1)
         if to_uint8:
             imgs = (imgs * 255).clamp(0, 255).to(torch.uint8)
