@@ -6,6 +6,7 @@ From the repository root, with the package built with nvcc:
     python bench/bench_cuda.py --short         # the GPU check's version: fewer repeats, one compile
     python bench/bench_cuda.py --dry-run       # no GPU: the rows, input rotation and working sets
     python bench/bench_cuda.py --plans         # the launch plan of every shape, dtype, alignment and path
+    python bench/bench_cuda.py --device cpu --shapes 2,64 --no-compile   # this script's logic on the CPU kernel (CI)
 
 Per shape and dtype (timesteps spread over both branches, M = 500), in one run:
   * check: the fused result against eager PyTorch in float64 (``_torch_impl.estimate_torch``
@@ -34,6 +35,7 @@ import itertools
 import math
 import statistics
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -80,6 +82,9 @@ def parse_args(argv=None):
                         "torch.compile only at 8,4,64,64 float32")
     p.add_argument("--l2-mib", type=float, default=None, help="L2 size for the rotation (default: the device's)")
     p.add_argument("--dry-run", action="store_true", help="no GPU: print the rows and the input rotation, then exit")
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                   help="cpu: a smoke run of this script's logic on the CPU kernel (wall-clock, no graphs, no "
+                        "launch paths); its numbers are not a benchmark")
     p.add_argument("--plans", action="store_true", help="print the launch plans of the shapes (all dtypes, both "
                    "alignments, every path) on this device, then exit")
     p.add_argument("--name", default=None, help="results file stem (default cuda_<gpu name>)")
@@ -145,10 +150,19 @@ def print_plans(module, shapes):
         module.cuda_set_path("auto")
 
 
-def event_time_us(torch, fn, calls, repeats, warmup):
-    """Median over ``repeats`` loops of (event time of ``calls`` back-to-back ``fn()``) / calls."""
+def event_time_us(torch, fn, calls, repeats, warmup, device="cuda"):
+    """Median over ``repeats`` loops of (event time of ``calls`` back-to-back ``fn()``) / calls
+    (wall-clock on the CPU)."""
     for _ in range(warmup):
         fn()
+    if device == "cpu":
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times.append((time.perf_counter() - start) * 1e6 / calls)
+        return statistics.median(times)
     torch.cuda.synchronize()
     times = []
     for _ in range(repeats):
@@ -168,8 +182,11 @@ def rotating(fn, n_sets):
     return lambda: fn(next(counter) % n_sets)
 
 
-def graph_time_us(torch, launch, n_sets, repeats):
-    """Per-launch time of a CUDA graph holding ``launch(i)`` for every set i, replayed."""
+def graph_time_us(torch, launch, n_sets, repeats, device="cuda"):
+    """Per-launch time of a CUDA graph holding ``launch(i)`` for every set i, replayed (on the
+    CPU: the launches back to back)."""
+    if device == "cpu":
+        return event_time_us(torch, rotating(launch, n_sets), n_sets, repeats, 1, device)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # warm-up outside capture: per-device facts get cached
@@ -185,10 +202,10 @@ def graph_time_us(torch, launch, n_sets, repeats):
     return us
 
 
-def peak_copy_gbps(torch, mib, repeats):
-    src = torch.empty(mib * 2**20, dtype=torch.uint8, device="cuda").random_()
+def peak_copy_gbps(torch, mib, repeats, device="cuda"):
+    src = torch.empty(mib * 2**20, dtype=torch.uint8, device=device).random_()
     dst = torch.empty_like(src)
-    us = event_time_us(torch, lambda: dst.copy_(src), 10, repeats, 3)
+    us = event_time_us(torch, lambda: dst.copy_(src), 10, repeats, 3, device)
     return 2 * src.numel() / (us * 1e-6) / 1e9
 
 
@@ -221,6 +238,14 @@ class Bench:
                                  f"see csrc/cuda/bindings_cuda.cpp)")
         self.baselines = {}
         self.errors = []
+        self.device = args.device
+
+    def set_path(self, path):
+        if self.device == "cuda":
+            self.module.cuda_set_path(path)
+
+    def plan(self, N, dtype):
+        return self.module.cuda_launch_plan(N, dtype, True) if self.device == "cuda" else "cpu kernel"
 
     def guarded(self, what, fn, *args):
         """``fn(*args)``, or NaN with the error noted: one failed measurement must not lose the run."""
@@ -237,26 +262,28 @@ class Bench:
         B, N = shape[0], math.prod(shape[1:])
         n_sets, set_bytes = rotation(shape, dtype, l2_bytes)
         tdtype = getattr(torch, dtype)
-        gen = torch.Generator(device="cuda").manual_seed(0)
-        pool = torch.randn((n_sets, 3, B, N), generator=gen, device="cuda").to(tdtype)
+        dev = self.device
+        gen = torch.Generator(device=dev).manual_seed(0)
+        pool = torch.randn((n_sets, 3, B, N), generator=gen, device=dev).to(tdtype)
         sets2d = [tuple(pool[i, k] for k in range(3)) for i in range(n_sets)]
         sets = [tuple(x.view(shape) for x in s) for s in sets2d]
-        t_dev = torch.tensor(mixed_timesteps(B, M), dtype=torch.float64, device="cuda")
-        self.module.cuda_set_path(path)
+        t_dev = torch.tensor(mixed_timesteps(B, M), dtype=torch.float64, device=dev)
+        self.set_path(path)
         try:
             fused = lambda i: self.ssd.estimate(*sets[i], t_dev, M)  # noqa: E731
             E0 = fused(0)
             E_eager0 = self.estimate_torch(*sets2d[0], t_dev, M)[0]
             row = {"shape": "x".join(map(str, shape)), "dtype": dtype, "path": path, "N": N,
-                   "plan": self.module.cuda_launch_plan(N, dtype, True), "input_sets": n_sets,
+                   "plan": self.plan(N, dtype), "input_sets": n_sets,
                    "working_set_mib": round(n_sets * set_bytes / 2**20, 1),
                    "check": check_against_eager(torch, self.estimate_torch, E0, sets2d[0], t_dev, dtype),
                    "rel_err_vs_eager": ((E0.reshape(B, N).double() - E_eager0.double()).norm()
                                         / E_eager0.double().norm().clamp_min(1e-30)).item()}
-            row["fused_us"] = event_time_us(torch, rotating(fused, n_sets), args.calls, args.repeats, args.warmup)
-            row["kernel_us"] = self.guarded("CUDA graph of estimate", graph_time_us, torch, fused, n_sets, args.repeats)
+            row["fused_us"] = event_time_us(torch, rotating(fused, n_sets), args.calls, args.repeats, args.warmup, dev)
+            row["kernel_us"] = self.guarded("CUDA graph of estimate", graph_time_us, torch, fused, n_sets, args.repeats,
+                                            dev)
         finally:
-            self.module.cuda_set_path("auto")
+            self.set_path("auto")
         key = (shape_text, dtype)
         if key not in self.baselines:
             self.baselines[key] = self.measure_baselines(shape_text, dtype, sets2d, t_dev, set_bytes)
@@ -271,20 +298,22 @@ class Bench:
     def measure_baselines(self, shape_text, dtype, sets2d, t_dev, set_bytes):
         torch, args, n_sets = self.torch, self.args, len(sets2d)
         eager = lambda i: self.estimate_torch(*sets2d[i], t_dev, M)  # noqa: E731
-        out = {"eager_us": event_time_us(torch, rotating(eager, n_sets), args.calls, args.repeats, args.warmup),
+        out = {"eager_us": event_time_us(torch, rotating(eager, n_sets), args.calls, args.repeats, args.warmup,
+                                         self.device),
                "compile_us": float("nan")}
         if shape_text in args.compile_shapes and dtype in args.compile_dtypes:
             torch._dynamo.reset()  # static shapes, one graph per shape and dtype
             compiled = torch.compile(self.estimate_torch, dynamic=False)
             comp = lambda i: compiled(*sets2d[i], t_dev, M)  # noqa: E731
             out["compile_us"] = self.guarded(f"torch.compile at {shape_text} {dtype}", event_time_us, torch,
-                                             rotating(comp, n_sets), args.calls, args.repeats, max(args.warmup, 2))
+                                             rotating(comp, n_sets), args.calls, args.repeats, max(args.warmup, 2),
+                                             self.device)
         # The kernel's minimum traffic (3 reads + 1 write of one input) as one copy: read
         # and write 2 inputs' bytes, rotated over as many buffers as the kernel's sets.
         half = set_bytes // 2
-        src = torch.empty((n_sets, half), dtype=torch.uint8, device="cuda")
+        src = torch.empty((n_sets, half), dtype=torch.uint8, device=self.device)
         dst = torch.empty_like(src)
-        out["copy_us"] = graph_time_us(torch, lambda i: dst[i].copy_(src[i]), n_sets, args.repeats)
+        out["copy_us"] = graph_time_us(torch, lambda i: dst[i].copy_(src[i]), n_sets, args.repeats, self.device)
         return out
 
 
@@ -316,14 +345,15 @@ def main(argv=None):
     import torch  # noqa: PLC0415
 
     sys.path.insert(0, str(HERE.parent / "tests"))  # tolerances.py
-    if not torch.cuda.is_available():
-        print("bench_cuda: needs a CUDA device (torch.cuda.is_available() is False)", file=sys.stderr)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("bench_cuda: needs a CUDA device (torch.cuda.is_available() is False; --device cpu runs a smoke test)",
+              file=sys.stderr)
         return 2
     from ssd_toolkit import _extension  # noqa: PLC0415
 
     from common import gpu_info, gpu_slug, machine_info, markdown_table, write_results  # noqa: PLC0415
 
-    if not _extension.has_cuda_kernel():
+    if args.device == "cuda" and not _extension.has_cuda_kernel():
         print(f"bench_cuda: ssd_toolkit._C has no CUDA kernel ({_extension.backends()})", file=sys.stderr)
         return 2
     bench = Bench(torch, args)
@@ -332,9 +362,13 @@ def main(argv=None):
         return 0
     machine = machine_info()
     machine["loadavg_start"] = machine["loadavg_1_5_15"]
-    machine.update(gpu_info(torch))
+    if args.device == "cuda":
+        machine.update(gpu_info(torch))
+    else:
+        machine.update(gpu="cpu (smoke run, not a benchmark)", compute_capability="-", sms=0, l2_mib=args.l2_mib or 1,
+                       driver="-", torch_cuda="-")
     l2_bytes = (args.l2_mib or max(machine["l2_mib"], 1)) * 2**20
-    copy_peak = peak_copy_gbps(torch, args.copy_mib, args.repeats)
+    copy_peak = peak_copy_gbps(torch, args.copy_mib, args.repeats, args.device)
     print(f"{machine['gpu']} (cc {machine['compute_capability']}, {machine['sms']} SMs, L2 {machine['l2_mib']} MiB), "
           f"driver {machine['driver']}, torch {torch.__version__} (CUDA {machine['torch_cuda']}); "
           f"{args.copy_mib} MiB device-to-device copy {copy_peak:.0f} GB/s", flush=True)
@@ -346,7 +380,8 @@ def main(argv=None):
               f"({row['kernel_gbps']:6.0f} GB/s, {100 * row['copy_fraction']:5.1f}% of copy)  eager {row['eager_us']:8.1f} us "
               f"({row['eager_x']:5.1f}x)  compile {row['compile_us']:8.1f} us ({row['compile_x']:4.2f}x)  "
               f"[{row['plan']}; {row['input_sets']} sets; {row['check']}]", flush=True)
-        torch.cuda.empty_cache()
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
     failures = [r for r in rows if r["check"] != "ok"]
     machine.update(machine_info())
     notes = (f"Device-to-device copy of {args.copy_mib} MiB: {copy_peak:.0f} GB/s (read + write). Times in "
@@ -364,7 +399,7 @@ def main(argv=None):
     if args.no_write:
         text = markdown_table(rows, COLUMNS) + "\n\n" + notes
     else:
-        name = args.name or f"cuda_{gpu_slug(machine['gpu'])}"
+        name = args.name or (f"cuda_{gpu_slug(machine['gpu'])}" if args.device == "cuda" else "cuda_smoke_on_cpu")
         text = write_results(name, rows, COLUMNS, params, machine, notes, out_dir=args.out_dir)
         print(f"\nwrote {Path(args.out_dir or HERE / 'results') / name}.json and .md")
     print("\n" + text)

@@ -178,7 +178,10 @@ step_sanitize() {
 step_bench() {
   if [ "$DRY" = 1 ]; then
     "$PY" bench/bench_cuda.py --short --dry-run || return 1
-    key "rotation >= 2x L2 at every row"
+    "$PY" bench/bench_cuda.py --device cpu --shapes 2,4,8,8 3,1000 --forced-shape 2,4,8,8 --calls 2 --repeats 2 \
+      --warmup 1 --copy-mib 1 --no-compile --l2-mib 0.05 --out-dir "$WORK/bench_smoke" >"$WORK/bench_smoke.txt" 2>&1 ||
+      { cat "$WORK/bench_smoke.txt"; return 1; }
+    key "rotation >= 2x L2 at every row; the script's rows, checks and files on the CPU kernel"
     return 0
   fi
   "$PY" bench/bench_cuda.py --short --out-dir "$RESULTS" 2>&1 | tee "$WORK/bench.txt"

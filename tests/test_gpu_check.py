@@ -191,6 +191,28 @@ def test_bench_arguments_are_checked(capsys):
     assert "expected" in capsys.readouterr().err
 
 
+SMOKE = ["--device", "cpu", "--shapes", "2,4,8,8", "--dtypes", "float32", "--forced-shape", "2,4,8,8", "--calls", "2",
+         "--repeats", "2", "--warmup", "1", "--copy-mib", "1", "--no-compile", "--l2-mib", "0.05"]
+
+
+def test_bench_rows_check_against_eager_and_fail_loudly(tmp_path, monkeypatch, capsys):
+    """The whole measurement loop on the CPU kernel (wall-clock, no graphs): every row is
+    checked; a result off by 1% is marked FAIL, named in the notes, and the exit status is 1."""
+    import json
+
+    import ssd_toolkit
+
+    assert bench_cuda.main([*SMOKE, "--out-dir", str(tmp_path / "ok")]) == 0
+    rows = json.loads((tmp_path / "ok" / "cuda_smoke_on_cpu.json").read_text())["rows"]
+    assert [(r["path"], r["check"]) for r in rows] == [("auto", "ok"), ("no_cluster", "ok"), ("split", "ok")]
+    assert all(r["input_sets"] * 4 * r["N"] * 2 * 4 >= 2 * 0.05 * 2**20 for r in rows)  # rotation >= 2x "L2"
+    estimate = ssd_toolkit.estimate
+    monkeypatch.setattr(ssd_toolkit, "estimate", lambda *a, **k: estimate(*a, **k) * 1.01)
+    assert bench_cuda.main([*SMOKE, "--out-dir", str(tmp_path / "bad")]) == 1
+    assert "CHECK FAILURES" in (tmp_path / "bad" / "cuda_smoke_on_cpu.md").read_text()
+    assert "outside the tolerance table" in capsys.readouterr().err
+
+
 def test_bench_plans_cover_every_path_and_reset_it():
     calls = []
 
