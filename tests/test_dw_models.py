@@ -10,7 +10,11 @@ diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 
 from ssd_toolkit import stable_diffusion_schedule  # noqa: E402
-from ssd_toolkit.integrations.dreamwaltz.models import load_models  # noqa: E402
+from ssd_toolkit.integrations.dreamwaltz.models import (  # noqa: E402
+    load_controlnet,
+    load_models,
+    load_sampling_scheduler,
+)
 from ssd_toolkit.integrations.dreamwaltz.tiny import build_tiny_pipeline  # noqa: E402
 
 
@@ -37,6 +41,18 @@ def test_layout_and_loaded_classes(tiny_dir):
         m.scheduler.alphas_cumprod.numpy(), stable_diffusion_schedule().alphas_cumprod, rtol=1e-5
     )
     assert m.vae.config.scaling_factor == pytest.approx(0.18215)
+
+
+def test_tiny_dir_is_a_diffusers_pipeline_and_its_parts_load_alone(tiny_dir):
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(str(tiny_dir), safety_checker=None)
+    assert isinstance(pipe.unet, diffusers.UNet2DConditionModel)
+    scheduler = load_sampling_scheduler(tiny_dir)
+    assert type(scheduler) is type(pipe.scheduler)  # the class the checkpoint names
+    assert scheduler.config.steps_offset == 1 and scheduler.config.clip_sample is False  # SD 1.5's settings
+    net = load_controlnet(tiny_dir / "controlnet", dtype="float16")
+    assert isinstance(net, diffusers.ControlNetModel) and not net.training
+    assert next(net.parameters()).dtype == torch.float16
+    assert all(not p.requires_grad for p in net.parameters())
 
 
 def test_tokenizer_is_offline_and_pads_to_77(tiny_dir):
