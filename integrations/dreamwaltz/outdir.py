@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 LOCK_NAME = ".lock"
-TEMP_DIR_PREFIXES = (".models.", ".body.")  # run.prepare_tiny_assets builds under these names
+TEMP_DIR_PREFIXES = (".models.", ".body.")  # run.prepare_tiny_assets builds in <out>/tiny_assets under these
 
 
 def check_output_location(out) -> Path:
@@ -81,7 +81,7 @@ class OutputLock:
 
 def remove_stale_temporaries(out) -> list:
     """Delete what interrupted atomic writes leave: hidden ``.*.tmp`` files anywhere under
-    ``out`` and half-built hidden asset folders. Call only while holding the lock.
+    ``out`` and half-built hidden folders in ``out/tiny_assets``. Call only while holding the lock.
 
     Returns:
         The removed paths.
@@ -93,7 +93,7 @@ def remove_stale_temporaries(out) -> list:
                 (Path(root) / name).unlink(missing_ok=True)
                 removed.append(Path(root) / name)
         for name in list(dirs):
-            if name.startswith(TEMP_DIR_PREFIXES):
+            if Path(root).name == "tiny_assets" and name.startswith(TEMP_DIR_PREFIXES):
                 shutil.rmtree(Path(root) / name, ignore_errors=True)
                 removed.append(Path(root) / name)
                 dirs.remove(name)
