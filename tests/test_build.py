@@ -30,6 +30,20 @@ def test_config_sources_exist_and_both_builds_read_the_config():
     assert '"csrc", "build_config.json"' in (ROOT / "setup.py").read_text()
 
 
+def test_emulation_compiles_the_kernel_source_itself():
+    """One kernel source: the .cu and the CPU emulation include the same device code and
+    launch logic; no kernel is defined anywhere else."""
+    cuda = ROOT / "csrc" / "cuda"
+    for src in CONFIG["emulation"]["sources"]:
+        assert (ROOT / src).is_file(), src
+    emulated = (cuda / "emulation" / "emulated_module.cpp").read_text()
+    real = (cuda / "ssd_cuda.cu").read_text()
+    for header in ("ssd_kernels.cuh", "ssd_launch.h"):
+        assert f'#include "../{header}"' in emulated and f'#include "{header}"' in real, header
+    defining = sorted(p.name for p in cuda.rglob("*") if p.is_file() and "__global__ void" in p.read_text())
+    assert defining == ["ssd_kernels.cuh"], defining
+
+
 @pytest.fixture(scope="module")
 def setup_module_namespace():
     """setup.py's functions, without running setup()."""
