@@ -203,7 +203,8 @@ step_gpu_tests() {
   "$PY" -m pytest -q -rs -p no:cacheprovider -m gpu tests --continue-on-collection-errors --junitxml="$WORK/junit_gpu.xml" 2>&1 | tee "$WORK/pytest6b.txt"
   local rc2=${PIPESTATUS[0]}
   key "compile: $(pytest_summary "$WORK/pytest6a.txt"); -m gpu: $(pytest_summary "$WORK/pytest6b.txt")"
-  [ "$rc1" = 0 ] && [ "$rc2" = 0 ]
+  [ "$rc1" = 0 ] && [ "$rc2" = 0 ] || return 1
+  ! grep -q "needs a CUDA device" "$WORK/pytest6a.txt" "$WORK/pytest6b.txt" || return 3  # skipped on a GPU machine
 }
 
 step_avatar() {
