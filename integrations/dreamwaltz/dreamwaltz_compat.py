@@ -62,6 +62,7 @@ WEIGHTINGS = {
     "stable-dreamfusion": "dreamfusion",
     "latent-nerf": "latent-nerf",
 }
+DREAMWALTZ_T = 1000  # DreamWaltz's num_train_timesteps
 DREAMWALTZ_KEYWORDS = ("condition_type", "latent_mode", "concept_name", "guidance_scale", "fp16")
 
 register_guide_fields()  # DreamWaltz's GuideConfig, if its config module is loaded
@@ -193,15 +194,17 @@ class ControllableScoreDistillationSampling(torch.nn.Module):
                 UserWarning,
                 stacklevel=2,
             )
+        s = self.settings
+        timesteps = (s.time_sampling, s.min_timestep, s.max_timestep, s.time_prior)
+        self.get_timestep = DreamWaltzTimesteps(*timesteps, DREAMWALTZ_T, self.device)  # checked before loading
         self._build_networks(resolve_sd_model(model_name), torch.float16 if fp16 else torch.float32)
         models = GuidanceModels(self.tokenizer, self.text_encoder, self.vae, self.unet, self.controlnet,
                                 self._ddpm, self.device, self.vae.dtype)
         self.guidance = ControlNetGuidance(models, estimator=estimator, estimator_params=estimator_params,
                                            weighting=WEIGHTINGS[self.weight_mode], guidance_scale=self.guidance_scale)
         self.num_train_timesteps = int(self.guidance.num_train_timesteps)
-        s = self.settings
-        self.get_timestep = DreamWaltzTimesteps(s.time_sampling, s.min_timestep, s.max_timestep, s.time_prior,
-                                                self.num_train_timesteps, self.device)
+        if self.num_train_timesteps != DREAMWALTZ_T:
+            self.get_timestep = DreamWaltzTimesteps(*timesteps, self.num_train_timesteps, self.device)
         self.betas = torch.as_tensor(self.scheduler.betas, dtype=torch.float32).to(self.device)
         self.alphas = torch.as_tensor(self.scheduler.alphas, dtype=torch.float32).to(self.device)
         self.alphas_cumprod = torch.as_tensor(self.scheduler.alphas_cumprod, dtype=torch.float32).to(self.device)
