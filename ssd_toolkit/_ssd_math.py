@@ -80,7 +80,13 @@ def per_sample_sums(c, u, n):
     """``(hh, cc, cn, nn)``: the four per-sample sums of ``[B, N]`` rows, each ``[B]``."""
     with ops(c).errstate():
         h = c - u
-        return (h * h).sum(1), (c * c).sum(1), (c * n).sum(1), (n * n).sum(1)
+        return (h * h).sum(1), (c * c).sum(1), *projection_sums(c, n)
+
+
+def projection_sums(c, n):
+    """``(cn, nn)``: ``<c, n>`` and ``||n||^2`` per sample, the two sums behind ``r``."""
+    with ops(c).errstate():
+        return (c * n).sum(1), (n * n).sum(1)
 
 
 def projection_ratio(cn, nn):

@@ -31,7 +31,7 @@ def projection_ratio(eps_cond, noise):
     """
     batch = _arrays.validate_arrays(eps_cond, eps_cond, noise)
     c, n = _rows64(eps_cond, batch.B), _rows64(noise, batch.B)
-    _, _, cn, nn = _ssd_math.per_sample_sums(c, c, n)
+    cn, nn = _ssd_math.projection_sums(c, n)
     return _ssd_math.projection_ratio(cn, nn)
 
 
@@ -39,7 +39,7 @@ def variance_reduced(eps_cond, noise):
     """``eps_tilde = eps_cond - r * noise`` (Eq. 7), in the inputs' dtype and shape."""
     batch = _arrays.validate_arrays(eps_cond, eps_cond, noise)
     c, n = _rows64(eps_cond, batch.B), _rows64(noise, batch.B)
-    _, _, cn, nn = _ssd_math.per_sample_sums(c, c, n)
+    cn, nn = _ssd_math.projection_sums(c, n)
     out = (c - _ssd_math.projection_ratio(cn, nn)[:, None] * n).reshape(batch.shape)
     return out.to(eps_cond.dtype) if _arrays.is_torch_tensor(out) else out.astype(eps_cond.dtype)
 
