@@ -374,3 +374,33 @@ def test_dynamo_traces_estimate_in_one_graph(backend):
     step = torch.compile(lambda c, u, n, t: ssd_toolkit.estimate(c, u, n, t, 500.0, backend=backend) * 2,
                          fullgraph=True, backend="eager")
     torch.testing.assert_close(step(c, u, n, t), 2 * ssd_toolkit.estimate(c, u, n, t, 500.0), rtol=1e-6, atol=1e-6)
+
+
+def test_package_modules_import_each_other_without_a_cycle():
+    """No import circle inside ssd_toolkit (module-level or lazy imports alike)."""
+    import ast
+    import pathlib
+
+    package = pathlib.Path(ssd_toolkit.__file__).parent
+    graph = {}
+    for path in package.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps.update([node.module] if node.module else [alias.name for alias in node.names])
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ssd_toolkit."):
+                deps.add(node.module.split(".")[1])
+        graph[path.stem] = {d.split(".")[0] for d in deps} & {p.stem for p in package.glob("*.py")}
+    state = {}
+
+    def visit(name, stack):
+        if state.get(name) == "done":
+            return
+        assert state.get(name) != "open", "import cycle: " + " -> ".join(stack + [name])
+        state[name] = "open"
+        for dep in sorted(graph[name]):
+            visit(dep, stack + [name])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        visit(name, [])
