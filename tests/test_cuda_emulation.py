@@ -263,14 +263,19 @@ def test_ptx_jit_build_on_hopper_does_not_launch_clusters(emu):
     assert emu.plan(4 * 64 * 64, "float32", True, "auto", 0, A100).startswith("split")
 
 
+@pytest.mark.parametrize("fail_queries", (True, False))
+@pytest.mark.parametrize("path", ("auto", "split"))
 @pytest.mark.parametrize("prior", (0, 700))
-def test_refused_queries_keep_the_callers_error_state(emu, prior):
-    """A failed cluster query must not leave its error behind, nor clear an earlier one."""
+def test_the_callers_error_state_is_neither_cleared_nor_read(emu, prior, path, fail_queries):
+    """A failed cluster query must not leave its error behind, nor clear an earlier one;
+    and an earlier error must not fail the launches (they check their own return value)."""
     rng = np.random.default_rng(8)
     c, u, n = (_data(rng, (2, 4 * 64 * 64), "float32") for _ in range(3))
-    device = {**H100, "fail_queries": True, "last_error": prior}
-    _, _, result = _check(emu, c, u, n, 1.0, "float32", device=device)
+    device = {**H100, "fail_queries": fail_queries, "last_error": prior}
+    _, _, result = _check(emu, c, u, n, 1.0, "float32", path=path, device=device)
     assert (result["last_error"] != 0) == (prior != 0)
+    if not fail_queries:
+        assert result["last_error"] == prior
 
 
 @pytest.mark.parametrize("victim", ("eps_cond", "eps_uncond", "noise"))
