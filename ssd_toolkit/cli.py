@@ -20,6 +20,10 @@ import sys
 from .cli_args import EXIT_USAGE, CommandError, missing_dependency_message
 
 ENTRY_POINT_GROUP = "ssd_toolkit.commands"
+NO_GROUPS_HINT = (
+    f"no '{ENTRY_POINT_GROUP}' entry points are installed (metadata from an older install): "
+    "reinstall with bash scripts/install.sh or pip install -e ."
+)
 
 # argparse's messages -> "<flag>: expected ..., got ..."
 _REPHRASE = (
@@ -58,9 +62,11 @@ class Parser(argparse.ArgumentParser):
             flags = one_of.group(1).split()
             return f"{flags[0]}: expected one of {' or '.join(flags)}, got none"
         for action in self._actions:  # a missing subcommand: list the choices
-            if isinstance(action, argparse._SubParsersAction) and action.required and action.metavar in message:
+            if (isinstance(action, argparse._SubParsersAction) and action.required
+                    and message == f"the following arguments are required: {action.metavar}"):  # fmt: skip
                 return f"{action.metavar}: expected one of {', '.join(action.choices)}, got none"
-        return rephrase(message)
+        hint = next((getattr(a, "choices_hint", None) for a in self._actions if getattr(a, "choices_hint", None)), None)
+        return rephrase(message) + (f" ({hint})" if hint and "invalid choice" in message else "")
 
 
 def _backends(args):
@@ -91,7 +97,10 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     p = sub.add_parser("backends", help="report which compiled kernels are available")
     p.set_defaults(func=_backends)
-    for entry in command_groups():
+    groups = command_groups()
+    if not groups:  # installed metadata older than the entry points: say how to fix it
+        sub.choices_hint = NO_GROUPS_HINT
+    for entry in groups:
         try:
             register = entry.load()
         except ModuleNotFoundError as exc:

@@ -119,3 +119,18 @@ def test_avatar_help_lists_every_registered_estimator_and_the_defaults(capsys):
     for name in ssd_toolkit.list_estimators():
         assert name in text.replace("- ", "-")  # argparse may wrap at a hyphen
     assert "(default: 'ssd')" in text and "(default: 200.0)" in text and "--tiny: 12" in text
+
+
+def test_stale_metadata_without_command_groups_says_how_to_fix_it(monkeypatch, capsys):
+    import ssd_toolkit.cli as cli_module
+
+    monkeypatch.setattr(cli_module, "command_groups", lambda: [])
+    code, err = run_cli(["toy", "trajectories"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "COMMAND: expected one of 'backends', got 'toy'" in err and "reinstall with bash scripts/install.sh" in err
+
+
+def test_every_command_group_is_registered_through_entry_points():
+    from ssd_toolkit.cli import command_groups
+
+    assert {ep.name for ep in command_groups()} >= {"toy", "dreamwaltz", "avatar"}
