@@ -196,7 +196,7 @@ def prepare_run(cfg, resume: bool = False, progress: bool = True, log=print) -> 
         ImportError: controlnet_aux's drawing module is missing (with the install command).
         OSError: networks that cannot be loaded; a full disk while building --tiny assets.
     """
-    from .train import Trainer, read_log  # noqa: PLC0415
+    from .train import Trainer, load_resume_state, read_log  # noqa: PLC0415
 
     started = time.perf_counter()
     out = _check_inputs(cfg, resume)
@@ -206,6 +206,9 @@ def prepare_run(cfg, resume: bool = False, progress: bool = True, log=print) -> 
     try:
         lock.acquire()
         remove_stale_temporaries(out)
+        if resume:  # cheap checks first: checksum, keys, settings, log
+            state, state_path = load_resume_state(out / "checkpoints", cfg)
+            log_lines = read_log(out / "log.jsonl", int(state["step"]))
         device, amp = _pick_device(cfg)
         if cfg.tiny:
             cfg = prepare_tiny_assets(cfg, out)
@@ -216,10 +219,10 @@ def prepare_run(cfg, resume: bool = False, progress: bool = True, log=print) -> 
         if cfg.latent_size % down:
             raise ValueError(f"latent_size: expected a multiple of {down} (the UNet downsamples {down}x), got {cfg.latent_size}")
         trainer = Trainer(cfg, guidance, body, device, amp)
-        log_lines = []
         if resume:
-            trainer.resume(out / "checkpoints")
-            log_lines = read_log(out / "log.jsonl", trainer.step)
+            trainer.apply_resume_state(state, state_path)
+        else:
+            log_lines = []
     except BaseException:
         lock.release()
         if created:

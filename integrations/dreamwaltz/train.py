@@ -206,9 +206,14 @@ class Trainer:
             CheckpointError: corrupt, from another run's settings, or not this run's shapes;
                 nothing was changed.
         """
-        path = Path(directory) / CHECKPOINT_NAME
-        state = load_checkpoint(path, device="cpu", required=TRAINER_KEYS)
-        check_settings(state, self.cfg, path)
+        return self.apply_resume_state(*load_resume_state(directory, self.cfg))
+
+    def apply_resume_state(self, state: dict, path) -> int:
+        """Load a state from ``load_resume_state``; returns the step it continues after.
+
+        Raises:
+            CheckpointError: the state does not fit this run's field or optimizer.
+        """
         try:
             self.load_state_dict(state)
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
@@ -217,6 +222,20 @@ class Trainer:
                 f"not fit ({type(exc).__name__}: {str(exc).splitlines()[0]}); nothing was changed"
             ) from exc
         return self.step
+
+
+def load_resume_state(directory, cfg):
+    """``(state, path)`` of ``<directory>/last.pt``, verified (checksum, keys) and checked
+    against ``cfg``'s settings; cheap, so a resume can check it before loading any network.
+
+    Raises:
+        FileNotFoundError: no checkpoint.
+        CheckpointError: corrupt or from another run's settings.
+    """
+    path = Path(directory) / CHECKPOINT_NAME
+    state = load_checkpoint(path, device="cpu", required=TRAINER_KEYS)
+    check_settings(state, cfg, path)
+    return state, path
 
 
 def check_settings(state: dict, cfg, path):
