@@ -85,7 +85,7 @@ def load_checkpoint(path, device="cpu", required=()) -> dict:
 
     data = path.read_bytes()
     if len(data) < _TRAILER or data[-_TRAILER:-32] != CHECKSUM_MAGIC:
-        raise refuse(f"{len(data)} bytes without a checksum trailer (truncated, empty or not written by ssd-toolkit)")
+        raise refuse(f"{len(data)} bytes without a checksum trailer (truncated, empty, or not written by this ssd-toolkit version)")
     payload = data[:-_TRAILER]
     if hashlib.sha256(payload).digest() != data[-32:]:
         raise refuse("a file whose SHA-256 does not match its trailer (corrupt)")
