@@ -484,3 +484,38 @@ def test_cupy_inputs_on_cupys_current_stream(rng):
     assert_close_to_reference(cupy.asnumpy(E), E_ref, "float32")
     assert_close_to_reference(cupy.asnumpy(E_scalar), _reference(*host, 10.0)[0], "float32")
     np.testing.assert_array_equal(cupy.asnumpy(stats["mode_seeking"]), stats_ref["mode_seeking"])
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gpu_agrees_with_the_cpu_emulation(dtype, path, rng):
+    """The kernels on this GPU and their CPU emulation (tests/test_cuda_emulation.py) take
+    the same launch plan and give the same output up to FMA contraction, which nvcc applies
+    and the emulation does not: one unit in the last place of the dtype (float64, whose
+    output is not rounded to a coarser type afterwards: a few)."""
+    import cuda_emulation_build  # noqa: PLC0415 - tests/ helper; builds the emulation
+
+    emu = cuda_emulation_build.load()
+    props = torch.cuda.get_device_properties(0)
+    arch = 10 * props.major + props.minor
+    device = {"major": props.major, "sms": props.multi_processor_count, "binary_version": arch,
+              "ptx_version": arch if props.major < 9 else 90, "max_cluster": 16 if props.major >= 9 else 1}
+    bits = {"float16": np.int16, "bfloat16": np.int16, "float32": np.int32, "float64": np.int64}[dtype]
+    for shape in ((5, 97), (2, 4 * 64 * 64), (1, 4 * 64 * 128), (2, 3 * 8192 + 1234)):
+        N = shape[1]
+        plan = _module().cuda_launch_plan(N, dtype, True)
+        emulated_plan = emu.plan(N, dtype, True, path, 0, device)
+        if "cluster=16" not in emulated_plan:  # 16 depends on what the occupancy query allows
+            assert plan == emulated_plan, (plan, emulated_plan)
+        c, u, n = (_make(rng, shape, dtype) for _ in range(3))
+        t = _mixed_t(rng, shape[0])
+        E = ssd_toolkit.estimate(c, u, n, t, M)
+        host = [x.cpu().view(torch.int16).numpy() if dtype == "bfloat16" else x.cpu().numpy() for x in (c, u, n)]
+        out = np.empty_like(host[0])
+        t64 = np.ascontiguousarray(t, dtype=np.float64)
+        emu.estimate(*(x.ctypes.data for x in host), out.ctypes.data, t64.ctypes.data, 0.0, 0, *shape, dtype, M,
+                     path, 0, device)
+        gpu_bits = (E.cpu().view(torch.int16).numpy() if dtype == "bfloat16" else E.cpu().numpy()).view(bits)
+        ulps = np.abs(gpu_bits.astype(np.int64) - out.view(bits).astype(np.int64))
+        limit = 8 if dtype == "float64" else 1
+        assert ulps.max() <= limit, f"{dtype} {shape} {plan}: {int((ulps > limit).sum())} elements beyond {limit} ulp"
