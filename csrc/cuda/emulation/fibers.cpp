@@ -1,5 +1,6 @@
 // Fiber switching for the CUDA emulation (fibers.h). x86-64: a 16-line context switch
-// (callee-saved registers, MXCSR, x87 control word); elsewhere ucontext. Under
+// (callee-saved registers, MXCSR, x87 control word); elsewhere ucontext (slower: a
+// signal-mask system call per switch). Under
 // AddressSanitizer every switch is announced (__sanitizer_*_switch_fiber) and a reused
 // stack is unpoisoned.
 #include "fibers.h"
@@ -19,7 +20,8 @@
 #define SSD_EMU_ASAN 1
 #endif
 
-#if defined(__x86_64__)
+#if defined(__x86_64__) && !defined(SSD_EMU_UCONTEXT)  // -DSSD_EMU_UCONTEXT: test the portable path
+#define SSD_EMU_X86_SWITCH 1
 extern "C" void ssd_emu_swap(void** save_sp, void* load_sp);
 extern "C" void ssd_emu_trampoline();
 asm(R"(
@@ -87,7 +89,7 @@ Stack new_stack() {
 }
 
 struct Context {
-#if defined(__x86_64__)
+#if defined(SSD_EMU_X86_SWITCH)
   void* sp = nullptr;
 #else
   ucontext_t uc;
@@ -129,7 +131,7 @@ void switch_context(Context& from, Context& to, const Stack* to_stack, void** sa
   (void)save_fake;
   (void)from_dies;
 #endif
-#if defined(__x86_64__)
+#if defined(SSD_EMU_X86_SWITCH)
   ssd_emu_swap(&from.sp, to.sp);
 #else
   swapcontext(&from.uc, &to.uc);
@@ -168,7 +170,7 @@ void fiber_main(void*) {
   switch_context(r.fibers[i].ctx, r.main, nullptr, nullptr, true);
 }
 
-#if !defined(__x86_64__)
+#if !defined(SSD_EMU_X86_SWITCH)
 void fiber_main_uc() { fiber_main(nullptr); }
 #endif
 
@@ -177,7 +179,7 @@ void start_fiber(Fiber& f) {
 #if defined(SSD_EMU_ASAN)
   __asan_unpoison_memory_region(f.stack.base + 4096, f.stack.size - 4096);
 #endif
-#if defined(__x86_64__)
+#if defined(SSD_EMU_X86_SWITCH)
   auto* sp = reinterpret_cast<uint64_t*>((reinterpret_cast<uintptr_t>(top) & ~uintptr_t{15}) - 80);
   uint32_t mxcsr = __builtin_ia32_stmxcsr();
   uint64_t fpu = 0x037f;
