@@ -54,12 +54,19 @@ def _as_float64(a, dtype):
 
 
 def _empty(shape, dtype, misalign=0):
-    """An array whose data starts `misalign` elements after a 16-byte boundary."""
+    """An array whose data starts `misalign` elements after a 16-byte boundary and, where
+    the allocator returns 16-byte-aligned blocks, ends where its allocation ends (so
+    AddressSanitizer reports any access past it)."""
     itemsize = ITEMSIZE[dtype]
-    count = int(np.prod(shape))
-    raw = np.empty(count * itemsize + 32 + misalign * itemsize, dtype=np.uint8)
-    start = (-raw.ctypes.data) % 16 + misalign * itemsize
-    return raw[start : start + count * itemsize].view(_storage(dtype)).reshape(shape)
+    nbytes = int(np.prod(shape)) * itemsize
+    offset = misalign * itemsize % 16
+    raw = np.empty(offset + nbytes, dtype=np.uint8)
+    if raw.ctypes.data % 16:  # an unaligned allocator: leave slack instead
+        raw = np.empty(nbytes + 32, dtype=np.uint8)
+        offset += (-raw.ctypes.data) % 16
+    data = raw[offset : offset + nbytes].view(_storage(dtype)).reshape(shape)
+    assert data.ctypes.data % 16 == misalign * itemsize % 16
+    return data
 
 
 def _data(rng, shape, dtype, misalign=0, scale=1.0):
