@@ -1,5 +1,5 @@
 // Device code of the fused SSD estimator: the resident kernel and the three split-path
-// kernels. Design, paths and precision: docs/kernels.md ("CUDA kernel").
+// kernels. Design, paths and precision: docs/kernels.md ("Design of the CUDA kernel").
 //
 // One source, two compilers: nvcc compiles it into the real module (ssd_cuda.cu), and the
 // host C++ compiler compiles it against emulation/cuda_emulation.h into the CPU emulation

@@ -3,7 +3,8 @@
 //
 // Execution model: a launch runs its clusters one after another; the threads of all blocks
 // of one cluster run as cooperatively scheduled fibers (fibers.h) that switch only at
-// __syncthreads, __shfl_down_sync and cluster.sync, so a run is deterministic. Each block
+// __syncthreads, __shfl_down_sync and the cluster barrier, so a run is deterministic (two
+// schedules: set_reverse_schedule). Each block
 // has its own shared memory (SSD_SHARED), filled with 0xFF bytes (NaN doubles) at block
 // start and again when the block exits (poisoned for AddressSanitizer), so reads of
 // unwritten or departed shared memory show. Checked: full-mask shuffles in whole warps,
