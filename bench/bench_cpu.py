@@ -111,6 +111,9 @@ def bench_one(shape, dtype, threads, repeats):
 
     isolated = []
     t_int = np.rint(t).astype(np.int64)
+    for _ in range(50):  # untimed: the first timing of a shape otherwise pays its page faults and cold caches
+        ssd_toolkit.estimate(c, u, n, t_int, M)
+        plain_numpy_ssd(c, u, n, t_int, M)
     timings = {
         "api_int_t": median_time(lambda: ssd_toolkit.estimate(c, u, n, t_int, M), repeats=repeats),
         "plain_numpy": median_time(lambda: plain_numpy_ssd(c, u, n, t_int, M), repeats=repeats),
