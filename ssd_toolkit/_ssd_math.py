@@ -52,15 +52,13 @@ class _NumpyOps:
 
 class _TorchOps:
     def __init__(self, torch):
-        self.torch = torch
         self.sqrt = torch.sqrt
         self.isfinite = torch.isfinite
         self.full_like = torch.full_like
-
-    def where(self, cond, a, b):
-        return self.torch.where(cond, a, b)
+        self.where = torch.where
 
     errstate = staticmethod(contextlib.nullcontext)  # torch never warns about inf/NaN
+
 
 _NUMPY = _NumpyOps()
 _TORCH = []
