@@ -278,7 +278,8 @@ def test_every_timestep_form_gives_the_same_result(t_form, library, return_stats
     """The fast paths (NumPy arrays / torch CPU tensors with int or float t) and the general
     path agree with the reference bit for bit on the choice of branch and to tolerance."""
     c, u, n = make((4, 3, 8), "float32", library)
-    t = np.array([150, 150, 150, 150]) if t_form in ("int", "float", "np.int64 scalar", "torch 0-d") else np.array([0, 999, 150, 151])
+    scalar = t_form in ("int", "float", "np.int64 scalar", "torch 0-d")
+    t = np.array([150, 150, 150, 150]) if scalar else np.array([0, 999, 150, 151])
     host = [x.numpy() if library == "torch" else x for x in (c, u, n)]
     E_ref, stats_ref = ssd_toolkit.estimate(*host, t.astype(np.float64), 150, backend="reference", return_stats=True)
     out = ssd_toolkit.estimate(c, u, n, T_FORMS[t_form](t), 150, return_stats=return_stats)
