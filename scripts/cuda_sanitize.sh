@@ -14,7 +14,7 @@
 #   --canary     also one deliberate out-of-bounds launch under memcheck, which must be
 #                reported: proof that the kernel filter matches our kernels
 # SSD_SANITIZE_DRIVER_ARGS adds driver arguments (e.g. "--only f32-"; "--device cpu" runs
-# the driver on the CPU and skips the GPU check: tests/test_gpu_check.py does that with a
+# the driver on the CPU and skips the GPU check: tests/kernels/test_gpu_check.py does that with a
 # stand-in compute-sanitizer to test this script).
 # Exit status: 0 every tool clean (and the canary caught), 1 otherwise, 2 bad usage / no GPU.
 set -uo pipefail

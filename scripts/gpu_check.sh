@@ -13,10 +13,10 @@
 #   1 env       nvidia-smi, torch, nvcc, compute-sanitizer, ncu; installs .whl/*.whl to $SITE
 #   2 build     editable install, SSD_TOOLKIT_CUDA_ARCHS=90 MAX_JOBS=16 SSD_TOOLKIT_REQUIRE_BUILD=1,
 #               no build isolation, no index, no deps; the launch plans of the benchmark shapes
-#   3 tests     pytest -x tests/test_cuda.py -k "not compile"
+#   3 tests     pytest -x tests/kernels/test_cuda.py -k "not compile"
 #   4 sanitize  scripts/cuda_sanitize.sh: the memcheck canary and the 4 tools, all at once
 #   5 bench     bench/bench_cuda.py --short (forced no_cluster / split at [64,4,128,128])
-#   6 gpu-tests pytest tests/test_cuda.py -k compile; pytest -m gpu tests
+#   6 gpu-tests pytest tests/kernels/test_cuda.py -k compile; pytest -m gpu tests
 #   7 avatar    bench/bench_avatar.py, SD 1.5-size random networks, fp16, B = 1 4 8
 #   8 extra     optional, on time left: ARCHS=80 build (PTX JIT on sm_90) running one call;
 #               ncu SpeedOfLight of one launch at [64,4,128,128] float32
@@ -135,14 +135,14 @@ step_build() {
 pytest_summary() { grep -hE "^(=+ )?[0-9]+ (passed|failed|error|skipped|deselected).* in [0-9.]+s" "$1" | tail -1 | sed 's/=//g; s/^ *//; s/ *$//'; }
 export -f pytest_summary
 
-collect_test_cuda() {  # dry runs: the test ids of tests/test_cuda.py, collected once
-  [ -s "$WORK/collect.txt" ] || "$PY" -m pytest -q -p no:cacheprovider --collect-only tests/test_cuda.py >"$WORK/collect.txt" ||
+collect_test_cuda() {  # dry runs: the test ids of tests/kernels/test_cuda.py, collected once
+  [ -s "$WORK/collect.txt" ] || "$PY" -m pytest -q -p no:cacheprovider --collect-only tests/kernels/test_cuda.py >"$WORK/collect.txt" ||
     { cat "$WORK/collect.txt"; return 1; }
 }
 export -f collect_test_cuda
 
 step_tests() {
-  local sel=(tests/test_cuda.py -k "not compile")
+  local sel=(tests/kernels/test_cuda.py -k "not compile")
   if [ "$DRY" = 1 ]; then
     collect_test_cuda || return 1
     local n
@@ -198,7 +198,7 @@ step_gpu_tests() {
     key "$(grep -E '::test_' "$WORK/collect.txt" | grep -c compile) compile tests; gpu marker registered"
     return 0
   fi
-  "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py -k compile --junitxml="$WORK/junit_compile.xml" 2>&1 | tee "$WORK/pytest6a.txt"
+  "$PY" -m pytest -q -rs -p no:cacheprovider tests/kernels/test_cuda.py -k compile --junitxml="$WORK/junit_compile.xml" 2>&1 | tee "$WORK/pytest6a.txt"
   local rc1=${PIPESTATUS[0]}
   "$PY" -m pytest -q -rs -p no:cacheprovider -m gpu tests --continue-on-collection-errors --junitxml="$WORK/junit_gpu.xml" 2>&1 | tee "$WORK/pytest6b.txt"
   local rc2=${PIPESTATUS[0]}

@@ -32,7 +32,7 @@ import sys
 import numpy as np
 
 # ||d||^2 <= COLLINEAR_RTOL2 * ||c||^2 (||d|| <= 1e-6 ||c||): the direction is rounding
-# noise. Shared with the C++/CUDA kernels (csrc/; tests/test_estimate_properties.py checks).
+# noise. Shared with the C++/CUDA kernels (csrc/; tests/core/test_estimate_properties.py checks).
 COLLINEAR_RTOL2 = 1e-12
 
 VARIANTS = ("ssd", "no-vr", "sds-vr", "no-rescale")

@@ -1,5 +1,5 @@
 """torch when it is installed, else None: the NumPy core tests also run without torch
-(tests/test_torch_free.py runs them with ``import torch`` blocked)."""
+(tests/core/test_torch_free.py runs them with ``import torch`` blocked)."""
 
 import pytest
 

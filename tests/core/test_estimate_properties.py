@@ -174,7 +174,7 @@ def test_float64_estimate_is_scale_equivariant_from_1e_minus150_to_1e150(backend
 
 def _cxx_constants(name_pattern):
     """Every ``<name> = <number>`` constant matching name_pattern in csrc/ (any file)."""
-    root = pathlib.Path(__file__).resolve().parents[1] / "csrc"
+    root = pathlib.Path(__file__).resolve().parents[2] / "csrc"
     pattern = re.compile(r"\b(\w*" + name_pattern + r"\w*)\s*=\s*([0-9][0-9.]*(?:[eE][-+]?[0-9]+)?)", re.IGNORECASE)
     found = {}
     for path in sorted(root.rglob("*")):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import setuptools
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = json.loads((ROOT / "csrc" / "build_config.json").read_text())
 
 

@@ -489,7 +489,7 @@ def test_cupy_inputs_on_cupys_current_stream(rng):
 @gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_gpu_agrees_with_the_cpu_emulation(dtype, path, rng):
-    """The kernels on this GPU and their CPU emulation (tests/test_cuda_emulation.py) take
+    """The kernels on this GPU and their CPU emulation (tests/kernels/test_cuda_emulation.py) take
     the same launch plan and give the same output up to FMA contraction, which nvcc applies
     and the emulation does not: one unit in the last place of the dtype (float64, whose
     output is not rounded to a coarser type afterwards: a few)."""

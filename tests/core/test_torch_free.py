@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parent  # tests/core
+ROOT = TESTS.parents[1]
 CORE_TESTS = [
     "test_estimate_api.py",
     "test_estimators.py",
@@ -39,7 +40,7 @@ sys.exit(int(code))
 def test_numpy_core_tests_pass_without_torch():
     result = subprocess.run(
         [sys.executable, "-c", BLOCK_TORCH_AND_RUN, *(str(TESTS / name) for name in CORE_TESTS)],
-        cwd=TESTS.parent,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
@@ -57,5 +58,5 @@ def test_import_and_numpy_calls_do_not_import_torch():
         "ssd_toolkit.get_estimator('ssd-no-vr')(c, 0 * c, n, [0, 1]); ssd_toolkit.backends()\n"
         "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=TESTS.parent, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
