@@ -68,6 +68,27 @@ class GuidanceOutput:
     diagnostics: dict = field(default_factory=dict)
 
 
+@dataclass
+class StepInputs:
+    """One ``prepare_step``: the drawn t and noise, and the stacked network inputs.
+
+    ``unet_*`` stack the estimator's branches in ``BRANCH_ORDER`` (``k`` of them, batch
+    ``k * B``). ``predict_noise`` is per-sample, so several ``StepInputs`` (one per avatar,
+    with their own prompts, conditions and t) may be concatenated along the batch into one
+    call and its output split back, in the same order, for each ``finish_step``.
+    """
+
+    latents: Any
+    t: Any
+    noise: Any
+    latents_noisy: Any
+    branches: list
+    unet_latents: Any
+    unet_t: Any
+    unet_text: Any
+    unet_conditions: Any
+
+
 def _torch():
     import torch  # noqa: PLC0415 - optional dependency, loaded with the models
 
@@ -441,6 +462,18 @@ class ControlNetGuidance:
         Raises:
             TypeError / ValueError: malformed inputs; the message names the argument.
         """
+        prep = self.prepare_step(latents, text_cond, text_uncond, conditions, train_step, t, text_negative, noise)
+        eps = self.predict_noise(prep.unet_latents, prep.unet_t, prep.unet_text, prep.unet_conditions,
+                                 controlnet_conditioning_scale, cross_attention_kwargs)
+        return self.finish_step(prep, eps)
+
+    def prepare_step(self, latents, text_cond, text_uncond=None, conditions=None, train_step=0, t=None,
+                     text_negative=None, noise=None):
+        """``guide``'s work before the networks: check the inputs, draw t and the noise, noise
+        the latents and stack the branches. ``guide`` = ``prepare_step`` -> ``predict_noise``
+        -> ``finish_step``; a batch trainer concatenates several ``StepInputs`` into one
+        ``predict_noise`` call (see ``StepInputs``). Arguments as ``guide``'s.
+        """
         torch = _torch()
         if not isinstance(latents, torch.Tensor) or latents.ndim != 4:
             raise ValueError(f"latents: expected a [B, C, h, w] tensor, got {_describe(latents)}")
@@ -469,14 +502,25 @@ class ControlNetGuidance:
         latents_noisy = abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
         conditions = self._conditions(conditions, B, latents)
         k = len(branches)
-        eps = self.predict_noise(
-            latents_noisy.repeat(k, 1, 1, 1),
-            t.repeat(k),
-            torch.cat(stacked_text, dim=0),
-            _per_net(conditions, lambda c: c.repeat(k, 1, 1, 1)),
-            controlnet_conditioning_scale,
-            cross_attention_kwargs,
+        return StepInputs(
+            latents=latents, t=t, noise=noise, latents_noisy=latents_noisy, branches=branches,
+            unet_latents=latents_noisy.repeat(k, 1, 1, 1), unet_t=t.repeat(k), unet_text=torch.cat(stacked_text, dim=0),
+            unet_conditions=_per_net(conditions, lambda c: c.repeat(k, 1, 1, 1)),
         )
+
+    def finish_step(self, prep, eps):
+        """``guide``'s work after the networks: the estimator, ``w(t)`` and the loss.
+
+        Args:
+            prep: ``StepInputs`` from ``prepare_step``.
+            eps: ``predict_noise``'s output for ``prep``'s stacked inputs, ``[k * B, 4, h, w]``.
+
+        Returns:
+            ``GuidanceOutput``.
+        """
+        torch = _torch()
+        latents, t, noise, latents_noisy, branches = prep.latents, prep.t, prep.noise, prep.latents_noisy, prep.branches
+        B, k = int(latents.shape[0]), len(branches)
         outs = dict(zip(branches, eps.chunk(k, dim=0)))
         eps_cond = outs.get("cond")
         eps_uncond = outs.get("uncond", eps_cond)
