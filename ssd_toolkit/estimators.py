@@ -4,7 +4,8 @@ Every estimator is called as ``est(eps_cond, eps_uncond, noise, t, eps_negative=
 return_stats=False)`` and returns the gradient with respect to the clean input (the term
 that Eq. 3 multiplies by dx/dtheta), without w(t).
 
-- ``eps_cond``, ``eps_uncond``, ``noise`` (and ``eps_negative`` for NFSD): ``[B, ...]``,
+- ``eps_cond``, ``eps_uncond``, ``noise`` (and ``eps_negative`` for NFSD, annealed CSD and
+  SDS-Bridge's source prompt): ``[B, ...]``,
   one shape, float dtype, library (NumPy or PyTorch) and device, validated as in
   ``ssd_toolkit.estimate``. A branch the estimator does not declare may be passed as
   ``None`` or any array of the right shape; it is never read (``noise`` is still used
@@ -22,11 +23,14 @@ that Eq. 3 multiplies by dx/dtheta), without w(t).
 
 ``branches`` names the denoiser outputs an estimator reads ("cond", "uncond",
 "negative"), so a guidance module batches only those; ``name`` is its registry key.
+Estimators that change with training progress (``csd-annealed``, ``sds-bridge``) have
+``at_step(train_step, max_iteration)``, which returns the estimator for that step
+(``at_step(est, ...)`` below works for every estimator).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -273,9 +277,110 @@ class SSDNoRescale(_SSDAblation):
     variant = "no-rescale"
 
 
+@dataclass(frozen=True)
+class AnnealedCSD:
+    """DreamWaltz-G's ``csd`` as its trainer calls it: three branches, the negative weight
+    annealed over training progress ``p = train_step / max_iteration``.
+
+    ``c - (p/2) u - (1 - p/2) neg``; ``progress=None`` gives ``c - u`` (what DreamWaltz-G
+    computes when it is not given the step). ``at_step(train_step, max_iteration)`` returns
+    the estimator for that step; the guidance modules call it every step.
+    """
+
+    progress: float | None = None
+    name = "csd-annealed"
+    branches = ("cond", "uncond", "negative")
+
+    def __post_init__(self):
+        if self.progress is not None:
+            _check_real("progress", self.progress)
+
+    def at_step(self, train_step, max_iteration):
+        if max_iteration is None:
+            return replace(self, progress=None)
+        _check_step(train_step, max_iteration)
+        return replace(self, progress=float(train_step) / float(max_iteration))
+
+    def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None, return_stats=False):
+        batch, _, neg = _prepare(eps_cond, eps_uncond, noise, t, eps_negative, needs=self.branches)
+        c, u = _up(eps_cond), _up(eps_uncond)
+        if self.progress is None:
+            E = c - u
+        else:
+            p = self.progress
+            E = c + (-0.5 * p) * u + (-1.0 + 0.5 * p) * _up(neg)
+        return _finish(E, eps_cond, batch.B, return_stats)
+
+
+SDS_BRIDGE_SOURCE_MODIFIER = (
+    "oversaturated, smooth, pixelated, cartoon, foggy, hazy, blurry, bad structure, noisy, malformed"
+)
+
+
+@dataclass(frozen=True)
+class SDSBridge:
+    """SDS-Bridge (McAllister et al., NeurIPS 2024): two stages, SDS then the bridge.
+
+    Stage 1 (``train_step < stage_two_start_step``): SDS, ``u + s (c - u) - n``.
+    Stage 2: ``scale (c - src)``, where ``src`` is the prediction for the *source* prompt
+    (the target prompt plus ``SDS_BRIDGE_SOURCE_MODIFIER``, a description of SDS's failure
+    modes). The source prediction arrives in the ``negative`` slot: the guidance modules
+    encode their ``source_prompt`` option for it. Stage 2 costs what SDS costs (two UNet
+    branches). Defaults as the authors' threestudio config: ``guidance_scale=100``,
+    ``scale=1`` (``stage_two_weight``), ``stage_two_start_step=20000``; ``stage=2`` until
+    ``at_step`` is called.
+    """
+
+    guidance_scale: float = 100.0
+    scale: float = 1.0
+    stage_two_start_step: int = 20000
+    stage: int = 2
+    name = "sds-bridge"
+
+    def __post_init__(self):
+        _check_real("guidance_scale", self.guidance_scale)
+        _check_real("scale", self.scale)
+        _check_real("stage_two_start_step", self.stage_two_start_step)
+        if self.stage not in (1, 2):
+            raise ValueError(f"stage: expected 1 or 2, got {self.stage!r}")
+
+    @property
+    def branches(self):
+        return ("cond", "uncond") if self.stage == 1 else ("cond", "negative")
+
+    def at_step(self, train_step, max_iteration=None):
+        _check_step(train_step, max_iteration)
+        return replace(self, stage=1 if train_step < self.stage_two_start_step else 2)
+
+    def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None, return_stats=False):
+        batch, _, src = _prepare(eps_cond, eps_uncond, noise, t, eps_negative, needs=self.branches)
+        c = _up(eps_cond)
+        if self.stage == 1:
+            u = _up(eps_uncond)
+            E = u + self.guidance_scale * (c - u) - _up(noise)
+        else:
+            E = self.scale * (c - _up(src))
+        return _finish(E, eps_cond, batch.B, return_stats)
+
+
+def _check_step(train_step, max_iteration):
+    _check_real("train_step", train_step)
+    if max_iteration is not None:
+        _check_real("max_iteration", max_iteration)
+        if max_iteration <= 0:
+            raise ValueError(f"max_iteration: expected a positive number, got {max_iteration}")
+
+
+def at_step(estimator, train_step, max_iteration=None):
+    """The estimator for one training step: ``estimator.at_step(...)`` where it anneals
+    (``csd-annealed``, ``sds-bridge``), the estimator itself otherwise."""
+    step = getattr(estimator, "at_step", None)
+    return estimator if step is None else step(train_step, max_iteration)
+
+
 ESTIMATORS = {
     cls.name: cls
-    for cls in (SSD, SDS, ModeSeeking, CSD, NFSD, SSDNoVarianceReduction, SSDSDSNoiseTerm, SSDNoRescale)
+    for cls in (SSD, SDS, ModeSeeking, CSD, NFSD, SSDNoVarianceReduction, SSDSDSNoiseTerm, SSDNoRescale, AnnealedCSD, SDSBridge)
 }
 
 

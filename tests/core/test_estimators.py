@@ -5,6 +5,7 @@ import pytest
 
 from ssd_toolkit import get_estimator, list_estimators
 from ssd_toolkit.estimators import ESTIMATORS
+import ssd_inputs
 from optional_torch import requires_torch, torch
 from tolerances import assert_close_to_reference, to_numpy64
 
@@ -17,12 +18,8 @@ CASES = [("numpy", "float64"), ("numpy", "float32"), ("numpy", "float16")] + [
 
 
 def make_inputs(library, dtype, seed=0):
-    rng = np.random.default_rng(seed)
-    arrays = [rng.standard_normal(SHAPE) for _ in range(4)]  # cond, uncond, noise, negative
-    arrays[0] = 0.6 * arrays[2] + 0.5 * arrays[0]  # eps_cond correlated with the noise, as in practice
-    if library == "numpy":
-        return [a.astype(dtype) for a in arrays]
-    return [torch.from_numpy(a).to(getattr(torch, dtype)) for a in arrays]
+    """cond (correlated with the noise, as in practice), uncond, noise, negative."""
+    return ssd_inputs.make_inputs(SHAPE, dtype, library, seed, count=4, cond_noise_mix=(0.5, 0.6))
 
 
 def rows(x):
@@ -68,6 +65,10 @@ REFERENCES = {
     "ssd-no-vr": (dict(M=200), lambda c, u, n, t, neg: ref_ssd_family(c, u, n, t, 200, "ssd-no-vr")),
     "ssd-sds-vr": (dict(M=200), lambda c, u, n, t, neg: ref_ssd_family(c, u, n, t, 200, "ssd-sds-vr")),
     "ssd-no-rescale": (dict(M=200), lambda c, u, n, t, neg: ref_ssd_family(c, u, n, t, 200, "ssd-no-rescale")),
+    # DreamWaltz-G's csd at p = 0.3: c - (p/2) u - (1 - p/2) neg
+    "csd-annealed": (dict(progress=0.3), lambda c, u, n, t, neg: c - 0.15 * u - 0.85 * neg),
+    # SDS-Bridge's stage 2: scale (target - source); the source prediction is eps_negative
+    "sds-bridge": (dict(scale=2.0), lambda c, u, n, t, neg: 2.0 * (c - neg)),
 }
 
 
