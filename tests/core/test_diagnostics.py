@@ -8,14 +8,14 @@ import pytest
 from ssd_toolkit import estimate, get_estimator, stable_diffusion_schedule
 from ssd_toolkit.diagnostics import step_diagnostics
 from ssd_toolkit.weighting import get_weighting
+from ssd_inputs import make_inputs
 
 T = np.array([10, 150, 200, 600, 900, 999])
 
 
 def inputs(seed=0, shape=(6, 4, 3, 3)):
-    rng = np.random.default_rng(seed)
-    c, u, n = (rng.standard_normal(shape) for _ in range(3))
-    return 0.5 * c + 0.7 * n, u, n
+    """float64 cond (correlated with the noise), uncond, noise."""
+    return make_inputs(shape, "float64", seed=seed, cond_noise_mix=(0.5, 0.7))
 
 
 def test_ssd_step_matches_direct_norms():

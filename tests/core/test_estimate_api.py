@@ -12,6 +12,7 @@ import pytest
 
 import ssd_toolkit
 from optional_torch import requires_torch, torch, torch_param
+from ssd_inputs import make_inputs
 from tolerances import assert_close_to_reference, to_numpy64
 
 BACKENDS = ["reference"] + (["torch"] if torch else []) + (["compiled"] if ssd_toolkit.backends()["cpu"] else [])
@@ -37,14 +38,6 @@ def _algorithm1_sample(c, u, n, tb, M):
     return np.linalg.norm(h) / np.linalg.norm(eps_tilde) * eps_tilde
 
 
-def make(shape, dtype="float32", library="numpy", seed=0):
-    rng = np.random.default_rng(seed)
-    arrs = [rng.standard_normal(shape) for _ in range(3)]
-    if library == "torch":
-        return [torch.from_numpy(a).to(getattr(torch, dtype)) for a in arrs]
-    return [a.astype(dtype) for a in arrs]
-
-
 def run(backend, c, u, n, t, M, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -60,7 +53,7 @@ def backends_for(library):
 def test_matches_algorithm1(library, dtype):
     if dtype == "bfloat16" and library == "numpy":
         pytest.skip("NumPy has no bfloat16")
-    c, u, n = make((6, 4, 5, 3), dtype, library)
+    c, u, n = make_inputs((6, 4, 5, 3), dtype, library)
     t = [10, 999, 200, 201, 0, 500]
     ref = algorithm1(*(to_numpy64(x) for x in (c, u, n)), t, 200)
     for backend in backends_for(library):
@@ -71,7 +64,7 @@ def test_matches_algorithm1(library, dtype):
 
 
 def test_branch_choice_includes_equality():
-    c, u, n = make((3, 8))
+    c, u, n = make_inputs((3, 8))
     for backend in backends_for("numpy"):
         E, stats = run(backend, c, u, n, np.array([199.0, 200.0, 200.5]), 200.0, return_stats=True)
         assert stats["mode_seeking"].tolist() == [True, True, False]
@@ -79,7 +72,7 @@ def test_branch_choice_includes_equality():
 
 
 def test_stats_are_the_per_sample_quantities():
-    c, u, n = make((5, 7, 3), "float64")
+    c, u, n = make_inputs((5, 7, 3), "float64")
     _, stats = run("reference", c, u, n, 0, 1000, return_stats=True)
     c2, u2, n2 = (a.reshape(5, -1) for a in (c, u, n))
     np.testing.assert_allclose(stats["r"], (c2 * n2).sum(1) / (n2 * n2).sum(1))
@@ -99,7 +92,7 @@ def test_stats_are_the_per_sample_quantities():
 
 @requires_torch
 def test_torch_stats_come_back_as_tensors():
-    c, u, n = make((2, 3), "float32", "torch")
+    c, u, n = make_inputs((2, 3), "float32", "torch")
     for backend in backends_for("torch"):
         _, stats = run(backend, c, u, n, torch.tensor([1, 900]), 500, return_stats=True)
         assert all(isinstance(v, torch.Tensor) for v in stats.values())
@@ -109,7 +102,7 @@ def test_torch_stats_come_back_as_tensors():
 
 def test_sdxl_fp16_latent_does_not_overflow():
     """4x128x128 fp16: sum of squares ~65k exceeds fp16's max (65504)."""
-    c, u, n = make((2, 4, 128, 128), "float16", seed=3)
+    c, u, n = make_inputs((2, 4, 128, 128), "float16", seed=3)
     ref = algorithm1(c, u, n, [0, 0], 500)
     for backend in backends_for("numpy"):
         E = run(backend, c, u, n, 0, 500)
@@ -120,7 +113,7 @@ def test_sdxl_fp16_latent_does_not_overflow():
 # ---- edge cases (docs/api.md "Edge cases") ----
 
 def test_zero_noise_gives_r_zero():
-    c, u, n = make((2, 6), "float64")
+    c, u, n = make_inputs((2, 6), "float64")
     n[1] = 0
     for backend in backends_for("numpy"):
         E, stats = run(backend, c, u, n, 0, 10, return_stats=True)
@@ -131,7 +124,7 @@ def test_zero_noise_gives_r_zero():
 
 
 def test_collinear_eps_cond_gives_zero():
-    c, u, n = make((3, 50), "float64")
+    c, u, n = make_inputs((3, 50), "float64")
     c[0] = -2.5 * n[0]
     c[2] = 0.0
     for backend in backends_for("numpy"):
@@ -144,10 +137,10 @@ def test_collinear_eps_cond_gives_zero():
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 @pytest.mark.parametrize("which", [0, 1, 2])
 def test_non_finite_sample_is_isolated(bad, which):
-    arrs = make((4, 3, 5), "float32")
+    arrs = make_inputs((4, 3, 5), "float32")
     arrs[which][1, 2, 3] = bad
     t = np.array([0, 0, 0, 900])
-    arrs_b = make((4, 3, 5), "float32")
+    arrs_b = make_inputs((4, 3, 5), "float32")
     arrs_b[which][3, 0, 0] = bad
     for backend in backends_for("numpy"):
         E = run(backend, *arrs, t, 100)
@@ -162,7 +155,7 @@ def test_non_finite_sample_is_isolated(bad, which):
 
 
 def test_empty_batch():
-    c, u, n = make((0, 4, 8, 8))
+    c, u, n = make_inputs((0, 4, 8, 8))
     for backend in backends_for("numpy"):
         E, stats = run(backend, c, u, n, np.zeros(0), 10, return_stats=True)
         assert E.shape == (0, 4, 8, 8) and E.dtype == np.float32
@@ -171,7 +164,7 @@ def test_empty_batch():
 
 @pytest.mark.parametrize("shape", [(5,), (5, 1), (5, 1, 1)])
 def test_one_element_samples(shape):
-    c, u, n = make(shape, "float64")
+    c, u, n = make_inputs(shape, "float64")
     n.reshape(5)[3] = 0
     for backend in backends_for("numpy"):
         with pytest.warns(UserWarning, match=r"eps_cond: shape .* has one element per sample; dimension 0 is the batch"):
@@ -184,7 +177,7 @@ def test_one_element_samples(shape):
 
 
 def test_non_contiguous_inputs():
-    base = make((4, 6, 10), "float32")
+    base = make_inputs((4, 6, 10), "float32")
     views = [a[:, ::2, 1:] for a in base]
     assert not views[0].flags["C_CONTIGUOUS"]
     ref = algorithm1(*views, [0, 500, 0, 500], 200)
@@ -199,7 +192,7 @@ def test_non_contiguous_inputs():
 
 
 def test_inputs_are_not_modified():
-    arrs = make((3, 16))
+    arrs = make_inputs((3, 16))
     copies = [a.copy() for a in arrs]
     for backend in backends_for("numpy"):
         run(backend, *arrs, 0, 100)
@@ -212,7 +205,7 @@ def test_fallback_warns_once_without_compiled_module(monkeypatch):
 
     monkeypatch.setattr(_extension, "cpu_kernel", lambda: None)
     monkeypatch.setitem(_extension._state, "warned", False)
-    c, u, n = make((2, 3))
+    c, u, n = make_inputs((2, 3))
     with pytest.warns(RuntimeWarning, match="NumPy reference"):
         ssd_toolkit.estimate(c, u, n, 0, 1)
     with warnings.catch_warnings():
@@ -234,7 +227,7 @@ def test_backends_report():
 @pytest.mark.parametrize("order", ["<", ">"])
 def test_every_byte_order_gives_the_native_result(dtype, order):
     """Big-endian NumPy input is converted at the boundary (the kernel reads native order)."""
-    native = make((3, 2, 5), dtype)
+    native = make_inputs((3, 2, 5), dtype)
     c, u, n = (a.astype(np.dtype(dtype).newbyteorder(order)) for a in native)
     t = np.array([0, 999, 5], dtype=np.dtype("int64").newbyteorder(order))
     ref = algorithm1(*native, [0, 999, 5], 100)
@@ -247,7 +240,7 @@ def test_every_byte_order_gives_the_native_result(dtype, order):
 
 @requires_torch
 def test_requires_grad_inputs_warn_and_give_a_detached_result():
-    c, u, n = make((2, 3, 4), library="torch")
+    c, u, n = make_inputs((2, 3, 4), library="torch")
     c.requires_grad_(True)
     ref = algorithm1(*(x.detach().numpy() for x in (c, u, n)), [0, 999], 100)
     for backend in backends_for("torch"):
@@ -277,7 +270,7 @@ T_FORMS = {
 def test_every_timestep_form_gives_the_same_result(t_form, library, return_stats):
     """The fast paths (NumPy arrays / torch CPU tensors with int or float t) and the general
     path agree with the reference bit for bit on the choice of branch and to tolerance."""
-    c, u, n = make((4, 3, 8), "float32", library)
+    c, u, n = make_inputs((4, 3, 8), "float32", library)
     scalar = t_form in ("int", "float", "np.int64 scalar", "torch 0-d")
     t = np.array([150, 150, 150, 150]) if scalar else np.array([0, 999, 150, 151])
     host = [x.numpy() if library == "torch" else x for x in (c, u, n)]
@@ -307,7 +300,7 @@ def test_every_timestep_form_gives_the_same_result(t_form, library, return_stats
     ],
 )
 def test_bad_arrays(mutate, exc, pattern):
-    args = mutate(make((3, 4)))
+    args = mutate(make_inputs((3, 4)))
     with pytest.raises(exc, match=pattern):
         ssd_toolkit.estimate(*args, 0, 100)
 
@@ -329,12 +322,12 @@ def test_bad_arrays(mutate, exc, pattern):
 )
 def test_bad_t_and_M(t, M, exc, pattern):
     with pytest.raises(exc, match=pattern):
-        ssd_toolkit.estimate(*make((3, 4)), t, M)
+        ssd_toolkit.estimate(*make_inputs((3, 4)), t, M)
 
 
 @requires_torch
 def test_tensor_threshold_and_timesteps_accepted():
-    c, u, n = make((3, 4), "float32", "torch")
+    c, u, n = make_inputs((3, 4), "float32", "torch")
     E1 = ssd_toolkit.estimate(c, u, n, torch.tensor([0, 300, 600]), torch.tensor(300.0), backend="torch")
     E2 = ssd_toolkit.estimate(c, u, n, [0, 300, 600], 300, backend="torch")
     assert torch.equal(E1, E2)
@@ -342,11 +335,11 @@ def test_tensor_threshold_and_timesteps_accepted():
 
 @requires_torch
 def test_bad_backend_and_mixed_devices():
-    c, u, n = make((3, 4), "float32", "torch")
+    c, u, n = make_inputs((3, 4), "float32", "torch")
     with pytest.raises(ValueError, match="backend: expected one of .* got 'gpu'"):
         ssd_toolkit.estimate(c, u, n, 0, 1, backend="gpu")
     with pytest.raises(ValueError, match="backend: 'torch' needs torch tensors, got numpy"):
-        ssd_toolkit.estimate(*make((3, 4)), 0, 1, backend="torch")
+        ssd_toolkit.estimate(*make_inputs((3, 4)), 0, 1, backend="torch")
     meta = torch.empty((3, 4), device="meta")
     with pytest.raises(ValueError, match="noise: expected device cpu .* got meta"):
         ssd_toolkit.estimate(c, u, meta, 0, 1)
@@ -370,7 +363,7 @@ def test_cuda_input_without_cuda_build_is_a_clear_error(monkeypatch):
 def test_dynamo_traces_estimate_in_one_graph(backend):
     """Under torch.compile the call is one graph (custom op, or the shared maths in torch
     ops): fullgraph=True raises on any graph break. The eager backend keeps it fast."""
-    c, u, n = make((4, 3, 8), "float32", "torch")
+    c, u, n = make_inputs((4, 3, 8), "float32", "torch")
     t = torch.tensor([0, 999, 5, 600])
     step = torch.compile(lambda c, u, n, t: ssd_toolkit.estimate(c, u, n, t, 500.0, backend=backend) * 2,
                          fullgraph=True, backend="eager")
