@@ -117,13 +117,16 @@ def load_body(cfg):
     return posed_body(load_body_model(cfg.body, model_type=cfg.model_type, gender=cfg.gender), preset="A")
 
 
-def load_guidance_for(cfg, device, amp):
-    from .guidance import load_guidance  # noqa: PLC0415
+def load_guidance_for(cfg, device, amp, models=None):
+    """The run's guidance; on ``models`` (already loaded, shared by a batch) when given."""
+    from .guidance import ControlNetGuidance  # noqa: PLC0415
+    from .models import load_models  # noqa: PLC0415
 
+    if models is None:
+        models = load_models(cfg.sd_model, cfg.controlnet or None, device=device, dtype="float16" if amp else "float32")
     params = {"M": cfg.M} if cfg.estimator.lower() == "ssd" else {}
-    return load_guidance(
-        cfg.sd_model, cfg.controlnet or None, device=device, dtype="float16" if amp else "float32",
-        estimator=cfg.estimator, estimator_params=params, weighting=cfg.weighting, t_sampler=cfg.t_sampler,
+    return ControlNetGuidance(
+        models, estimator=cfg.estimator, estimator_params=params, weighting=cfg.weighting, t_sampler=cfg.t_sampler,
         guidance_scale=cfg.guidance_scale, negative_prompt=cfg.negative_prompt, seed=cfg.seed,
     )
 
@@ -182,9 +185,10 @@ def _check_inputs(cfg, resume: bool) -> Path:
     return out
 
 
-def prepare_run(cfg, resume: bool = False, progress: bool = True, log=print) -> PreparedRun:
+def prepare_run(cfg, resume: bool = False, progress: bool = True, log=print, models=None) -> PreparedRun:
     """Check every input, lock ``cfg.out``, load the networks and body, and (on resume) the
     checkpoint; nothing in ``cfg.out`` is written except the lock and, for --tiny, its assets.
+    ``models`` (``models.GuidanceModels``) skips loading the networks: a batch shares them.
 
     A fresh run whose preparation fails removes the output directory if it created it.
 
@@ -214,7 +218,7 @@ def prepare_run(cfg, resume: bool = False, progress: bool = True, log=print) -> 
             cfg = prepare_tiny_assets(cfg, out)
             log(SMOKE_NOTE.strip())
         body = load_body(cfg)
-        guidance = load_guidance_for(cfg, device, amp)
+        guidance = load_guidance_for(cfg, device, amp, models)
         down = 2 ** (len(guidance.models.unet.config.block_out_channels) - 1)
         if cfg.latent_size % down:
             raise ValueError(f"latent_size: expected a multiple of {down} (the UNet downsamples {down}x), got {cfg.latent_size}")
@@ -260,88 +264,144 @@ def execute_run(prepared: PreparedRun, progress: bool = True) -> RunResult:
 
 
 def _train_and_report(prepared: PreparedRun, progress: bool) -> RunResult:
-    from .preview import PREVIEW_AZIMUTHS, preview_grid, render_views, view_cameras, write_png  # noqa: PLC0415
-    from .train import NonFiniteError, read_log  # noqa: PLC0415
-    from .turntable import make_turntable  # noqa: PLC0415
+    from .train import NonFiniteError  # noqa: PLC0415
 
-    cfg, out, trainer, guidance, body = prepared.cfg, prepared.out, prepared.trainer, prepared.guidance, prepared.body
-    device, amp, log = prepared.device, prepared.amp, prepared.log
-    ckpt_dir = out / "checkpoints"
-    # ---- from here on the output directory changes
-    if cfg.tiny:
-        atomic_write_bytes(out / "SMOKE_RUN.txt", SMOKE_NOTE.encode())
-    log_path = out / "log.jsonl"
-    body_fit = None
-    if prepared.resume:
-        start = trainer.step
-        atomic_write_bytes(log_path, "".join(line + "\n" for line in prepared.log_lines).encode())
-        log(f"resumed {out} at step {start} of {cfg.steps}")
-    else:
-        body_fit = trainer.init_from_body(progress)
-        log(f"body init: bce {body_fit.loss:.4f}, occupancy accuracy {body_fit.accuracy:.3f}")
-        log_path.unlink(missing_ok=True)
-        start = 0
-    config_mod.write_config(cfg, out)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    preview_cams = view_cameras(PREVIEW_AZIMUTHS)
-    losses = []
-    train_started = time.perf_counter()
-    bar = tqdm(total=cfg.steps, initial=start, desc="SMOKE avatar" if cfg.tiny else "avatar", disable=not progress)
+    session = RunSession(prepared, progress)
     try:
-        with open(log_path, "a") as log_file:
-            while trainer.step < cfg.steps:
-                record = trainer.step_once()
-                losses.append(record["loss"])
-                log_file.write(json.dumps(record) + "\n")
-                log_file.flush()
-                s = trainer.step
-                if cfg.preview_every and s % cfg.preview_every == 0:
-                    rgb, skel = render_views(trainer.field, guidance, body, preview_cams, cfg.latent_size,
-                                             cfg.samples_per_ray, amp)
-                    write_png(out / "previews" / f"step_{s:06d}.png", preview_grid(rgb, skel, cfg.tiny))
-                if (cfg.checkpoint_every and s % cfg.checkpoint_every == 0) or s == cfg.steps:
-                    trainer.save(ckpt_dir)
-                bar.update(1)
-                elapsed = time.perf_counter() - train_started
-                bar.set_postfix(**_postfix(record), its=f"{len(losses) / max(elapsed, 1e-9):.2f}")
+        while not session.done:
+            session.record(prepared.trainer.step_once())
     except NonFiniteError as exc:
-        bar.close()
-        raise NonFiniteError(f"{exc}. The last good checkpoint is kept: {_describe_checkpoint(ckpt_dir)}") from None
+        session.close()
+        raise session.non_finite(exc) from None
     except KeyboardInterrupt:
-        bar.close()
-        log(f"interrupted at step {trainer.step}; {_describe_checkpoint(ckpt_dir)}; continue with --resume")
+        session.close()
+        prepared.log(f"interrupted at step {prepared.trainer.step}; {session.describe_checkpoint()}; continue with --resume")
         raise
-    bar.close()
-    train_wall = time.perf_counter() - train_started
-    tt = make_turntable(trainer.field, guidance, body, out, cfg.turntable_frames, cfg.turntable_fps,
-                        cfg.latent_size, cfg.samples_per_ray, amp, cfg.turntable_overlay, cfg.tiny, progress)
-    if tt.mp4_skipped:
-        log(tt.mp4_skipped)
-    steps_run = len(losses)
-    logged = [json.loads(line)["loss"] for line in read_log(log_path, trainer.step)]  # this and earlier sessions
-    metrics = {
-        "smoke_run": bool(cfg.tiny),
-        "steps": trainer.step,
-        "steps_this_session": steps_run,
-        "resumed_from_step": start if prepared.resume else None,
-        "train_wall_s": train_wall,
-        "total_wall_s": time.perf_counter() - prepared.started,
-        "it_per_s": steps_run / train_wall if steps_run and train_wall > 0 else math.nan,
-        "peak_memory": peak_memory(device),
-        "final_loss": logged[-1] if logged else None,
-        "first_loss": logged[0] if logged else None,
-        "device": str(device),
-        "precision": "fp16-autocast" if amp else "fp32",
-        "batch": cfg.batch,
-        "estimator": cfg.estimator,
-        "torch_threads": torch.get_num_threads(),
-        "body_init": dataclasses.asdict(body_fit) if body_fit else None,
-        "turntable": {"frames": tt.frames, "gif": tt.gif.name, "mp4": tt.mp4.name if tt.mp4 else None},
-    }
-    atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
-    log(f"done: {trainer.step} steps, {metrics['it_per_s']:.2f} it/s, outputs in {out}")
-    return RunResult(metrics, out)
+    session.close()
+    return session.finish()
+
+
+class RunSession:
+    """The outputs of one run while it trains (``avatar`` drives one, ``avatar-batch`` several).
+
+    Construction writes the start of the session (SMOKE_RUN.txt, the log kept on resume or
+    the body initialisation on a fresh run, config.json); ``record`` takes each step's log
+    record (log line, preview, checkpoint, progress bar); ``finish`` renders the turntable
+    and writes metrics.json. The caller owns the lock (``PreparedRun.lock``).
+
+    Args:
+        prepared: ``PreparedRun``.
+        progress: show a tqdm bar.
+        position: the bar's line (one per avatar in a batch).
+        desc: the bar's label.
+    """
+
+    def __init__(self, prepared: PreparedRun, progress: bool = True, position: int = 0, desc: str | None = None):
+        cfg, out, trainer = prepared.cfg, prepared.out, prepared.trainer
+        self.prepared = prepared
+        self.ckpt_dir = out / "checkpoints"
+        self.log_path = out / "log.jsonl"
+        self.body_fit = None
+        # ---- from here on the output directory changes
+        if cfg.tiny:
+            atomic_write_bytes(out / "SMOKE_RUN.txt", SMOKE_NOTE.encode())
+        if prepared.resume:
+            self.start = trainer.step
+            atomic_write_bytes(self.log_path, "".join(line + "\n" for line in prepared.log_lines).encode())
+            prepared.log(f"resumed {out} at step {self.start} of {cfg.steps}")
+        else:
+            self.body_fit = trainer.init_from_body(progress)
+            prepared.log(f"body init: bce {self.body_fit.loss:.4f}, occupancy accuracy {self.body_fit.accuracy:.3f}")
+            self.log_path.unlink(missing_ok=True)
+            self.start = 0
+        config_mod.write_config(cfg, out)
+        if prepared.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(prepared.device)
+        from .preview import PREVIEW_AZIMUTHS, view_cameras  # noqa: PLC0415
+
+        self.preview_cams = view_cameras(PREVIEW_AZIMUTHS)
+        self.losses = []
+        self.log_file = open(self.log_path, "a")  # noqa: SIM115 - closed by close()
+        self.bar = tqdm(total=cfg.steps, initial=self.start, position=position, leave=True,
+                        desc=desc or ("SMOKE avatar" if cfg.tiny else "avatar"), disable=not progress)
+        self.train_started = time.perf_counter()
+        self.train_wall = None
+
+    @property
+    def done(self) -> bool:
+        return self.prepared.trainer.step >= self.prepared.cfg.steps
+
+    def record(self, record: dict):
+        """Log the step ``record`` the trainer just returned; write its preview and checkpoint."""
+        from .preview import preview_grid, render_views, write_png  # noqa: PLC0415
+
+        p = self.prepared
+        cfg, trainer = p.cfg, p.trainer
+        self.losses.append(record["loss"])
+        self.log_file.write(json.dumps(record) + "\n")
+        self.log_file.flush()
+        s = trainer.step
+        if cfg.preview_every and s % cfg.preview_every == 0:
+            rgb, skel = render_views(trainer.field, p.guidance, p.body, self.preview_cams, cfg.latent_size,
+                                     cfg.samples_per_ray, p.amp)
+            write_png(p.out / "previews" / f"step_{s:06d}.png", preview_grid(rgb, skel, cfg.tiny))
+        if (cfg.checkpoint_every and s % cfg.checkpoint_every == 0) or s == cfg.steps:
+            trainer.save(self.ckpt_dir)
+        self.bar.update(1)
+        elapsed = time.perf_counter() - self.train_started
+        self.bar.set_postfix(**_postfix(record), its=f"{len(self.losses) / max(elapsed, 1e-9):.2f}")
+
+    def close(self):
+        """Close the log and the bar; stops the training clock. Idempotent."""
+        if self.train_wall is None:
+            self.train_wall = time.perf_counter() - self.train_started
+        self.log_file.close()
+        self.bar.close()
+
+    def describe_checkpoint(self) -> str:
+        return _describe_checkpoint(self.ckpt_dir)
+
+    def non_finite(self, exc):
+        """``exc`` (a ``NonFiniteError``) with where the last good checkpoint is."""
+        return type(exc)(f"{exc}. The last good checkpoint is kept: {self.describe_checkpoint()}")
+
+    def finish(self) -> RunResult:
+        """Render the turntable and write metrics.json (after ``close``)."""
+        from .train import read_log  # noqa: PLC0415
+        from .turntable import make_turntable  # noqa: PLC0415
+
+        self.close()
+        p = self.prepared
+        cfg, out, trainer, device = p.cfg, p.out, p.trainer, p.device
+        tt = make_turntable(trainer.field, p.guidance, p.body, out, cfg.turntable_frames, cfg.turntable_fps,
+                            cfg.latent_size, cfg.samples_per_ray, p.amp, cfg.turntable_overlay, cfg.tiny,
+                            not self.bar.disable)
+        if tt.mp4_skipped:
+            p.log(tt.mp4_skipped)
+        steps_run = len(self.losses)
+        logged = [json.loads(line)["loss"] for line in read_log(self.log_path, trainer.step)]  # all sessions
+        metrics = {
+            "smoke_run": bool(cfg.tiny),
+            "steps": trainer.step,
+            "steps_this_session": steps_run,
+            "resumed_from_step": self.start if p.resume else None,
+            "train_wall_s": self.train_wall,
+            "total_wall_s": time.perf_counter() - p.started,
+            "it_per_s": steps_run / self.train_wall if steps_run and self.train_wall > 0 else math.nan,
+            "peak_memory": peak_memory(device),
+            "final_loss": logged[-1] if logged else None,
+            "first_loss": logged[0] if logged else None,
+            "device": str(device),
+            "precision": "fp16-autocast" if p.amp else "fp32",
+            "batch": cfg.batch,
+            "estimator": cfg.estimator,
+            "torch_threads": torch.get_num_threads(),
+            "body_init": dataclasses.asdict(self.body_fit) if self.body_fit else None,
+            "turntable": {"frames": tt.frames, "gif": tt.gif.name, "mp4": tt.mp4.name if tt.mp4 else None},
+        }
+        atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
+        p.log(f"done: {trainer.step} steps, {metrics['it_per_s']:.2f} it/s, outputs in {out}")
+        return RunResult(metrics, out)
 
 
 def _describe_checkpoint(ckpt_dir: Path) -> str:

@@ -63,6 +63,15 @@ def binary_entropy(p, eps: float = 1e-6):
     return -(p * p.log() + (1 - p) * (1 - p).log())
 
 
+@dataclasses.dataclass
+class PendingStep:
+    """A step between ``Trainer.begin_step`` and ``Trainer.end_step``: the render (in the
+    field's graph) and the guidance's ``StepInputs``."""
+
+    render: object
+    inputs: object
+
+
 class Trainer:
     """Field, optimizer and random streams of one run.
 
@@ -120,8 +129,17 @@ class Trainer:
             NonFiniteError: the guidance gradient, the loss or the regularisers are not
                 finite; nothing was updated.
         """
+        pending = self.begin_step()
+        prep = pending.inputs
+        eps = self.guidance.predict_noise(prep.unet_latents, prep.unet_t, prep.unet_text, prep.unet_conditions)
+        return self.end_step(pending, eps)
+
+    def begin_step(self) -> "PendingStep":
+        """The part of ``step_once`` before the ControlNet + UNet call: cameras, render,
+        skeleton conditions, view prompts, and the guidance's t, noise and stacked inputs
+        (``pending.inputs``, a ``guidance.StepInputs``). Draws from this run's streams only,
+        so a batch trainer may interleave several runs' steps without changing any of them."""
         cfg = self.cfg
-        step = self.step + 1
         cams = sample_cameras(cfg.batch, self.camera_rng)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
             render = render_latents(self.field, cams.cam2world, cams.fovy_deg, cfg.latent_size, cfg.samples_per_ray,
@@ -129,8 +147,21 @@ class Trainer:
         skeleton = draw_conditions(self.body, cams, size=self.condition_size)
         conditions = torch.from_numpy(np.ascontiguousarray(skeleton)).to(self.device).permute(0, 3, 1, 2).float() / 255
         text_cond = self.guidance.encode_prompts(view_prompts(cfg.prompt, cams.polar_deg, cams.azimuth_deg))
-        out = self.guidance.guide(render.latents, text_cond, self.text_uncond, conditions,
-                                  train_step=step - 1, max_iteration=cfg.steps)
+        inputs = self.guidance.prepare_step(render.latents, text_cond, self.text_uncond, conditions,
+                                            train_step=self.step)
+        return PendingStep(render, inputs)
+
+    def end_step(self, pending: "PendingStep", eps) -> dict:
+        """The part of ``step_once`` after the networks: estimator, regularisers, NaN guard,
+        Adam step. ``eps`` is ``predict_noise``'s output for ``pending.inputs``.
+
+        Raises:
+            NonFiniteError: as ``step_once``; nothing was updated.
+        """
+        cfg = self.cfg
+        step = self.step + 1
+        render = pending.render
+        out = self.guidance.finish_step(pending.inputs, eps)
         pixels = cfg.latent_size**2
         opacity = render.opacity.flatten(1)
         sparsity = opacity.mean() * pixels

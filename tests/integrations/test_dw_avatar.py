@@ -124,15 +124,17 @@ def test_resume_after_interrupt_repeats_the_uninterrupted_run_bitwise(interrupte
 
 
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(assets, tmp_path, monkeypatch):
-    original = ControlNetGuidance.guide
+    original = ControlNetGuidance.finish_step
+    calls = []
 
-    def guide(self, *args, **kwargs):
+    def finish_step(self, *args, **kwargs):  # the trainer's guidance step after the networks
         out = original(self, *args, **kwargs)
-        if kwargs["train_step"] == 4:  # step 5
+        calls.append(1)
+        if len(calls) == 5:  # step 5
             out.gradients = torch.full_like(out.gradients, float("nan"))
         return out
 
-    monkeypatch.setattr(ControlNetGuidance, "guide", guide)
+    monkeypatch.setattr(ControlNetGuidance, "finish_step", finish_step)
     out = tmp_path / "nan"
     with pytest.raises(NonFiniteError, match=r"step 5: non-finite values .* last good checkpoint is kept: .*last.pt \(step 3\)"):
         run_tiny(settings(assets, out, **SHORT))
