@@ -15,7 +15,7 @@ import numpy as np
 
 TIME_SAMPLINGS = ("uniform", "constant", "linear", "annealed", "stage_<N>")
 TIME_PRIORS = ("uniform",)
-GUIDANCE_ADJUSTS = ("constant", "uniform", "linear", "linear_rev")
+GUIDANCE_ADJUSTS = ("constant", "uniform", "linear", "linear_rev", "linear_reverse")  # DreamWaltz, DreamWaltz-G
 MIN_GUIDANCE_SCALE = 7.5  # the lower end of DreamWaltz's adjusted scales
 
 
@@ -112,7 +112,7 @@ def check_guidance_adjust(guidance_adjust):
 
 def guidance_scale_at(guidance_adjust, guidance_scale, train_step, max_iteration):
     """DreamWaltz's ``get_guidance_scale``: "constant" ``s``; "uniform" ``U(7.5, s)`` (NumPy's
-    global generator); "linear" ``s -> 7.5`` over the run; "linear_rev" ``7.5 -> s``."""
+    global generator); "linear" ``s -> 7.5`` over the run; "linear_rev" (DreamWaltz-G: "linear_reverse") ``7.5 -> s``."""
     s = float(guidance_scale)
     check_guidance_adjust(guidance_adjust)
     if guidance_adjust == "constant":

@@ -87,6 +87,7 @@ class StepInputs:
     unet_t: Any
     unet_text: Any
     unet_conditions: Any
+    estimator: Any = None  # the estimator at this step (``estimator_at``)
 
 
 def _torch():
@@ -242,6 +243,15 @@ class ControlNetGuidance:
         grad_norm: DreamWaltz's ``guide.grad_norm``: replace each sample's gradient by
             its unit-L2 direction. Off by default; it erases SSD's rescaling to ``||h||``
             and w(t), so turning it on with SSD warns.
+        source_prompt: SDS-Bridge's source prompt, the text of its "negative" slot (None:
+            ``negative_prompt``); e.g. ``prompt + ", " + SDS_BRIDGE_SOURCE_MODIFIER``.
+        gradient_options: ``ssd_toolkit.gradient_options.GradientOptions`` or a dict of
+            its fields (DreamWaltz-G's ``grad_latent_clip``, ``grad_latent_clip_scale``,
+            ``grad_latent_norm``, ``grad_latent_nan_to_num``; threestudio's ``grad_clip``),
+            applied to ``w(t) E`` after ``grad_norm``.
+        guidance_adjust: DreamWaltz's CFG-scale schedule for estimators with a
+            ``guidance_scale`` ("constant", "uniform", "linear", "linear_reverse";
+            ``guide()`` needs ``max_iteration`` for the last two).
     """
 
     def __init__(
@@ -256,13 +266,27 @@ class ControlNetGuidance:
         negative_prompt="",
         seed=0,
         grad_norm=False,
+        source_prompt=None,
+        gradient_options=None,
+        guidance_adjust="constant",
     ):
+        from ssd_toolkit.gradient_options import GradientOptions  # noqa: PLC0415
+
+        from .dw_schedules import check_guidance_adjust  # noqa: PLC0415
+
         torch = _torch()
         self.models = models
         self.device = torch.device(models.device)
         self.dtype = models.dtype
         self.guidance_scale = float(guidance_scale)
         self.negative_prompt = str(negative_prompt)
+        self.source_prompt = None if source_prompt is None else str(source_prompt)
+        if isinstance(gradient_options, dict):
+            gradient_options = GradientOptions(**gradient_options)
+        if gradient_options is not None and not isinstance(gradient_options, GradientOptions):
+            raise TypeError(f"gradient_options: expected a GradientOptions or a dict, got {gradient_options!r}")
+        self.gradient_options = gradient_options
+        self.guidance_adjust = check_guidance_adjust(guidance_adjust)
         self.estimator = _resolve_estimator(estimator, estimator_params, self.guidance_scale, self.device)
         unknown = set(self.estimator.branches) - set(BRANCH_ORDER)
         if not set(self.estimator.branches) or unknown:
@@ -344,6 +368,23 @@ class ControlNetGuidance:
         return sample * vae.config.scaling_factor
 
     # ------------------------------------------------------------------ one step
+
+    def estimator_at(self, train_step, max_iteration=None):
+        """The estimator for one step: annealed (``at_step``) and, for estimators with a
+        ``guidance_scale``, at ``guidance_adjust``'s scale."""
+        from dataclasses import replace  # noqa: PLC0415
+
+        from ssd_toolkit.estimators import at_step  # noqa: PLC0415
+
+        from .dw_schedules import guidance_scale_at  # noqa: PLC0415
+
+        est = at_step(self.estimator, train_step, max_iteration)
+        if self.guidance_adjust != "constant" and hasattr(est, "guidance_scale"):
+            if max_iteration is None and self.guidance_adjust != "uniform":
+                raise ValueError(f"max_iteration: guidance_adjust={self.guidance_adjust!r} needs the run length, got None")
+            scale = guidance_scale_at(self.guidance_adjust, est.guidance_scale, train_step, max_iteration)
+            est = replace(est, guidance_scale=scale)
+        return est
 
     def sample_timesteps(self, batch_size, train_step=0):
         """Per-sample timesteps ``[batch_size]`` (int64, on the models' device) from the sampler."""
@@ -445,9 +486,11 @@ class ControlNetGuidance:
             conditions: ``[B or 1, 3, H, W]`` float in [0, 1] (skeleton images), resized to
                 ``8h x 8w``; with a ``MultiControlNetModel`` a list of such tensors, one per
                 net in its order; None runs the UNet without ControlNet.
-            train_step: the training step (drives the timestep sampler).
-            max_iteration: the run length; unused by the step itself (the named samplers
-                take their horizon at construction), kept for DreamWaltz's signature.
+            train_step: the training step (drives the timestep sampler, the annealed
+                estimators' ``at_step`` and ``guidance_adjust``).
+            max_iteration: the run length: annealed CSD's progress ``train_step /
+                max_iteration`` and the linear ``guidance_adjust`` schedules (the named
+                timestep samplers take their horizon at construction).
             t: None to sample; else a scalar or ``[B]`` integer timesteps.
             controlnet_conditioning_scale: ControlNet residual scale (a float, or a list
                 with one per net of a ``MultiControlNetModel``).
@@ -462,13 +505,14 @@ class ControlNetGuidance:
         Raises:
             TypeError / ValueError: malformed inputs; the message names the argument.
         """
-        prep = self.prepare_step(latents, text_cond, text_uncond, conditions, train_step, t, text_negative, noise)
+        prep = self.prepare_step(latents, text_cond, text_uncond, conditions, train_step, t, text_negative, noise,
+                                 max_iteration)
         eps = self.predict_noise(prep.unet_latents, prep.unet_t, prep.unet_text, prep.unet_conditions,
                                  controlnet_conditioning_scale, cross_attention_kwargs)
         return self.finish_step(prep, eps)
 
     def prepare_step(self, latents, text_cond, text_uncond=None, conditions=None, train_step=0, t=None,
-                     text_negative=None, noise=None):
+                     text_negative=None, noise=None, max_iteration=None):
         """``guide``'s work before the networks: check the inputs, draw t and the noise, noise
         the latents and stack the branches. ``guide`` = ``prepare_step`` -> ``predict_noise``
         -> ``finish_step``; a batch trainer concatenates several ``StepInputs`` into one
@@ -481,14 +525,15 @@ class ControlNetGuidance:
         if latents.shape[1] != expected_channels:
             raise ValueError(f"latents: expected {expected_channels} channels, got shape {list(latents.shape)}")
         B = int(latents.shape[0])
-        branches = [b for b in BRANCH_ORDER if b in self.estimator.branches]
+        estimator = self.estimator_at(train_step, max_iteration)
+        branches = [b for b in BRANCH_ORDER if b in estimator.branches]
         texts = {"cond": text_cond, "uncond": text_uncond, "negative": text_negative}
         if "negative" in branches and text_negative is None:
-            texts["negative"] = self.encode_prompts([self.negative_prompt])
+            texts["negative"] = self.encode_prompts([self.source_prompt or self.negative_prompt])
         stacked_text = []
         for b in branches:
             if texts[b] is None:
-                raise ValueError(f"text_{b}: estimator {self.estimator!r} needs the {b!r} branch, got None")
+                raise ValueError(f"text_{b}: estimator {estimator!r} needs the {b!r} branch, got None")
             stacked_text.append(_check_batch(f"text_{b}", texts[b], B, 3))
         t = self.sample_timesteps(B, train_step) if t is None else self._timesteps(t, B)
         if noise is None:
@@ -505,7 +550,7 @@ class ControlNetGuidance:
         return StepInputs(
             latents=latents, t=t, noise=noise, latents_noisy=latents_noisy, branches=branches,
             unet_latents=latents_noisy.repeat(k, 1, 1, 1), unet_t=t.repeat(k), unet_text=torch.cat(stacked_text, dim=0),
-            unet_conditions=_per_net(conditions, lambda c: c.repeat(k, 1, 1, 1)),
+            unet_conditions=_per_net(conditions, lambda c: c.repeat(k, 1, 1, 1)), estimator=estimator,
         )
 
     def finish_step(self, prep, eps):
@@ -521,20 +566,23 @@ class ControlNetGuidance:
         torch = _torch()
         latents, t, noise, latents_noisy, branches = prep.latents, prep.t, prep.noise, prep.latents_noisy, prep.branches
         B, k = int(latents.shape[0]), len(branches)
+        estimator = prep.estimator or self.estimator
         outs = dict(zip(branches, eps.chunk(k, dim=0)))
         eps_cond = outs.get("cond")
         eps_uncond = outs.get("uncond", eps_cond)
         kwargs = {"eps_negative": outs["negative"]} if "negative" in outs else {}
         if self._returns_stats:
-            E, stats = self.estimator(eps_cond, eps_uncond, noise, t, return_stats=True, **kwargs)
+            E, stats = estimator(eps_cond, eps_uncond, noise, t, return_stats=True, **kwargs)
         else:
-            E = self.estimator(eps_cond, eps_uncond, noise, t, **kwargs)
+            E = estimator(eps_cond, eps_uncond, noise, t, **kwargs)
             stats = {"grad_norm": E.float().reshape(B, -1).double().norm(dim=1)}
         E = E.float()
         w = torch.as_tensor(self.weighting(t, self.alphas_cumprod), dtype=torch.float32, device=self.device)
         grad32 = w.view(B, 1, 1, 1) * E
         if self.grad_norm:
             grad32 = normalize_per_sample(grad32)
+        if self.gradient_options is not None:
+            grad32 = self.gradient_options(grad32)
         gradients = grad32.to(device=latents.device, dtype=latents.dtype)
         loss = sds_loss(latents, gradients)
         diagnostics = step_diagnostics(stats, t, w)
@@ -580,8 +628,10 @@ def load_guidance(
     seed=0,
     t_sampler_params=None,
     grad_norm=False,
+    **options,
 ):
-    """``load_models`` + ``ControlNetGuidance`` in one call (see both for the arguments).
+    """``load_models`` + ``ControlNetGuidance`` in one call (see both for the arguments;
+    ``options``: ``source_prompt``, ``gradient_options``, ``guidance_adjust``).
 
     ``estimator_params`` defaults to ``{"M": 200}`` for SSD.
     """
@@ -597,6 +647,7 @@ def load_guidance(
         negative_prompt=negative_prompt,
         seed=seed,
         grad_norm=grad_norm,
+        **options,
     )
 
 
