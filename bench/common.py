@@ -7,6 +7,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,28 +16,8 @@ import numpy as np
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def make_inputs(shape, dtype, seed=0, library="numpy", device="cpu"):
-    """``(eps_cond, eps_uncond, noise)`` of ``shape``: standard normal, cast to ``dtype``.
-
-    Args:
-        shape: full shape ``[B, ...]``.
-        dtype: "float16", "bfloat16" (torch only), "float32" or "float64".
-        seed: NumPy generator seed (same seed, same values in either library).
-        library: "numpy" or "torch".
-        device: torch device for library="torch".
-    """
-    rng = np.random.default_rng(seed)
-    arrays = [rng.standard_normal(shape, dtype=np.float32) for _ in range(3)]
-    if library == "numpy":
-        if dtype == "bfloat16":
-            raise ValueError("dtype: NumPy has no bfloat16, use library='torch'")
-        return tuple(a.astype(dtype) for a in arrays)
-    if library != "torch":
-        raise ValueError(f"library: expected 'numpy' or 'torch', got {library!r}")
-    import torch  # noqa: PLC0415
-
-    return tuple(torch.from_numpy(a).to(device=device, dtype=getattr(torch, dtype)) for a in arrays)
+sys.path.insert(0, str(ROOT / "tests"))
+from ssd_inputs import make_inputs  # noqa: E402,F401 - the input builder shared with the tests
 
 
 def mixed_timesteps(B, M=500.0):

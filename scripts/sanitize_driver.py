@@ -141,9 +141,10 @@ def list_cases(cases):
 def host_inputs(case, rng):
     """float64 host ``(c, u, n, t)`` for the case (values rounded to the dtype later)."""
     import numpy as np  # noqa: PLC0415
+    from ssd_inputs import make_inputs  # noqa: PLC0415 - tests/ssd_inputs.py, the shared builder
 
     B, N = case.B, case.N
-    c, u, n = (rng.standard_normal((B, N)) for _ in range(3))
+    c, u, n = make_inputs((B, N), "float64", seed=rng)
     if case.values == "nonfinite" and B >= 3 and N >= 6:
         c[1, N // 2] = np.inf
         u[2, 5] = np.nan
@@ -249,7 +250,7 @@ def main(argv=None):
     import numpy as np  # noqa: PLC0415
     import torch  # noqa: PLC0415
 
-    sys.path.insert(0, str(ROOT / "tests"))  # tolerances.py
+    sys.path.insert(0, str(ROOT / "tests"))  # tolerances.py, ssd_inputs.py
     import ssd_toolkit  # noqa: PLC0415
     from ssd_toolkit import _extension  # noqa: PLC0415
 

@@ -16,6 +16,7 @@ import torch
 import ssd_toolkit
 from ssd_toolkit import _arrays, _cuda_glue, _dispatch, _extension, core
 from ssd_toolkit.reference import STAT_NAMES, estimate_reference
+from ssd_inputs import as_array, make_inputs
 from tolerances import STATS_RTOL, TOLERANCES, assert_close_to_reference
 
 M = 500.0
@@ -176,7 +177,7 @@ def test_fake_impl_shapes_and_dtypes(dtype, return_stats):
 def test_torch_library_opcheck_cpu(rng):
     from ssd_toolkit import _torch_op  # noqa: PLC0415
 
-    args = [torch.from_numpy(rng.standard_normal((3, 10))) for _ in range(3)]
+    args = make_inputs((3, 10), "float64", "torch", seed=rng)
     torch.library.opcheck(_torch_op.estimate_op, (*args, torch.tensor([1.0, 900.0, 2.0], dtype=torch.float64), 0.0, M, True))
     torch.library.opcheck(_torch_op.estimate_op, (*args, None, 100.0, M, False))
 
@@ -199,7 +200,7 @@ def _reference(c, u, n, t):
 
 
 def test_compile_fullgraph_calls_the_custom_op_cpu(rng):
-    c, u, n = (torch.from_numpy(rng.standard_normal((3, 2, 5)).astype(np.float32)) for _ in range(3))
+    c, u, n = make_inputs((3, 2, 5), "float32", "torch", seed=rng)
     t = torch.tensor([100.0, 900.0, 400.0])
 
     def step(c, u, n, t):
@@ -216,7 +217,7 @@ def test_compile_fullgraph_calls_the_custom_op_cpu(rng):
 
 
 def test_compile_fullgraph_scalar_t_and_torch_backend_cpu(rng):
-    c, u, n = (torch.from_numpy(rng.standard_normal((2, 7))) for _ in range(3))
+    c, u, n = make_inputs((2, 7), "float64", "torch", seed=rng)
     compiled, _ = _compile_and_capture(lambda c, u, n, t: ssd_toolkit.estimate(c, u, n, t, M))
     assert_close_to_reference(compiled(c, u, n, 300.0), _reference(c, u, n, 300.0)[0], "float64")
     assert_close_to_reference(compiled(c, u, n, 700.0), _reference(c, u, n, 700.0)[0], "float64")
@@ -242,8 +243,7 @@ def path(request):
 
 
 def _make(rng, shape, dtype, device="cuda", scale=1.0):
-    x = rng.standard_normal(shape) * scale
-    return torch.from_numpy(x).to(device=device, dtype=getattr(torch, dtype))
+    return as_array(rng.standard_normal(shape) * scale, dtype, "torch", device)
 
 
 def _mixed_t(rng, B):
@@ -470,7 +470,7 @@ def test_launch_plan_uses_clusters_on_hopper():
 def test_cupy_inputs_on_cupys_current_stream(rng):
     cupy = pytest.importorskip("cupy")
     shape = (4, 4, 32, 32)
-    host = [rng.standard_normal(shape).astype(np.float32) for _ in range(3)]
+    host = make_inputs(shape, "float32", seed=rng)
     t = _mixed_t(rng, shape[0])
     stream = cupy.cuda.Stream(non_blocking=True)
     with stream:

@@ -9,6 +9,7 @@ import torch
 import ssd_toolkit
 from ssd_toolkit import _arrays
 from ssd_toolkit.reference import COLLINEAR_RTOL2, STAT_NAMES, estimate_reference
+from ssd_inputs import as_array, make_inputs
 from tolerances import STATS_RTOL, assert_close_to_reference
 
 pytestmark = pytest.mark.skipif(
@@ -27,10 +28,7 @@ def _C():
 
 
 def make(rng, shape, dtype, library, scale=1.0):
-    x = rng.standard_normal(shape) * scale
-    if library == "torch":
-        return torch.from_numpy(x).to(getattr(torch, dtype))
-    return x.astype(dtype)
+    return as_array(rng.standard_normal(shape) * scale, dtype, library)
 
 
 def mixed_t(rng, B):
@@ -226,7 +224,7 @@ def test_deterministic_across_runs_threads_and_simd_paths(dtype, rng, monkeypatc
     """Bitwise identical for any num_threads (either work split) and baseline, AVX2 and AVX-512 loops."""
     # (1, .): units split across threads; (3, .): units with 2 threads, whole samples with 3.
     for B, N in [(1, 400_003), (3, 131_072 + 17)]:
-        c, u, n = (rng.standard_normal((B, N)).astype(dtype) for _ in range(3))
+        c, u, n = make_inputs((B, N), dtype, seed=rng)
         t = mixed_t(rng, B)
         first = call_kernel(c, u, n, t, 1)
         for nt in (1, 2, 3, 0):
@@ -290,7 +288,7 @@ def test_out_overlapping_an_input_is_rejected(victim, shift, rng):
 
 
 def test_stats_overlapping_out_is_rejected(rng):
-    c, u, n = (rng.standard_normal((2, 3)) for _ in range(3))
+    c, u, n = make_inputs((2, 3), "float64", seed=rng)
     out, t = np.empty((2, 3)), np.zeros(2)
     with pytest.raises(ValueError, match=r"stats: expected memory that does not overlap out \[0x"):
         _C().estimate_cpu(c, u, n, out.ctypes.data, t, out.ctypes.data + 40, 2, 3, "float64", M)
@@ -299,7 +297,7 @@ def test_stats_overlapping_out_is_rejected(rng):
 
 
 def _threaded_case(rng):
-    c, u, n = (rng.standard_normal((4, 100_000)).astype(np.float32) for _ in range(3))
+    c, u, n = make_inputs((4, 100_000), "float32", seed=rng)
     t = mixed_t(rng, 4)
     return (c, u, n, t), call_kernel(c, u, n, t, 1)
 
