@@ -6,14 +6,14 @@ import pytest
 
 from ssd_toolkit import get_estimator
 from ssd_toolkit.estimators import SDS_BRIDGE_SOURCE_MODIFIER, at_step
+from ssd_inputs import make_inputs
 
 SHAPE = (3, 4, 5, 5)
 T = np.array([10, 400, 900])
 
 
 def inputs(seed=0):
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal(SHAPE) for _ in range(4)]  # cond, uncond, noise, negative
+    return make_inputs(SHAPE, "float64", seed=seed, count=4)  # cond, uncond, noise, negative
 
 
 def csd_reference(c, u, neg, train_step, max_iteration):
