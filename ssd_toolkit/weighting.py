@@ -5,6 +5,7 @@
 - ``"sds"`` / ``"dreamfusion"``: ``1 - abar_t`` (DreamFusion; threestudio ``"sds"``).
 - ``"fantasia3d"`` / ``"latent-nerf"``: ``sqrt(abar_t) (1 - abar_t)``.
 - ``"uniform"`` / ``"sjc"``: ``1`` (SJC; DreamWaltz's default ``loss_type``).
+- ``"ism"``: ``sqrt((1 - abar_t) / abar_t)`` (LucidDreamer's ISM; DreamWaltz-G's ``ism``).
 
 Since ``w(t)`` is a per-sample scalar, ``||w_b g_b|| = |w_b| ||g_b||``: a logger gets the
 weighted gradient norm from the unweighted one without touching the data.
@@ -30,7 +31,11 @@ def _uniform(abar):
     return abar * 0 + 1.0
 
 
-_FORMULAS = {"sds": _sds, "fantasia3d": _fantasia3d, "uniform": _uniform}
+def _ism(abar):
+    return ((1.0 - abar) / abar) ** 0.5
+
+
+_FORMULAS = {"sds": _sds, "fantasia3d": _fantasia3d, "uniform": _uniform, "ism": _ism}
 ALIASES = {
     "sds": "sds",
     "dreamfusion": "sds",
@@ -38,6 +43,7 @@ ALIASES = {
     "latent-nerf": "fantasia3d",
     "uniform": "uniform",
     "sjc": "uniform",
+    "ism": "ism",
 }
 
 

@@ -69,6 +69,8 @@ REFERENCES = {
     "csd-annealed": (dict(progress=0.3), lambda c, u, n, t, neg: c - 0.15 * u - 0.85 * neg),
     # SDS-Bridge's stage 2: scale (target - source); the source prediction is eps_negative
     "sds-bridge": (dict(scale=2.0), lambda c, u, n, t, neg: 2.0 * (c - neg)),
+    # ISM at x_t, with its target eps_uncond(x_s, s) in the noise slot: CFG minus the target
+    "ism": ({}, lambda c, u, n, t, neg: u + 7.5 * (c - u) - n),
 }
 
 

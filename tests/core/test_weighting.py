@@ -15,6 +15,7 @@ FORMULAS = {
     "latent-nerf": lambda a: np.sqrt(a) * (1.0 - a),
     "uniform": lambda a: np.ones_like(a),
     "sjc": lambda a: np.ones_like(a),
+    "ism": lambda a: np.sqrt((1.0 - a) / a),  # LucidDreamer's sqrt((1 - abar) / abar)
 }
 
 
