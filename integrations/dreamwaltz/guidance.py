@@ -41,7 +41,8 @@ class GuidanceOutput:
             ``loss.backward()`` applies exactly ``gradients / B`` (threestudio's
             convention); its value ``0.5 ||g||^2 / B`` is for logging only.
         t: timesteps ``[B]`` (int64).
-        noise: the noise ``[B, 4, h, w]`` (float32) that made ``latents_noisy``.
+        noise: the noise ``[B, 4, h, w]`` (float32) that made ``latents_noisy``; for ISM,
+            its target ``eps_uncond(x_s, s)`` (``latents_noisy`` then comes from DDIM inversion).
         latents_noisy: ``x_t`` ``[B, 4, h, w]`` (float32).
         eps_cond, eps_uncond, eps_negative: the UNet outputs (float32) for the branches
             the estimator asked for, None for the others.
@@ -51,8 +52,9 @@ class GuidanceOutput:
             ``ssd_toolkit.step_diagnostics`` (t stats, weighted ``grad_norm`` mean and per
             sample, SSD's ``r``, ``h_norm``, ``scale``, ``frac_mode_seeking`` ...) plus
             ``eps_<branch>_norm`` per UNet branch, ``grad_norm_applied`` (after
-            ``grad_norm`` normalisation) and ``nonfinite`` (count of non-finite gradient
-            entries; gradients are never zeroed here).
+            ``grad_norm`` normalisation), ``nonfinite`` (count of non-finite gradient
+            entries; gradients are never zeroed here) and ``unet_calls`` (batched network
+            calls this step: 1, plus ISM's inversion calls).
     """
 
     gradients: Any
@@ -88,6 +90,7 @@ class StepInputs:
     unet_text: Any
     unet_conditions: Any
     estimator: Any = None  # the estimator at this step (``estimator_at``)
+    inversion_calls: int = 0  # network calls a denoiser-aware estimator (ISM) made here
 
 
 def _torch():
@@ -543,14 +546,24 @@ class ControlNetGuidance:
             if noise.shape != latents.shape:
                 raise ValueError(f"noise: expected shape {list(latents.shape)}, got {list(noise.shape)}")
         x0 = latents.detach().to(device=self.device, dtype=torch.float32)
-        abar = self.alphas_cumprod[t].view(B, 1, 1, 1)
-        latents_noisy = abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
+        inversion_calls = 0
+        if getattr(estimator, "needs_denoiser", False):
+            # ISM: x_t by DDIM inversion with the plain UNet and the uncond text (as
+            # DreamWaltz-G and LucidDreamer); its target takes the noise slot.
+            uncond = stacked_text[branches.index("uncond")]
+            latents_noisy, noise, inversion_calls = estimator.noisy_input(
+                lambda x, tt: self.predict_noise(x, tt, uncond), x0, noise, t, self.alphas_cumprod
+            )
+        else:
+            abar = self.alphas_cumprod[t].view(B, 1, 1, 1)
+            latents_noisy = abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
         conditions = self._conditions(conditions, B, latents)
         k = len(branches)
         return StepInputs(
             latents=latents, t=t, noise=noise, latents_noisy=latents_noisy, branches=branches,
             unet_latents=latents_noisy.repeat(k, 1, 1, 1), unet_t=t.repeat(k), unet_text=torch.cat(stacked_text, dim=0),
             unet_conditions=_per_net(conditions, lambda c: c.repeat(k, 1, 1, 1)), estimator=estimator,
+            inversion_calls=inversion_calls,
         )
 
     def finish_step(self, prep, eps):
@@ -587,6 +600,7 @@ class ControlNetGuidance:
         loss = sds_loss(latents, gradients)
         diagnostics = step_diagnostics(stats, t, w)
         diagnostics.update(_branch_diagnostics(outs, grad32))
+        diagnostics["unet_calls"] = float(1 + prep.inversion_calls)  # batched network calls this step
         return GuidanceOutput(
             gradients=gradients,
             loss=loss,

@@ -91,3 +91,24 @@ def test_grad_latent_norm_is_unit_per_sample(models):
     latents, cond, uncond, conditions, noise = step_inputs(g)
     out = g.guide(latents, cond, uncond, conditions, t=T, noise=noise)
     np.testing.assert_allclose(out.gradients.flatten(1).norm(dim=1).numpy(), 1.0, rtol=1e-5)
+
+
+def test_ism_inverts_with_the_uncond_unet_and_reports_its_calls(models):
+    g = ControlNetGuidance(models, estimator="ism", weighting="ism")
+    latents, cond, uncond, conditions, noise = step_inputs(g)
+    t = torch.tensor([300, 300])  # s = 220: inversion 0 -> 200 -> 220, then s -> t
+    sizes, hook = unet_batches(models.unet)
+    out = g.guide(latents, cond, uncond, conditions, t=t, noise=noise)
+    hook.remove()
+    assert sizes == [B, B, B, 2 * B] and out.diagnostics["unet_calls"] == 4.0
+
+    def eps_uncond(x, tt):
+        return g.predict_noise(x, tt, uncond)
+
+    x_t, target, _ = g.estimator.noisy_input(eps_uncond, latents, noise, t, g.alphas_cumprod)
+    torch.testing.assert_close(out.latents_noisy, x_t)
+    torch.testing.assert_close(out.noise, target)
+    abar = g.alphas_cumprod[t].view(B, 1, 1, 1)
+    w = ((1 - abar) / abar).sqrt()
+    want = w * (out.eps_uncond + 7.5 * (out.eps_cond - out.eps_uncond) - target)
+    torch.testing.assert_close(out.gradients, want, rtol=1e-5, atol=1e-6)
