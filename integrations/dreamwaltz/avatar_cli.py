@@ -55,9 +55,12 @@ def _shown(value):
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def add_arguments(parser):
-    """One flag per setting (default: not given), plus --resume, --config, --no-progress."""
+def add_arguments(parser, exclude=()):
+    """One flag per setting (default: not given), plus --resume, --config, --no-progress;
+    the names in ``exclude`` (settings or "resume") get no flag (``avatar-batch`` uses this)."""
     for name in config_mod.field_names():
+        if name in exclude:
+            continue
         kind = config_mod.FIELD_TYPES[name]
         kwargs = {"dest": name, "default": argparse.SUPPRESS, "help": _help(name)}
         if name == "tiny":
@@ -69,7 +72,8 @@ def add_arguments(parser):
         else:
             convert = {"int": integer(), "float": number()}.get(kind, str)
             parser.add_argument(_flag(name), type=convert, **kwargs)
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    if "resume" not in exclude:
+        parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--config", default=None, help="JSON/YAML file of settings (flags given override it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 

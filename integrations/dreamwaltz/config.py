@@ -182,6 +182,34 @@ def normalize_keys(values: dict, source: str) -> dict:
     return out
 
 
+def load_structured(path, name: str):
+    """The data of a JSON (``.json``) or YAML (``.yaml``/``.yml``) file, or None for any
+    other suffix; errors start with ``name:``.
+
+    Raises:
+        ValueError: unparsable file.
+        ImportError: a YAML file without PyYAML (with the install command).
+    """
+    path = Path(path)
+    text = path.read_text()
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{name}: {str(path)!r} is not valid JSON: {exc}") from exc
+    if suffix in (".yaml", ".yml"):
+        try:
+            import yaml  # noqa: PLC0415 - optional
+        except ImportError as exc:
+            raise ImportError(f"{name}: reading {str(path)!r} needs PyYAML: pip install pyyaml") from exc
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{name}: {str(path)!r} is not valid YAML: {exc}") from exc
+    return None
+
+
 def read_config_file(path) -> dict:
     """Settings from a JSON (``.json``) or YAML (``.yaml``/``.yml``) file.
 
@@ -193,24 +221,11 @@ def read_config_file(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config: expected an existing JSON or YAML file, got {str(path)!r}")
-    text = path.read_text()
-    suffix = path.suffix.lower()
-    if suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"config: {str(path)!r} is not valid JSON: {exc}") from exc
-    elif suffix in (".yaml", ".yml"):
-        try:
-            import yaml  # noqa: PLC0415 - optional
-        except ImportError as exc:
-            raise ImportError(f"config: reading {str(path)!r} needs PyYAML: pip install pyyaml") from exc
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"config: {str(path)!r} is not valid YAML: {exc}") from exc
-    else:
+    if path.suffix.lower() not in (".json", ".yaml", ".yml"):
         raise ValueError(f"config: expected a .json, .yaml or .yml file, got {str(path)!r}")
+    data = load_structured(path, "config")
+    if data is None and path.suffix.lower() != ".json":
+        data = {}  # an empty YAML file
     return normalize_keys(data, f"config file {str(path)!r}")
 
 

@@ -86,6 +86,8 @@ def prepare_tiny_assets(cfg, out: Path):
     from .tiny import build_tiny_pipeline  # noqa: PLC0415
 
     assets = out / "tiny_assets"
+    if cfg.sd_model and cfg.body:
+        return cfg  # given (e.g. shared by avatar-batch): nothing to build
     assets.mkdir(exist_ok=True)
     try:
         if not cfg.sd_model:
@@ -326,6 +328,10 @@ class RunSession:
                         desc=desc or ("SMOKE avatar" if cfg.tiny else "avatar"), disable=not progress)
         self.train_started = time.perf_counter()
         self.train_wall = None
+
+    def restart_clock(self):
+        """Start the training clock now (a batch calls it when the avatar's first step starts)."""
+        self.train_started = time.perf_counter()
 
     @property
     def done(self) -> bool:
