@@ -75,7 +75,8 @@ class GuidanceAdapter:
         )
         name, params = estimator_arguments(cfg)
         self.guidance = ControlNetGuidance(
-            models, estimator=name, estimator_params=params, weighting=cfg.weighting_strategy, seed=int(cfg.seed)
+            models, estimator=name, estimator_params=params, weighting=cfg.weighting_strategy, seed=int(cfg.seed),
+            source_prompt=cfg.source_prompt, gradient_options=cfg.gradient_options,
         )
         self.vae, self.unet, self.weights_dtype = models.vae, models.unet, models.dtype
         if cfg.enable_attention_slicing:
@@ -114,6 +115,7 @@ class GuidanceAdapter:
     def update_step(self, epoch, global_step, on_load_weights=False):
         """threestudio's per-step hook: grad clip and t range from the config's schedules."""
         cfg = self.cfg
+        self.global_step = int(global_step)
         if cfg.grad_clip is not None:
             self.grad_clip_val = scheduled_value("grad_clip", cfg.grad_clip, epoch, global_step)
         lo = scheduled_value("min_step_percent", cfg.min_step_percent, epoch, global_step)
@@ -238,9 +240,12 @@ class GuidanceAdapter:
                 raise ValueError(f"cond_rgb: expected a [B or 1, H, W, 3] tensor in [0, 1], got {_describe(cond_rgb)}")
             conditions = cond_rgb.permute(0, 3, 1, 2)
         t = torch.randint(self.min_step, self.max_step + 1, (B,), generator=self.t_generator)
+        if self.cfg.source_prompt is not None:
+            negative = None  # the guidance encodes source_prompt for that slot
         out = self.guidance.guide(
             latents, cond, uncond, conditions, t=t, text_negative=negative,
             controlnet_conditioning_scale=float(self.cfg.condition_scale),
+            train_step=self.global_step, max_iteration=self.cfg.trainer_max_steps,
         )
         grad = torch.nan_to_num(out.gradients)
         if self.grad_clip_val is not None:

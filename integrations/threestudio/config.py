@@ -14,7 +14,7 @@ from typing import Any, Optional
 from .schedule import check_schedule
 
 DEFAULT_LOSS_KEY = "loss_sds"  # the key threestudio's systems weight by system.loss.lambda_sds
-WEIGHTINGS = ("sds", "uniform", "fantasia3d")  # threestudio's weighting_strategy values
+WEIGHTINGS = ("sds", "uniform", "fantasia3d", "ism")  # threestudio's weighting_strategy values, and ISM's
 
 
 @dataclass
@@ -37,11 +37,14 @@ class GuidanceConfig:
         sqrt_anneal, trainer_max_steps: HiFA's sqrt annealing of t, as threestudio.
         use_img_loss, use_sjc: must stay False (HiFA's image loss and SJC are not supported).
         var_red: only read by SJC in threestudio; accepted.
-        weighting_strategy: ``w(t)``: "sds" (1 - abar), "uniform", "fantasia3d".
+        weighting_strategy: ``w(t)``: "sds" (1 - abar), "uniform", "fantasia3d", "ism"
+            (``sqrt((1 - abar) / abar)``, LucidDreamer's).
         token_merging, token_merging_params: ToMe via ``tomesd`` (installed separately).
         view_dependent_prompting: passed to the prompt processor's output.
         max_items_eval: accepted; ``guidance_eval`` is not supported.
-        estimator: ``ssd_toolkit`` estimator name ("ssd", "sds", "csd", "nfsd", ...).
+        estimator: ``ssd_toolkit`` estimator name ("ssd", "sds", "csd", "nfsd", "ism",
+            "csd-annealed", "sds-bridge", ...). The annealed ones follow ``global_step`` /
+            ``trainer_max_steps``.
         estimator_params: its keyword arguments; default ``{"M": 200}`` for SSD and, for
             SDS, ``{"guidance_scale": guidance_scale, "cfg": "threestudio"}`` (exactly
             threestudio's SDS).
@@ -51,6 +54,13 @@ class GuidanceConfig:
         controlnet_name_or_path: optional ControlNet; the call's ``cond_rgb`` keyword
             (``[B or 1, H, W, 3]`` in [0, 1]) is its condition image.
         condition_scale: ControlNet residual scale.
+        source_prompt: SDS-Bridge's source prompt (e.g. the prompt + ", " +
+            ``ssd_toolkit.estimators.SDS_BRIDGE_SOURCE_MODIFIER``); None uses the prompt
+            processor's negative prompt for that slot.
+        gradient_options: DreamWaltz-G's latent-gradient options as a dict
+            (``grad_latent_clip``, ``grad_latent_clip_scale``, ``grad_latent_norm``,
+            ``grad_latent_nan_to_num``; ``ssd_toolkit.gradient_options``), applied before
+            ``grad_clip``.
     """
 
     pretrained_model_name_or_path: str = "runwayml/stable-diffusion-v1-5"
@@ -80,6 +90,8 @@ class GuidanceConfig:
     seed: int = 0
     controlnet_name_or_path: Optional[str] = None
     condition_scale: float = 1.0
+    source_prompt: Optional[str] = None
+    gradient_options: Optional[dict] = None
 
 
 _UNSUPPORTED = {

@@ -153,7 +153,7 @@ def test_half_precision_weights_keep_float32_losses(tiny_dir):
         ({"use_img_loss": True}, ValueError, "use_img_loss: expected false"),
         ({"enable_sequential_cpu_offload": True}, ValueError, "enable_sequential_cpu_offload: expected false"),
         ({"weighting_strategy": "dreamtime"}, ValueError,
-         r"weighting_strategy: expected one of \('sds', 'uniform', 'fantasia3d'\), got 'dreamtime'"),
+         r"weighting_strategy: expected one of \('sds', 'uniform', 'fantasia3d', 'ism'\), got 'dreamtime'"),
         ({"loss_key": "sds"}, ValueError, "loss_key: expected 'loss_<name>'"),
         ({"max_step_percent": [1, 2]}, ValueError, "max_step_percent: expected a number"),
         ({"max_step_percent": 1.0}, ValueError, r"expected 0 <= 1000 \* min <= 1000 \* max <= 999"),
