@@ -38,6 +38,12 @@ class AvatarConfig:
     weighting: str = "sjc"
     t_sampler: str = "uniform"
     negative_prompt: str = ""
+    source_prompt: str = ""
+    guidance_adjust: str = "constant"
+    grad_latent_clip: bool = False
+    grad_latent_clip_scale: float = 1.0
+    grad_latent_norm: bool = False
+    grad_latent_nan_to_num: bool = False
     steps: int = 30000
     batch: int = 1
     lr: float = 1e-3
@@ -72,10 +78,16 @@ HELP = {
     "controlnet": "openpose ControlNet hub id or local directory",
     "estimator": "score-distillation estimator (ssd_toolkit.list_estimators())",
     "M": "SSD threshold M (timesteps t <= M take the variance-reduced branch)",
-    "guidance_scale": "CFG scale (SDS only; SSD/CSD do not use it)",
+    "guidance_scale": "CFG scale (SDS, ISM and SDS-Bridge's first stage; SSD/CSD do not use it)",
     "weighting": "w(t) (ssd_toolkit.list_weightings(); sjc = 1 is DreamWaltz's default)",
     "t_sampler": "timestep sampler (ssd_toolkit.list_samplers())",
     "negative_prompt": "unconditional text (DreamWaltz: empty)",
+    "source_prompt": "SDS-Bridge's source prompt (empty: the prompt + its failure-mode modifier)",
+    "guidance_adjust": "CFG-scale schedule: constant, uniform, linear, linear_reverse (DreamWaltz-G)",
+    "grad_latent_clip": "clamp the latent gradient to grad_latent_clip_scale x its RMS (DreamWaltz-G)",
+    "grad_latent_clip_scale": "multiplier of the RMS for grad_latent_clip",
+    "grad_latent_norm": "unit L2 norm per sample of the latent gradient (DreamWaltz-G)",
+    "grad_latent_nan_to_num": "non-finite latent-gradient entries to finite values (DreamWaltz-G)",
     "steps": "training steps (DreamWaltz: 30000 for a canonical avatar)",
     "batch": "cameras per step",
     "lr": "Adam learning rate",
@@ -127,7 +139,8 @@ TINY_DEFAULTS = {
 # Changing these on --resume would change the trajectory: refused.
 RESUME_FIXED = (
     "prompt body model_type gender sd_model controlnet estimator M guidance_scale weighting t_sampler "
-    "negative_prompt batch lr seed latent_size samples_per_ray field_resolutions field_features "
+    "negative_prompt source_prompt guidance_adjust grad_latent_clip grad_latent_clip_scale grad_latent_norm "
+    "grad_latent_nan_to_num batch lr seed latent_size samples_per_ray field_resolutions field_features "
     "field_hidden box_margin body_init_steps body_init_batch lambda_sparsity lambda_entropy precision tiny"
 ).split()
 
@@ -258,7 +271,11 @@ def validate(cfg: AvatarConfig) -> AvatarConfig:
     for name in ("body_init_steps", "preview_every", "checkpoint_every"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"{name}: expected an integer >= 0, got {getattr(cfg, name)}")
-    for name in ("lr", "guidance_scale"):
+    from .dw_schedules import GUIDANCE_ADJUSTS  # noqa: PLC0415
+
+    if cfg.guidance_adjust not in GUIDANCE_ADJUSTS:
+        raise ValueError(f"guidance_adjust: expected one of {', '.join(GUIDANCE_ADJUSTS)}, got {cfg.guidance_adjust!r}")
+    for name in ("lr", "guidance_scale", "grad_latent_clip_scale"):
         if not getattr(cfg, name) > 0:
             raise ValueError(f"{name}: expected a number > 0, got {getattr(cfg, name)}")
     for name in ("lambda_sparsity", "lambda_entropy", "box_margin"):
