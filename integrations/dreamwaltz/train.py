@@ -148,7 +148,7 @@ class Trainer:
         conditions = torch.from_numpy(np.ascontiguousarray(skeleton)).to(self.device).permute(0, 3, 1, 2).float() / 255
         text_cond = self.guidance.encode_prompts(view_prompts(cfg.prompt, cams.polar_deg, cams.azimuth_deg))
         inputs = self.guidance.prepare_step(render.latents, text_cond, self.text_uncond, conditions,
-                                            train_step=self.step)
+                                            train_step=self.step, max_iteration=cfg.steps)
         return PendingStep(render, inputs)
 
     def end_step(self, pending: "PendingStep", eps) -> dict:
