@@ -22,8 +22,10 @@ def ssd_label(M, scaled=True):
     return f"SSD M={M:g}" if scaled else f"SSD unscaled M={M:g}"
 
 
-def fig7_estimators(M=200.0, cfg_scales=(7.5, 100.0)):
-    """Fig. 7's estimators plus SDS at each CFG scale and the unscaled-SSD ablation."""
+def fig7_estimators(M=200.0, cfg_scales=(7.5, 100.0), steps=None):
+    """Fig. 7's estimators plus SDS at each CFG scale and the unscaled-SSD ablation; with the
+    run's ``steps``, also ISM, annealed CSD and SDS-Bridge (the bridge's second stage from
+    half-way; annealed CSD and the bridge read the negative / source branch)."""
     ests = {
         "mode-seeking": ssd_toolkit.get_estimator("mode-seeking"),
         "mode-disengaging (h)": ssd_toolkit.get_estimator("csd"),
@@ -32,6 +34,10 @@ def fig7_estimators(M=200.0, cfg_scales=(7.5, 100.0)):
         ests[f"SDS CFG {s:g}"] = ssd_toolkit.get_estimator("sds", guidance_scale=s, cfg="standard")
     ests[ssd_label(M)] = ssd_toolkit.get_estimator("ssd", M=M)
     ests[ssd_label(M, scaled=False)] = unscaled_ssd(M)
+    if steps is not None:
+        ests["ISM"] = ssd_toolkit.get_estimator("ism")
+        ests["CSD annealed"] = ssd_toolkit.get_estimator("csd-annealed")
+        ests["SDS-Bridge"] = ssd_toolkit.get_estimator("sds-bridge", stage_two_start_step=steps // 2)
     return ests
 
 

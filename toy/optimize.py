@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ssd_toolkit.estimators import at_step
 from ssd_toolkit.weighting import get_weighting
 
 
@@ -67,6 +68,7 @@ def distill(
     seed=0,
     record_every=10,
     progress=False,
+    neg_mask=None,
 ):
     """Optimise theta with each estimator in place of the SDS estimator (Eq. 3).
 
@@ -74,7 +76,11 @@ def distill(
         mixture: a ``GaussianMixture`` (the unconditional distribution).
         cond_mask: ``[K]`` or ``[n_seeds, K]`` booleans, the conditional components.
         estimators: ``{label: estimator}``; each is called as ``est(eps_cond, eps_uncond,
-            noise, t)`` on ``[n_seeds, d]`` arrays with ``t`` ``[n_seeds]``.
+            noise, t)`` on ``[n_seeds, d]`` arrays with ``t`` ``[n_seeds]`` (plus
+            ``eps_negative`` for a "negative" branch), after ``at_step(est, step, steps)``.
+            A denoiser-aware estimator (ISM) gets its own ``x_t`` from ``est.noisy_input``
+            with the exact unconditional ``eps_hat`` (DDIM inversion), and its target in
+            the noise slot.
         theta0: ``[d]`` or ``[n_seeds, d]`` start, the same for every estimator.
         schedule: an ``ssd_toolkit.NoiseSchedule``.
         steps: number of updates.
@@ -86,6 +92,8 @@ def distill(
         seed: seeds the timesteps and the noise.
         record_every: keep theta every this many steps.
         progress: show a tqdm bar.
+        neg_mask: ``[K]`` booleans, the components of the "negative" (or SDS-Bridge's
+            source) prompt; needed when an estimator reads that branch.
 
     Returns:
         A ``DistillResult``.
@@ -109,21 +117,44 @@ def distill(
         from tqdm import tqdm  # noqa: PLC0415
 
         iterator = tqdm(iterator, desc="distill", leave=False)
+    neg_logw = None if neg_mask is None else mixture.log_weights(neg_mask, n_est * n_seeds)
     E = np.empty_like(theta)
     for step in iterator:
         t = sampler.sample(n_seeds, step)
         noise = rng.standard_normal((n_seeds, mixture.dim))
         alpha, sigma = schedule.alpha(t), schedule.sigma(t)
         x_t = alpha[None, :, None] * theta + sigma[None, :, None] * noise[None]
+        ests = [at_step(estimators[name], step, steps) for name in names]
+        noises = [noise] * n_est
+        for i, est in enumerate(ests):
+            if getattr(est, "needs_denoiser", False):
+                x_t[i], noises[i], _ = est.noisy_input(
+                    _exact_uncond(mixture, schedule, cond_logw[i * n_seeds:(i + 1) * n_seeds]), theta[i], noise,
+                    np.asarray(t, dtype=np.int64), schedule.alphas_cumprod,
+                )
         a_all, s_all = np.tile(alpha, n_est), np.tile(sigma, n_est)
         eps_c, eps_u = mixture.eps_hat_pair(x_t.reshape(-1, mixture.dim), a_all, s_all, cond_logw)
         eps_c = eps_c.reshape(theta.shape)
         eps_u = eps_u.reshape(theta.shape)
-        for i, name in enumerate(names):
-            E[i] = estimators[name](eps_c[i], eps_u[i], noise, t)
+        eps_n = [None] * n_est
+        if any("negative" in est.branches for est in ests):
+            if neg_logw is None:
+                raise ValueError("neg_mask: expected the negative prompt's components (an estimator reads that branch), got None")
+            eps_n = mixture.eps_hat_pair(x_t.reshape(-1, mixture.dim), a_all, s_all, neg_logw)[0].reshape(theta.shape)
+        for i, est in enumerate(ests):
+            E[i] = est(eps_c[i], eps_u[i], noises[i], t, eps_negative=eps_n[i])
         theta -= lrs * w_of(t, schedule.alphas_cumprod)[None, :, None] * E
         if (step + 1) % record_every == 0 or step + 1 == steps:
             records.append(theta.copy())
             record_steps.append(step + 1)
     path = np.stack(records, axis=1)
     return DistillResult(names=names, theta=theta, path=path, steps=np.array(record_steps))
+
+
+def _exact_uncond(mixture, schedule, logw):
+    """``eps_uncond(x, t)`` with integer ``t`` ``[n]``, from the mixture (or learned model)."""
+
+    def eps(x, t):
+        return mixture.eps_hat_pair(x, schedule.alpha(t), schedule.sigma(t), logw)[1]
+
+    return eps

@@ -32,6 +32,9 @@ TRAJECTORY_STYLE = {
     "SSD": ("black", "--"),
     "SSD unscaled": ("tab:brown", "-."),
     "h from trap": ("tab:purple", "-"),
+    "ISM": ("tab:pink", "-"),
+    "CSD annealed": ("tab:gray", ":"),
+    "SDS-Bridge": ("tab:cyan", ":"),
 }
 VIEW_MARGIN = 0.6  # around the start, the conditional modes and the runs that stay near them
 FAR = 2.5  # runs whose median end is farther than this from every conditional mode are clipped
@@ -66,14 +69,15 @@ def _view(runs, anchors):
     return pts.min(0) - VIEW_MARGIN, pts.max(0) + VIEW_MARGIN, far
 
 
-def _mark_clipped(ax, name, median, lo, hi, color):
-    """An arrow where ``median`` leaves the view, labelled with where it ends."""
+def _mark_clipped(ax, name, median, lo, hi, color, slot=0):
+    """An arrow where ``median`` leaves the view, labelled with where it ends; the labels
+    stack in the lower right (``slot``: the run's place in the stack)."""
     inside = np.all((median >= lo) & (median <= hi), axis=1)
     last = int(np.nonzero(inside)[0].max()) if inside.any() else 0
     head = np.clip(median[min(last + 1, len(median) - 1)], lo, hi)
     end = median[-1]
-    ax.annotate(f"{name} leaves the view\nand ends at ({end[0]:.1f}, {end[1]:.1f})", xy=head, xytext=(-70, -12),
-                textcoords="offset points", ha="right", va="top", fontsize=8.5, zorder=6,
+    ax.annotate(f"{name} leaves the view\nand ends at ({end[0]:.1f}, {end[1]:.1f})", xy=head, xytext=(0.97, 0.36 - 0.1 * slot),
+                textcoords="axes fraction", ha="right", va="top", fontsize=8.5, zorder=6,
                 bbox=dict(boxstyle="round", fc="white", ec=color, alpha=0.9),
                 arrowprops=dict(arrowstyle="-|>", color=color, lw=1.8))  # fmt: skip
 
@@ -97,7 +101,7 @@ def plot_trajectories(path, mixture, cond_mask, main, trap, schedule, show_t, tr
         ax.plot(median[:, 0], median[:, 1], color=color, ls=dash, lw=2.4, label=name, zorder=4)
         ax.scatter(seed_paths[-1, :, 0], seed_paths[-1, :, 1], color=color, s=12, edgecolor="k", lw=0.3, zorder=4)
         if name in far:
-            _mark_clipped(ax, name, median, lo, hi, color)
+            _mark_clipped(ax, name, median, lo, hi, color, slot=far.index(name))
     ax.scatter([0], [0], marker="*", s=280, color="gold", edgecolor="k", zorder=5, label="start [0, 0]")
     ax.scatter(modes[:, 0], modes[:, 1], marker="*", s=280, color="red", edgecolor="k", zorder=5,
                label="conditional modes")  # fmt: skip

@@ -60,13 +60,15 @@ def run_fig7(seeds=16, steps=3000, lr=0.01, M=200.0, weighting="uniform", seed=0
     schedule = ssd_toolkit.stable_diffusion_schedule()
     kw = dict(schedule=schedule, steps=steps, lr=lr, weighting=weighting, progress=progress)
     start = time.perf_counter()
+    exact = model is None  # the learned denoiser has no negative-prompt label
     main = distill(
         mixture,
         cond_mask,
-        fig7_estimators(M),
+        fig7_estimators(M, steps=steps if exact else None),
         np.zeros((seeds, 2)),
         sampler=make_sampler(steps, seed=seed, t_range=t_range),
         seed=seed,
+        neg_mask=~cond_mask if exact else None,
         **kw,
     )
     trap = distill(
