@@ -13,7 +13,7 @@ avatar-steps/s = K / (seconds per round of K steps); speedup = stacked / sequent
 The two modes' rounds alternate (same process, same networks, same avatars' settings), so
 a change of machine load hits both alike. Peak memory: CUDA ``max_memory_allocated`` over
 each mode's rounds; on the CPU each (K, mode) runs again in a process of its own
-(``ru_maxrss`` only grows) for its max RSS.
+for its RSS high-water mark during the rounds and the rise over the RSS before them.
 
 Sizes: ``--size tiny`` (the ``--tiny`` random networks and avatar settings; CPU numbers in
 bench/results/avatar_batch_cpu.*) and ``--size sd15`` (random SD 1.5-size networks from
@@ -121,14 +121,27 @@ def measure_pair(models, k, args, device, dtype, body_dir):
     return rows
 
 
-def peak_rss_of(models, k, mode, args, device, dtype, body_dir):
-    """Max RSS (MiB) of this process after ``warmup + 3`` rounds of one mode (CPU child)."""
-    import resource  # noqa: PLC0415
+def _status_kib(field):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise OSError(f"/proc/self/status has no {field}")
 
+
+def peak_rss_of(models, k, mode, args, device, dtype, body_dir):
+    """CPU child: peak RSS during ``warmup + 3`` rounds of one mode (MiB) and its rise over
+    the RSS before them (the K avatars' working memory; torch and the networks are in both).
+
+    Linux's high-water mark is reset before the rounds (``5`` into ``/proc/self/clear_refs``),
+    so the setup's own peak (library imports, network build) does not hide theirs.
+    """
     trainers = build_trainers(models, k, args.size, device, dtype == torch.float16, body_dir)
+    before = _status_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")
     for _ in range(args.warmup + 3):
         _round(trainers, mode)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**20
+    peak = _status_kib("VmHWM")
+    return {"peak_mib": peak / 1024, "rise_mib": (peak - before) / 1024}
 
 
 def _one(args, device, dtype):
@@ -139,8 +152,7 @@ def _one(args, device, dtype):
         root = Path(tmp)
         write_synthetic_smpl(root / "body")
         models = build_models(args.size, device, dtype, root)
-        peak = peak_rss_of(models, int(args.one[0]), args.one[1], args, device, dtype, root / "body")
-    print(json.dumps({"peak_mib": peak}))
+        print(json.dumps(peak_rss_of(models, int(args.one[0]), args.one[1], args, device, dtype, root / "body")))
     return 0
 
 
@@ -184,12 +196,16 @@ def main(argv=None):
     columns = [("K", "K", "{}"), ("mode", "mode", "{}"), ("round_ms", "ms per round of K steps", "{:.1f}"),
                ("avatar_steps_per_s", "avatar-steps/s", "{:.2f}"), ("speedup_vs_sequential", "x sequential", "{:.2f}"),
                ("peak_mib", "peak MiB", "{:.0f}")]  # fmt: skip
+    if device.type == "cpu":
+        columns.append(("rise_mib", "rise over pre-step RSS MiB", "{:.1f}"))
     params = {"size": args.size, "device": str(device), "dtype": str(dtype), "K": args.ks, "repeats": args.repeats,
               "warmup": args.warmup, "torch_threads": args.threads or torch.get_num_threads(),
               "cameras_per_avatar": 1, "wall_s": round(time.perf_counter() - started, 1)}
     notes = ("Same networks for both modes, rounds alternating; sequential = each avatar's Trainer.step_once in "
              "turn, stacked = batch.stacked_step (one ControlNet + UNet call). Peak memory: "
-             + ("each (K, mode) in its own process, max RSS (includes torch and the networks)." if device.type == "cpu"
+             + ("each (K, mode) in its own process, the RSS high-water mark over its rounds (reset before them via "
+                "/proc/self/clear_refs; includes torch and the networks) and its rise over the RSS before them."
+                if device.type == "cpu"
                 else "torch.cuda.max_memory_allocated during each mode's rounds."))
     suffix = "" if args.size == "tiny" else f"_{args.size}"
     default = f"avatar_batch_{gpu_slug(machine['gpu'])}{suffix}" if device.type == "cuda" else f"avatar_batch_cpu{suffix}"
@@ -215,7 +231,7 @@ def _rows(args, device, dtype):
             proc = subprocess.run([*base, "--one", str(row["K"]), row["mode"]], capture_output=True, text=True)
             if proc.returncode:
                 raise SystemExit(f"bench_avatar_batch: K={row['K']} {row['mode']} failed:\n{proc.stderr[-2000:]}")
-            row["peak_mib"] = json.loads(proc.stdout.strip().splitlines()[-1])["peak_mib"]
+            row.update(json.loads(proc.stdout.strip().splitlines()[-1]))
     return rows
 
 
