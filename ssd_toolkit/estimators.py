@@ -418,6 +418,9 @@ class ISM:
         ``ssd_toolkit.ddim_inversion.ism_noisy_input``."""
         from .ddim_inversion import ism_noisy_input  # noqa: PLC0415
 
+        kind = str(getattr(t, "dtype", type(t).__name__))
+        if "int" not in kind:
+            raise TypeError(f"t: expected integer timesteps [B] (they index alphas_cumprod), got {kind}")
         s = t - self.interval
         s = s.clamp(min=0) if _arrays.is_torch_tensor(s) else np.maximum(s, 0)
         return ism_noisy_input(eps_uncond, x0, noise, t, s, alphas_cumprod, self.xs_delta_t, self.xs_inv_steps)

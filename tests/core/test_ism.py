@@ -91,6 +91,12 @@ def test_torch_matches_numpy():
     assert got[2] == want[2] == 3 + 1
 
 
+def test_float_timesteps_are_refused():
+    x0, noise = inputs()
+    with pytest.raises(TypeError, match=r"t: expected integer timesteps \[B\] .* got float64"):
+        get_estimator("ism").noisy_input(toy_denoiser, x0, noise, np.full(4, 300.0), ABAR)
+
+
 def test_interval_annealing():
     est = get_estimator("ism")
     assert est.interval == 80
