@@ -214,3 +214,25 @@ def test_jobs_file_forms(tmp_path):
         ("001-a-wooden-robot", "A Wooden Robot!"),
         ("002-knight", "knight"),
     ]
+
+
+def test_a_corrupt_or_locked_job_fails_alone_on_resume(assets, tmp_path, capsys):
+    from ssd_toolkit.integrations.dreamwaltz.outdir import OutputLock
+
+    jobs = write_jobs(tmp_path / "jobs.json", [{"name": n, "prompt": p} for n, p in
+                                               (("a", "a robot"), ("b", "a knight"), ("c", "a clown"))])
+    out = tmp_path / "out"
+    two = [*SHORT[:1], "2", *SHORT[2:]]
+    assert cli.main(["avatar-batch", str(jobs), "--out", str(out), *assets, *two]) == 0
+    ckpt = out / "a" / "checkpoints" / "last.pt"
+    data = bytearray(ckpt.read_bytes())
+    data[100] ^= 0xFF  # one flipped byte: the checksum refuses it
+    ckpt.write_bytes(bytes(data))
+    with OutputLock(out / "b"):  # another process is using b
+        rc = cli.main(["avatar-batch", str(jobs), "--out", str(out), *assets, *SHORT])
+    assert rc == 1
+    entries = {j["name"]: j for j in summary(out)["jobs"]}
+    assert entries["a"]["status"] == "failed" and "does not match its trailer" in entries["a"]["message"]
+    assert entries["b"]["status"] == "failed" and "locked by process" in entries["b"]["message"]
+    assert entries["c"]["status"] == "done" and entries["c"]["steps"] == 4
+    assert ckpt.read_bytes() == bytes(data)  # left as it was
