@@ -132,10 +132,10 @@ class ISM:
 
     def __post_init__(self):
         _check_real("guidance_scale", self.guidance_scale)
-        for field in ("delta_t", "delta_t_start", "xs_delta_t", "xs_inv_steps"):
+        for field, least in (("delta_t", 0), ("delta_t_start", 0), ("xs_delta_t", 1), ("xs_inv_steps", 1)):
             value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (0 if field.startswith("delta") else 1):
-                raise ValueError(f"{field}: expected an integer >= {0 if field.startswith('delta') else 1}, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+                raise ValueError(f"{field}: expected an integer >= {least}, got {value!r}")
         _check_real("warmup_fraction", self.warmup_fraction)
 
     @property

@@ -139,7 +139,9 @@ def distill(
         eps_n = [None] * n_est
         if any("negative" in est.branches for est in ests):
             if neg_logw is None:
-                raise ValueError("neg_mask: expected the negative prompt's components (an estimator reads that branch), got None")
+                raise ValueError(
+                    "neg_mask: expected the negative prompt's components (an estimator reads that branch), got None"
+                )
             eps_n = mixture.eps_hat_pair(x_t.reshape(-1, mixture.dim), a_all, s_all, neg_logw)[0].reshape(theta.shape)
         for i, est in enumerate(ests):
             E[i] = est(eps_c[i], eps_u[i], noises[i], t, eps_negative=eps_n[i])

@@ -384,7 +384,9 @@ class ControlNetGuidance:
         est = at_step(self.estimator, train_step, max_iteration)
         if self.guidance_adjust != "constant" and hasattr(est, "guidance_scale"):
             if max_iteration is None and self.guidance_adjust != "uniform":
-                raise ValueError(f"max_iteration: guidance_adjust={self.guidance_adjust!r} needs the run length, got None")
+                raise ValueError(
+                    f"max_iteration: guidance_adjust={self.guidance_adjust!r} needs the run length, got None"
+                )
             scale = guidance_scale_at(self.guidance_adjust, est.guidance_scale, train_step, max_iteration)
             est = replace(est, guidance_scale=scale)
         return est

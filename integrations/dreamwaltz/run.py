@@ -129,13 +129,16 @@ def load_guidance_for(cfg, device, amp, models=None):
     from ssd_toolkit.estimators import SDS_BRIDGE_SOURCE_MODIFIER  # noqa: PLC0415
 
     name = cfg.estimator.lower().replace("_", "-")
-    params = {"M": cfg.M} if name == "ssd" else {"guidance_scale": cfg.guidance_scale} if name in ("ism", "sds-bridge") else {}
+    params = {"M": cfg.M} if name == "ssd" else {}
+    if name in ("ism", "sds-bridge"):
+        params["guidance_scale"] = cfg.guidance_scale
+    source_prompt = cfg.source_prompt or f"{cfg.prompt}, {SDS_BRIDGE_SOURCE_MODIFIER}"
     options = {k: getattr(cfg, k) for k in ("grad_latent_clip", "grad_latent_clip_scale", "grad_latent_norm",
                                             "grad_latent_nan_to_num")}
     return ControlNetGuidance(
         models, estimator=cfg.estimator, estimator_params=params, weighting=cfg.weighting, t_sampler=cfg.t_sampler,
         guidance_scale=cfg.guidance_scale, negative_prompt=cfg.negative_prompt, seed=cfg.seed,
-        source_prompt=(cfg.source_prompt or f"{cfg.prompt}, {SDS_BRIDGE_SOURCE_MODIFIER}") if name == "sds-bridge" else None,
+        source_prompt=source_prompt if name == "sds-bridge" else None,
         gradient_options=options, guidance_adjust=cfg.guidance_adjust,
     )
 
