@@ -60,8 +60,7 @@ def build_models(size, device, dtype, root: Path):
 def build_trainers(models, k, size, device, amp, body_dir):
     """K avatars on ``models``: own prompt, seed, field, optimizer and guidance streams."""
     from ssd_toolkit.integrations.dreamwaltz import config  # noqa: PLC0415
-    from ssd_toolkit.integrations.dreamwaltz.guidance import ControlNetGuidance  # noqa: PLC0415
-    from ssd_toolkit.integrations.dreamwaltz.run import load_body  # noqa: PLC0415
+    from ssd_toolkit.integrations.dreamwaltz.run import load_body, load_guidance_for  # noqa: PLC0415
     from ssd_toolkit.integrations.dreamwaltz.train import Trainer  # noqa: PLC0415
 
     trainers = []
@@ -71,7 +70,7 @@ def build_trainers(models, k, size, device, amp, body_dir):
                  } if size == "tiny" else {}  # fmt: skip
         cfg = config.AvatarConfig(prompt=PROMPTS[i % len(PROMPTS)], body=str(body_dir), seed=i, batch=1, steps=30000,
                                   **extra)
-        guidance = ControlNetGuidance(models, estimator="ssd", estimator_params={"M": cfg.M}, seed=cfg.seed)
+        guidance = load_guidance_for(cfg, device, amp, models)  # as avatar-batch builds it (SSD, M = 200)
         trainers.append(Trainer(cfg, guidance, load_body(cfg), device, amp))
     return trainers
 
