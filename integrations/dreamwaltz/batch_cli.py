@@ -126,10 +126,8 @@ def run_command(args):
     if gathered is None:
         return _exit_code(results)
     path = batch_dist.write_summary(out, args.jobs, gathered, [j.name for j in jobs], ranks, args.max_concurrent)
-    counts = {}
-    for r in gathered:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    print(f"avatar-batch: {', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}; summary in {path}")
+    counts = sorted(batch_dist.status_counts(gathered).items())
+    print(f"avatar-batch: {', '.join(f'{n} {s}' for s, n in counts)}; summary in {path}")
     return _exit_code(gathered)
 
 

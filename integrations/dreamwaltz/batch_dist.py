@@ -102,21 +102,26 @@ def finish(ranks: Ranks):
         dist.destroy_process_group()
 
 
+def status_counts(results: list) -> dict:
+    """``{status: number of jobs}``."""
+    counts = {}
+    for result in results:
+        counts[result.status] = counts.get(result.status, 0) + 1
+    return counts
+
+
 def write_summary(out, jobs_file, results: list, order: list, ranks: Ranks, max_concurrent: int) -> Path:
     """``<out>/summary.json``: one entry per job in the JOBS file's order, and the counts."""
     from .checkpoint import atomic_write_bytes  # noqa: PLC0415
 
     by_name = {r.name: dataclasses.asdict(r) for r in results}
     entries = [by_name[name] for name in order]
-    counts = {}
-    for entry in entries:
-        counts[entry["status"]] = counts.get(entry["status"], 0) + 1
     summary = {
         "jobs_file": str(jobs_file),
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "world_size": ranks.world_size,
         "max_concurrent": max_concurrent,
-        "counts": counts,
+        "counts": status_counts(results),
         "jobs": entries,
     }
     path = Path(out) / SUMMARY_NAME
