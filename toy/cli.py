@@ -174,5 +174,5 @@ def register(subparsers):
 
     p = sub.add_parser("all", help="every toy experiment with its defaults (the main job)")
     _common(p)
-    p.add_argument("--docs", default=None, help="also write palette-compressed PNGs here (the README's docs/toy)")
+    p.add_argument("--docs", default=None, help="also write palette-compressed PNGs here (e.g. docs/toy, the figures the docs show)")
     p.set_defaults(func=_single_blas_thread(_all))
