@@ -108,7 +108,6 @@ def _accepts(fn, name):
 
 def _resolve_estimator(estimator, estimator_params, guidance_scale, device):
     import ssd_toolkit  # noqa: PLC0415
-    from ssd_toolkit import _extension  # noqa: PLC0415
 
     if not isinstance(estimator, str):
         if not callable(estimator) or not hasattr(estimator, "branches"):
@@ -122,7 +121,7 @@ def _resolve_estimator(estimator, estimator_params, guidance_scale, device):
     params = dict(estimator_params)
     if key == "sds":
         params.setdefault("guidance_scale", guidance_scale)
-    if key == "ssd" and "backend" not in params and device.type == "cuda" and not _extension.has_cuda_kernel():
+    if key == "ssd" and "backend" not in params and device.type == "cuda" and not ssd_toolkit.backends()["cuda"]:
         # estimate(backend="auto") raises for CUDA data without the CUDA kernel; the eager
         # torch backend computes the same estimator on the GPU.
         warnings.warn(
