@@ -74,3 +74,11 @@ def view_prompts(text, polar_deg, azimuth_deg):
     if not isinstance(text, str):
         raise TypeError(f"text: expected a str, got {type(text).__name__}")
     return [f"{view} view of {text}" for view in view_direction(polar_deg, azimuth_deg)]
+
+
+def sds_bridge_source_prompt(prompt, source_prompt=""):
+    """SDS-Bridge's source prompt: ``source_prompt`` when given, else ``prompt`` plus its
+    failure-mode modifier (``ssd_toolkit.estimators.SDS_BRIDGE_SOURCE_MODIFIER``)."""
+    from ssd_toolkit.estimators import SDS_BRIDGE_SOURCE_MODIFIER  # noqa: PLC0415
+
+    return source_prompt or f"{prompt}, {SDS_BRIDGE_SOURCE_MODIFIER}"

@@ -126,13 +126,13 @@ def load_guidance_for(cfg, device, amp, models=None):
 
     if models is None:
         models = load_models(cfg.sd_model, cfg.controlnet or None, device=device, dtype="float16" if amp else "float32")
-    from ssd_toolkit.estimators import SDS_BRIDGE_SOURCE_MODIFIER  # noqa: PLC0415
+    from .prompts import sds_bridge_source_prompt  # noqa: PLC0415
 
     name = cfg.estimator.lower().replace("_", "-")
     params = {"M": cfg.M} if name == "ssd" else {}
     if name in ("ism", "sds-bridge"):
         params["guidance_scale"] = cfg.guidance_scale
-    source_prompt = cfg.source_prompt or f"{cfg.prompt}, {SDS_BRIDGE_SOURCE_MODIFIER}"
+    source_prompt = sds_bridge_source_prompt(cfg.prompt, cfg.source_prompt)
     options = {k: getattr(cfg, k) for k in ("grad_latent_clip", "grad_latent_clip_scale", "grad_latent_norm",
                                             "grad_latent_nan_to_num")}
     return ControlNetGuidance(
