@@ -3,8 +3,10 @@
 In DreamWaltz's ``core/trainer.py`` replace the import of the class from
 ``core.diffusion.controlnet`` with ``from ssd_toolkit.integrations.dreamwaltz import
 ControllableScoreDistillationSampling``; the trainer then runs unchanged with SSD (or any
-two-branch estimator chosen by ``guide.estimator``). What DreamWaltz's trainer calls, with
-DreamWaltz's meaning (checked against DreamWaltz commit ``DREAMWALTZ_COMMIT``):
+estimator chosen by ``guide.estimator``; the text of a third branch, which DreamWaltz's
+trainer does not pass, comes from ``guide.negative_prompt`` / ``guide.source_prompt``).
+What DreamWaltz's trainer calls, with DreamWaltz's meaning (checked against DreamWaltz
+commit ``DREAMWALTZ_COMMIT``):
 
 - ``__init__(device, model_name, weight_mode, guide_cfg, condition_type=..., latent_mode=...,
   concept_name=..., guidance_scale=..., fp16=...)``; ``parameters()`` (an ``nn.Module``).
@@ -104,12 +106,6 @@ def _estimator_choice(settings, guidance_scale):
         raise ValueError(
             f"guide.estimator: expected one of {ssd_toolkit.list_estimators()}, got {settings.estimator!r}"
         ) from None
-    extra = set(default.branches) - {"cond", "uncond"}
-    if extra:
-        raise ValueError(
-            f"guide.estimator: DreamWaltz's trainer passes [uncond; cond] text only, so estimators with "
-            f"{sorted(extra)} branches are unsupported; got {settings.estimator!r}"
-        )
     fields = {f.name for f in dataclasses.fields(default)}
     params = {}
     if "M" in fields:
@@ -124,6 +120,24 @@ def _estimator_choice(settings, guidance_scale):
             )
         params["variance_reduction"] = False
     return settings.estimator, params
+
+
+def third_branch_prompt(settings, estimator):
+    """The text of ``estimator``'s "negative" branch, which DreamWaltz's trainer does not pass:
+    SDS-Bridge's source prompt (``guide.source_prompt``, resolved by ``read_guide_cfg``),
+    ``guide.negative_prompt`` for other estimators with that branch (NFSD, annealed CSD),
+    None for estimators without it.
+
+    Raises:
+        ValueError: SDS-Bridge with neither ``guide.source_prompt`` nor ``guide.text``.
+    """
+    if getattr(estimator, "name", None) == "sds-bridge":
+        if not settings.source_prompt:
+            raise ValueError(
+                "guide.source_prompt: sds-bridge needs a source prompt; set guide.source_prompt or guide.text, got ''"
+            )
+        return settings.source_prompt
+    return settings.negative_prompt if "negative" in estimator.branches else None
 
 
 def _pil_to_tensor(images, width, height):
@@ -149,7 +163,11 @@ class ControllableScoreDistillationSampling(torch.nn.Module):
             prediction itself; SDS/mode-seeking only).
         guide_cfg: DreamWaltz's ``cfg.guide`` (None: GuideConfig's defaults). Read:
             guidance_adjust, min/max_timestep, time_sampling, time_prior, grad_clip,
-            grad_norm, and the added ``estimator`` (default "ssd") and ``ssd_M`` (200).
+            grad_norm, text (SDS-Bridge's default source prompt), and the added
+            ``estimator`` (default "ssd"), ``ssd_M`` (200), ``negative_prompt`` ("": the
+            negative branch of nfsd / csd-annealed) and ``source_prompt`` ("": ``text`` plus
+            SDS-Bridge's failure-mode modifier). That text is encoded once here and repeated
+            to each batch.
         condition_type: ControlNet condition types, e.g. ["pose"] or ["depth", "pose"]
             (a diffusers ``MultiControlNetModel`` in that order); a "a,b" string is split.
         latent_mode: ``estimate`` inputs are latents (True) or RGB in [0, 1] (False).
@@ -202,6 +220,8 @@ class ControllableScoreDistillationSampling(torch.nn.Module):
                                 self._ddpm, self.device, self.vae.dtype)
         self.guidance = ControlNetGuidance(models, estimator=estimator, estimator_params=estimator_params,
                                            weighting=WEIGHTINGS[self.weight_mode], guidance_scale=self.guidance_scale)
+        prompt = third_branch_prompt(self.settings, self.guidance.estimator)
+        self.text_negative = None if prompt is None else self.guidance.encode_prompts([prompt])
         self.num_train_timesteps = int(self.guidance.num_train_timesteps)
         if self.num_train_timesteps != DREAMWALTZ_T:
             self.get_timestep = DreamWaltzTimesteps(*timesteps, self.num_train_timesteps, self.device)
@@ -369,8 +389,9 @@ class ControllableScoreDistillationSampling(torch.nn.Module):
             text_embeddings: ``[2N, 77, D]`` as ``[uncond; cond]`` (per-sample view prompts).
             inputs: latents ``[N, 4, h, w]`` (``latent_mode``) or RGB ``[N, 3, H, W]`` in
                 [0, 1], resized to the VAE's input side and encoded in the graph.
-            train_step, max_iteration: drive ``guide.time_sampling`` and
-                ``guide.guidance_adjust``.
+            train_step, max_iteration: drive ``guide.time_sampling``,
+                ``guide.guidance_adjust`` and the annealed estimators (csd-annealed's
+                negative weight, sds-bridge's stage, ism's interval).
             cond_inputs: one condition per ``condition_type`` (PIL image(s) or
                 ``[N or 1, 3, H, W]`` tensors in [0, 1]), resized to ``8h x 8w``; None runs
                 the UNet without ControlNet (DreamWaltz raises there).
@@ -413,8 +434,9 @@ class ControllableScoreDistillationSampling(torch.nn.Module):
         if "guidance_scale" in {f.name for f in dataclasses.fields(est)} and est.guidance_scale != scale:
             self.guidance.estimator = dataclasses.replace(est, guidance_scale=scale)
         uncond, cond = text_embeddings.chunk(2)
+        negative = None if self.text_negative is None else self.text_negative.expand(B, -1, -1)
         out = self.guidance.guide(latents, cond, uncond, conditions, train_step, max_iteration, t=t, noise=noise,
-                                  controlnet_conditioning_scale=controlnet_conditioning_scale,
+                                  text_negative=negative, controlnet_conditioning_scale=controlnet_conditioning_scale,
                                   cross_attention_kwargs=cross_attention_kwargs)
         noise_residual = out.estimate - out.noise if self.weight_mode == "sjc-v2" else out.estimate
         gradients = out.gradients.float()

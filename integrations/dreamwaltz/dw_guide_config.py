@@ -2,10 +2,10 @@
 
 DreamWaltz's ``GuideConfig`` (``configs/train_config.py``) is a pyrallis dataclass; pyrallis
 rejects keys the dataclass does not declare. ``register_guide_fields`` adds ours
-(``estimator``, ``ssd_M``) to that class, with defaults, so ``--guide.estimator sds`` and a
-YAML ``guide: {estimator: ...}`` parse. Importing ``dreamwaltz_compat`` calls it when
-DreamWaltz's config module is already loaded, which DreamWaltz's ``core/trainer.py`` does
-before its guidance import.
+(``estimator``, ``ssd_M``, ``negative_prompt``, ``source_prompt``) to that class, with
+defaults, so ``--guide.estimator sds`` and a YAML ``guide: {estimator: ...}`` parse.
+Importing ``dreamwaltz_compat`` calls it when DreamWaltz's config module is already loaded,
+which DreamWaltz's ``core/trainer.py`` does before its guidance import.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 
 from .dw_schedules import check_guidance_adjust
+from .prompts import sds_bridge_source_prompt
 
 # DreamWaltz's GuideConfig defaults, for a guide_cfg that lacks a field (or is None)
 DREAMWALTZ_GUIDE_DEFAULTS = {
@@ -28,8 +29,15 @@ DREAMWALTZ_GUIDE_DEFAULTS = {
     "grad_clip": False,
     "grad_norm": True,
 }
-# the fields this package adds: (name, type, default)
-EXTRA_GUIDE_FIELDS = (("estimator", str, "ssd"), ("ssd_M", float, 200.0))
+# the fields this package adds: (name, type, default). The prompts are the texts of the
+# estimators' third branch: NFSD's and annealed CSD's negative prompt, SDS-Bridge's source
+# prompt ("": guide.text plus its failure-mode modifier).
+EXTRA_GUIDE_FIELDS = (
+    ("estimator", str, "ssd"),
+    ("ssd_M", float, 200.0),
+    ("negative_prompt", str, ""),
+    ("source_prompt", str, ""),
+)
 LOSS_TYPES = ("sjc", "sjc-v2", "dreamfusion", "stable-dreamfusion", "latent-nerf")
 DREAMWALTZ_CONFIG_MODULE = "configs.train_config"
 
@@ -48,11 +56,14 @@ class GuideSettings:
     grad_norm: bool
     estimator: str
     ssd_M: float
+    negative_prompt: str
+    source_prompt: str
 
 
 def read_guide_cfg(guide_cfg, loss_type=None):
     """``GuideSettings`` from DreamWaltz's ``GuideConfig`` (or any object with those
-    attributes; None for all defaults).
+    attributes; None for all defaults). ``source_prompt`` comes back resolved: the field,
+    else ``guide.text`` plus SDS-Bridge's failure-mode modifier ("" when both are empty).
 
     Args:
         guide_cfg: the trainer's ``cfg.guide``.
@@ -77,6 +88,12 @@ def read_guide_cfg(guide_cfg, loss_type=None):
     values["grad_clip"], values["grad_norm"] = bool(values["grad_clip"]), bool(values["grad_norm"])
     values["ssd_M"] = float(values["ssd_M"])
     values["estimator"] = str(values["estimator"])
+    for name in ("negative_prompt", "source_prompt"):
+        if not isinstance(values[name], str):
+            raise TypeError(f"guide.{name}: expected a str, got {values[name]!r}")
+    text = getattr(guide_cfg, "text", "") or ""
+    if values["source_prompt"] or text:
+        values["source_prompt"] = sds_bridge_source_prompt(text, values["source_prompt"])
     return GuideSettings(**values)
 
 
