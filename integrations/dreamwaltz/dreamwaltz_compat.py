@@ -137,7 +137,16 @@ def third_branch_prompt(settings, estimator):
                 "guide.source_prompt: sds-bridge needs a source prompt; set guide.source_prompt or guide.text, got ''"
             )
         return settings.source_prompt
-    return settings.negative_prompt if "negative" in estimator.branches else None
+    if "negative" not in estimator.branches:
+        return None
+    if not settings.negative_prompt:
+        warnings.warn(
+            f"{estimator.name}: guide.negative_prompt is empty, so the negative branch equals the null "
+            "text and its (uncond - negative) term is 0; set guide.negative_prompt",
+            UserWarning,
+            stacklevel=2,
+        )
+    return settings.negative_prompt
 
 
 def _pil_to_tensor(images, width, height):

@@ -7,6 +7,7 @@ ControlNet + UNet outputs recomputed directly from the replayed draws (t, then t
 """
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from test_dreamwaltz_contract import (  # noqa: E402, F401 - fixture and helpers
     trainer_step,
 )
 
+import ssd_toolkit  # noqa: E402
 from ssd_toolkit.estimators import SDS_BRIDGE_SOURCE_MODIFIER  # noqa: E402
 from ssd_toolkit.integrations.dreamwaltz.dw_guide_config import read_guide_cfg  # noqa: E402
 
@@ -116,7 +118,9 @@ def test_third_branch_text_is_encoded_once_and_repeated_to_the_batch(tiny_dir):
     g = build(tiny_dir, estimator="sds-bridge", grad_norm=False, source_prompt="a plastic toy")
     torch.testing.assert_close(g.text_negative, encode(g, "a plastic toy"))
     assert build(tiny_dir, estimator="sds", grad_norm=False).text_negative is None
-    torch.testing.assert_close(build(tiny_dir, estimator="nfsd", grad_norm=False).text_negative, encode(g, ""))
+    with pytest.warns(UserWarning, match="guide.negative_prompt is empty"):
+        g_nfsd = build(tiny_dir, estimator="nfsd", grad_norm=False)
+    torch.testing.assert_close(g_nfsd.text_negative, encode(g, ""))
 
 
 def test_sds_bridge_without_any_prompt_is_refused(tiny_dir):
@@ -145,3 +149,16 @@ def test_guide_prompt_fields_through_read_guide_cfg():
     parsed = pyrallis.parse(config_class=TrainConfig, args=["--guide.negative_prompt", "ugly", "--guide.source_prompt",
                                                             "a doll"])
     assert parsed.guide.negative_prompt == "ugly" and parsed.guide.source_prompt == "a doll"
+
+
+def test_an_empty_negative_prompt_warns_for_a_negative_branch():
+    from ssd_toolkit.integrations.dreamwaltz.dreamwaltz_compat import third_branch_prompt
+
+    settings = read_guide_cfg(DreamWaltzGuideConfig(text=TEXT))
+    with pytest.warns(UserWarning, match=r"nfsd: guide.negative_prompt is empty"):
+        assert third_branch_prompt(settings, ssd_toolkit.get_estimator("nfsd")) == ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert third_branch_prompt(settings, ssd_toolkit.get_estimator("sds")) is None
+        named = read_guide_cfg(DreamWaltzGuideConfig(text=TEXT, negative_prompt=NEGATIVE))
+        assert third_branch_prompt(named, ssd_toolkit.get_estimator("nfsd")) == NEGATIVE
