@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 import ssd_toolkit
-from common import gpu_info, gpu_slug, machine_info, median_time, write_results
+from common import gpu_info, gpu_slug, machine_info, median_time, torch_device, write_results
 
 DREAMWALTZ_SECONDS_PER_ITER = 3600.0 / 30000  # 30k iterations in about an hour, RTX 3090, batch 1
 
@@ -191,13 +191,7 @@ def main(argv=None):
         return dry_run(args, parser)
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        parser.error(f"--device: expected a torch device such as cuda or cpu, got {args.device!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: torch.cuda.is_available() is False; use --device cpu")
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    device, dtype = torch_device(parser, args.device, torch)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
     machine = machine_info()
     machine["loadavg_start"] = machine["loadavg_1_5_15"]

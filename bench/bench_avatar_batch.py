@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from common import gpu_info, gpu_slug, machine_info, write_results
+from common import gpu_info, gpu_slug, machine_info, torch_device, write_results
 
 MODES = ("sequential", "stacked")
 PROMPTS = ("a wooden robot", "a knight in armor", "a clown", "an astronaut", "a samurai", "a chef", "a dancer",
@@ -172,13 +172,7 @@ def main(argv=None):
                      f"{args.ks}, {args.repeats}, {args.warmup}, {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        parser.error(f"--device: expected a torch device such as cuda or cpu, got {args.device!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: torch.cuda.is_available() is False; use --device cpu")
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    device, dtype = torch_device(parser, args.device, torch)
     if args.one:
         return _one(args, device, dtype)
     machine = machine_info()

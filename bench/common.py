@@ -120,6 +120,18 @@ def gpu_info(torch):
     }
 
 
+def torch_device(parser, name, torch):
+    """``(device, dtype)`` for a ``--device`` value: fp16 on CUDA, fp32 elsewhere; a bad
+    name or an absent GPU is a one-line ``parser.error``."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        parser.error(f"--device: expected a torch device such as cuda or cpu, got {name!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch.cuda.is_available() is False; use --device cpu")
+    return device, (torch.float16 if device.type == "cuda" else torch.float32)
+
+
 def git_commit():
     """Short commit of the checkout (``+dirty-csrc`` when csrc/ differs from it). A copy of
     the tree without .git (the GPU machine's) reports ``$SSD_GIT_COMMIT`` instead."""
