@@ -9,6 +9,8 @@ term vanishes with it.
 
 from __future__ import annotations
 
+import numpy as np
+
 import ssd_toolkit
 
 
@@ -46,3 +48,28 @@ def ssd_sweep_estimators(Ms):
     ests = {ssd_label(M): ssd_toolkit.get_estimator("ssd", M=M) for M in Ms}
     ests.update({ssd_label(M, scaled=False): unscaled_ssd(M) for M in Ms})
     return ests
+
+
+class PerRowThreshold:
+    """An SSD-family estimator with one threshold per row, to sweep M along the batch.
+
+    The SSD family reads t only through ``t_b <= M`` (``ssd_toolkit.estimate``), so
+    ``base`` built with ``M = 0`` and called with ``t_b - thresholds[b]`` gives row b
+    exactly what the estimator built with ``M = thresholds[b]`` gives it (the sign of a
+    float64 difference is exact), in one call for every threshold.
+
+    Args:
+        base: ``get_estimator("ssd", M=0)`` or an SSD ablation with ``M=0``.
+        thresholds: ``[B]`` per-row thresholds.
+    """
+
+    branches = ("cond", "uncond")
+
+    def __init__(self, base, thresholds):
+        if getattr(base, "M", None) != 0:
+            raise ValueError(f"base: expected an SSD-family estimator with M=0, got {base!r}")
+        self.base, self.thresholds = base, np.asarray(thresholds, dtype=np.float64)
+
+    def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None, return_stats=False):
+        shifted = np.asarray(t, dtype=np.float64) - self.thresholds
+        return self.base(eps_cond, eps_uncond, noise, shifted, return_stats=return_stats)

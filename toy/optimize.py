@@ -67,6 +67,7 @@ def distill(
     weighting="uniform",
     seed=0,
     record_every=10,
+    record_at=None,
     progress=False,
     neg_mask=None,
 ):
@@ -84,13 +85,20 @@ def distill(
         theta0: ``[d]`` or ``[n_seeds, d]`` start, the same for every estimator.
         schedule: an ``ssd_toolkit.NoiseSchedule``.
         steps: number of updates.
-        lr: a learning rate, or ``{label: lr}`` per estimator.
+        lr: a learning rate, ``{label: lr}`` per estimator, or an ``[n_seeds]`` array (one
+            per row, e.g. configurations swept along the seed axis).
         sampler: an ``ssd_toolkit.timesteps`` sampler (``sample(n, step)``); default
-            ``make_sampler(steps, seed=seed)``, uniform on [20, 980].
+            ``make_sampler(steps, seed=seed)``, uniform on [20, 980]. Or a list of G
+            samplers: the rows then form G equal groups, group g draws its t from
+            ``sampler[g]`` and every group draws the same noise, as if each group were its
+            own ``distill`` call with the same ``seed`` (the sweep runs its configurations
+            so, in one loop). A sampler listed for several groups is drawn once per step,
+            and those groups share its t, as equal samplers in separate calls would draw.
         weighting: a ``ssd_toolkit.weighting`` name: ``"uniform"`` (w = 1, the default)
             or ``"sds"`` (w = 1 - abar_t = sigma_t^2, DreamFusion).
         seed: seeds the timesteps and the noise.
         record_every: keep theta every this many steps.
+        record_at: or keep theta after exactly these steps (overrides ``record_every``).
         progress: show a tqdm bar.
         neg_mask: ``[K]`` booleans, the components of the "negative" (or SDS-Bridge's
             source) prompt; needed when an estimator reads that branch.
@@ -104,12 +112,19 @@ def distill(
     cond_mask = np.asarray(cond_mask, dtype=bool)
     n_seeds = theta0.shape[0] if cond_mask.ndim == 1 else cond_mask.shape[0]
     theta = np.broadcast_to(theta0, (n_est, n_seeds, mixture.dim)).copy()
-    lrs = np.array([lr[n] if isinstance(lr, dict) else lr for n in names], dtype=np.float64)[:, None, None]
+    if isinstance(lr, dict):
+        lrs = np.array([lr[n] for n in names], dtype=np.float64)[:, None, None]
+    else:  # a scalar, or one per row
+        lrs = np.broadcast_to(np.asarray(lr, dtype=np.float64).reshape(1, -1, 1), (1, n_seeds, 1))
     mask_all = np.broadcast_to(cond_mask, (n_seeds, mixture.num_components))
     mask_all = np.broadcast_to(mask_all, (n_est, n_seeds, mixture.num_components)).reshape(-1, mixture.num_components)
     cond_logw = mixture.log_weights(mask_all, n_est * n_seeds)  # once, not every step
     rng = np.random.default_rng(seed)
     sampler = make_sampler(steps, seed=seed) if sampler is None else sampler
+    groups = 1
+    if isinstance(sampler, (list, tuple)):
+        groups, sampler = len(sampler), _GroupedSampler(sampler, n_seeds)
+    keep = (lambda done: done % record_every == 0) if record_at is None else set(record_at).__contains__
     w_of = get_weighting(weighting)
     records, record_steps = [theta.copy()], [0]
     iterator = range(steps)
@@ -121,7 +136,8 @@ def distill(
     E = np.empty_like(theta)
     for step in iterator:
         t = sampler.sample(n_seeds, step)
-        noise = rng.standard_normal((n_seeds, mixture.dim))
+        noise = rng.standard_normal((n_seeds // groups, mixture.dim))
+        noise = np.tile(noise, (groups, 1)) if groups > 1 else noise
         alpha, sigma = schedule.alpha(t), schedule.sigma(t)
         x_t = alpha[None, :, None] * theta + sigma[None, :, None] * noise[None]
         ests = [at_step(estimators[name], step, steps) for name in names]
@@ -146,11 +162,27 @@ def distill(
         for i, est in enumerate(ests):
             E[i] = est(eps_c[i], eps_u[i], noises[i], t, eps_negative=eps_n[i])
         theta -= lrs * w_of(t, schedule.alphas_cumprod)[None, :, None] * E
-        if (step + 1) % record_every == 0 or step + 1 == steps:
+        if keep(step + 1) or step + 1 == steps:
             records.append(theta.copy())
             record_steps.append(step + 1)
     path = np.stack(records, axis=1)
     return DistillResult(names=names, theta=theta, path=path, steps=np.array(record_steps))
+
+
+class _GroupedSampler:
+    """t for rows in equal groups, each group's from its own sampler (see ``distill``)."""
+
+    def __init__(self, samplers, n_rows):
+        if not samplers or n_rows % len(samplers):
+            raise ValueError(f"sampler: expected a list of samplers dividing the {n_rows} rows, got {len(samplers)}")
+        self.samplers, self.size = list(samplers), n_rows // len(samplers)
+
+    def sample(self, n, step):
+        drawn = {}  # id(sampler) -> its t this step
+        for s in self.samplers:
+            if id(s) not in drawn:
+                drawn[id(s)] = s.sample(self.size, step)
+        return np.concatenate([drawn[id(s)] for s in self.samplers])
 
 
 def _exact_uncond(mixture, schedule, logw):
