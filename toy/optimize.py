@@ -125,7 +125,11 @@ def distill(
     if isinstance(sampler, (list, tuple)):
         groups, sampler = len(sampler), _GroupedSampler(sampler, n_seeds)
     keep = (lambda done: done % record_every == 0) if record_at is None else set(record_at).__contains__
-    w_of = get_weighting(weighting)
+    # alpha_t, sigma_t and w(t) for every t once (the same values as per step, without the
+    # per-call validation of t: the sampler's t are integers in range)
+    all_t = np.arange(schedule.num_timesteps)
+    alpha_of, sigma_of = schedule.alpha(all_t), schedule.sigma(all_t)
+    w_at = get_weighting(weighting)(all_t, schedule.alphas_cumprod)
     records, record_steps = [theta.copy()], [0]
     iterator = range(steps)
     if progress:
@@ -138,7 +142,7 @@ def distill(
         t = sampler.sample(n_seeds, step)
         noise = rng.standard_normal((n_seeds // groups, mixture.dim))
         noise = np.tile(noise, (groups, 1)) if groups > 1 else noise
-        alpha, sigma = schedule.alpha(t), schedule.sigma(t)
+        alpha, sigma = alpha_of[t], sigma_of[t]
         x_t = alpha[None, :, None] * theta + sigma[None, :, None] * noise[None]
         ests = [at_step(estimators[name], step, steps) for name in names]
         noises = [noise] * n_est
@@ -161,7 +165,7 @@ def distill(
             eps_n = mixture.eps_hat_pair(x_t.reshape(-1, mixture.dim), a_all, s_all, neg_logw)[0].reshape(theta.shape)
         for i, est in enumerate(ests):
             E[i] = est(eps_c[i], eps_u[i], noises[i], t, eps_negative=eps_n[i])
-        theta -= lrs * w_of(t, schedule.alphas_cumprod)[None, :, None] * E
+        theta -= lrs * w_at[t][None, :, None] * E
         if keep(step + 1) or step + 1 == steps:
             records.append(theta.copy())
             record_steps.append(step + 1)
