@@ -8,15 +8,56 @@ scikit-learn, the experiment modules) happen inside the run functions, so
 
 from __future__ import annotations
 
+import argparse
 import functools
+import os
+import sys
 import time
 
-from ssd_toolkit.cli_args import check_output_dir, comma_list, integer, number, require
+from ssd_toolkit.cli_args import check_output_dir, comma_list, expected, integer, number, require
 
 EXPERIMENTS = ("trajectories", "sweep", "statistics", "digits")
 # optional modules each experiment imports (all come with the "toy" extra)
 NEEDS = {"trajectories": ("matplotlib",), "sweep": ("matplotlib",), "statistics": ("matplotlib",),
          "digits": ("matplotlib", "sklearn")}  # fmt: skip
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as the avatar commands
+# What an avatar run keeps in its --out (docs/avatar.md); the toy never writes these names.
+AVATAR_RUN_FILES = (".lock", "config.json", "log.jsonl", "checkpoints")
+# --out names that look like one output file, not the folder of NAME.{png,json,md}
+FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg", ".json", ".md")
+
+
+def check_out(path, flag="--out"):
+    """``path`` can hold the toy's outputs: a writable folder (or creatable), not named like a
+    figure or data file, and not holding an avatar run. Creates nothing.
+
+    Raises:
+        CommandError: one line naming ``flag``, what was expected and what was found.
+    """
+    check_output_dir(path, flag)
+    if not os.path.isdir(path) and os.path.splitext(str(path).rstrip("/"))[1].lower() in FILE_SUFFIXES:
+        raise expected(flag, "a folder (each command writes NAME.png, NAME.json and NAME.md into it)",
+                       f"{str(path)!r}, a file name")  # fmt: skip
+    found = [name for name in AVATAR_RUN_FILES if os.path.lexists(os.path.join(path, name))]
+    if found:
+        raise expected(flag, "a folder that holds no avatar run",
+                       f"{str(path)!r}, which holds {', '.join(found)}; choose another {flag}")  # fmt: skip
+    return path
+
+
+def distinct(parse):
+    """argparse type: ``parse``'s list, refused when a value repeats (a repeated M or lr would
+    be a duplicate column or row, not a second measurement)."""
+
+    def check(text):
+        values = parse(text)
+        repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if repeated is not None:
+            raise argparse.ArgumentTypeError(f"expected distinct values, got {repeated:g} more than once in {text!r}")
+        return values
+
+    check.__name__ = parse.__name__
+    return check
 
 
 def _single_blas_thread(func):
@@ -35,34 +76,36 @@ def _single_blas_thread(func):
     return wrapper
 
 
-def _checked(name):
-    """Decorator: check ``--out`` and the experiment's dependencies before it runs."""
+def _command(name, func):
+    """The command behind ``toy NAME``: checks ``--out`` (and ``--docs``) and the optional
+    dependencies before anything runs, one BLAS thread, and Ctrl-C as one line, exit 130."""
 
-    def wrap(func):
-        @functools.wraps(func)
-        def run(args):
-            check_output_dir(args.out)
-            require(*NEEDS[name])
-            return func(args)
+    @functools.wraps(func)
+    def run(args):
+        check_out(args.out)
+        if getattr(args, "docs", None):
+            check_out(args.docs, "--docs")
+        require(*sorted({m for n in (EXPERIMENTS if name == "all" else (name,)) for m in NEEDS[n]}))
+        try:
+            return _single_blas_thread(func)(args)
+        except KeyboardInterrupt:
+            print(f"ssd-toolkit toy {name}: interrupted; what {args.out}/ holds may be incomplete", file=sys.stderr)
+            return EXIT_INTERRUPTED
 
-        return _single_blas_thread(run)
-
-    return wrap
+    return run
 
 
-@_checked("trajectories")
 def _trajectories(args):
     from . import trajectories  # noqa: PLC0415
 
     if args.denoiser == "learned":
         require("torch")
     s = trajectories.run(args.out, args.seed, args.seeds, args.steps, args.lr, args.M, args.weighting,
-                         denoiser=args.denoiser)  # fmt: skip
+                         denoiser=args.denoiser, progress=True)  # fmt: skip
     stem = "trajectories" if args.denoiser == "exact" else "trajectories_learned"
     print(f"trajectories: {s['seconds_both_runs']:.2f} s -> {args.out}/{stem}.{{png,json,md}}")
 
 
-@_checked("sweep")
 def _sweep(args):
     from . import sweep  # noqa: PLC0415
 
@@ -70,7 +113,6 @@ def _sweep(args):
     print(f"sweep: {s['seconds']:.1f} s -> {args.out}/sweep.{{png,json,md}}")
 
 
-@_checked("statistics")
 def _statistics(args):
     from . import score_statistics  # noqa: PLC0415
 
@@ -78,7 +120,6 @@ def _statistics(args):
     print(f"statistics: {s['seconds']:.1f} s -> {args.out}/statistics.{{png,json,md}}")
 
 
-@_checked("digits")
 def _digits(args):
     from . import digits  # noqa: PLC0415
 
@@ -93,10 +134,6 @@ _PARSERS = {}
 def _all(args):
     from types import SimpleNamespace  # noqa: PLC0415
 
-    check_output_dir(args.out)
-    if args.docs:
-        check_output_dir(args.docs, "--docs")
-    require(*sorted({m for name in EXPERIMENTS for m in NEEDS[name]}))
     start = time.perf_counter()
     for name in EXPERIMENTS:
         defaults = vars(_PARSERS[name].parse_args([]))
@@ -139,19 +176,19 @@ def register(subparsers):
     p.add_argument("--denoiser", choices=("exact", "learned"), default="exact",
                    help="exact mixture scores, or a small CFG denoiser trained on the mixture (needs torch; "
                         "cached in --out/denoiser/; writes trajectories_learned.*) (default: exact)")  # fmt: skip
-    p.set_defaults(func=_trajectories)
+    p.set_defaults(func=_command("trajectories", _trajectories))
     _PARSERS["trajectories"] = p
 
     p = sub.add_parser("sweep", help="SSD's end state against M, lr, steps, timestep annealing")
     _common(p)
-    p.add_argument("--Ms", type=comma_list(number(minimum=0)), default=(0, 100, 200, 400, 600, 800),
+    p.add_argument("--Ms", type=distinct(comma_list(number(minimum=0))), default=(0, 100, 200, 400, 600, 800),
                    help="thresholds (default: 0,100,200,400,600,800)")  # fmt: skip
-    p.add_argument("--lrs", type=comma_list(number(positive=True)), default=(0.01, 0.1),
+    p.add_argument("--lrs", type=distinct(comma_list(number(positive=True))), default=(0.01, 0.1),
                    help="learning rates (default: 0.01,0.1)")  # fmt: skip
-    p.add_argument("--steps", type=comma_list(integer(1)), default=(1000, 3000, 10000),
+    p.add_argument("--steps", type=distinct(comma_list(integer(1))), default=(1000, 3000, 10000),
                    help="run lengths (default: 1000,3000,10000)")  # fmt: skip
     p.add_argument("--seeds", type=integer(1), default=8, help="seeds per configuration (default: 8)")
-    p.set_defaults(func=_sweep)
+    p.set_defaults(func=_command("sweep", _sweep))
     _PARSERS["sweep"] = p
 
     p = sub.add_parser("statistics", help="Sec. 11: ||eps_hat||, corr, c vs r, ||h||, variances against t")
@@ -160,7 +197,7 @@ def register(subparsers):
     p.add_argument("--noises", type=integer(2), default=8192, help="noises per t, >= 2 (default: 8192)")
     p.add_argument("--num-t", dest="num_t", type=integer(2), default=40,
                    help="timesteps in [1, 999], >= 2 (default: 40)")  # fmt: skip
-    p.set_defaults(func=_statistics)
+    p.set_defaults(func=_command("statistics", _statistics))
     _PARSERS["statistics"] = p
 
     p = sub.add_parser("digits", help="8x8 digits with exact scores: --per-class images per class per estimator")
@@ -169,10 +206,10 @@ def register(subparsers):
     p.add_argument("--lr", type=number(positive=True), default=0.01, help="learning rate (default: 0.01)")
     _weighting(p)
     p.add_argument("--per-class", dest="per_class", type=integer(1), default=2, help="images per class (default: 2)")
-    p.set_defaults(func=_digits)
+    p.set_defaults(func=_command("digits", _digits))
     _PARSERS["digits"] = p
 
     p = sub.add_parser("all", help="every toy experiment with its defaults (the main job)")
     _common(p)
     p.add_argument("--docs", default=None, help="also write palette-compressed PNGs here (e.g. docs/toy, the figures the docs show)")
-    p.set_defaults(func=_single_blas_thread(_all))
+    p.set_defaults(func=_command("all", _all))

@@ -81,7 +81,7 @@ def run(out="toy_out", seed=0, steps=1000, lr=0.01, weighting="uniform", per_cla
         sampler=make_sampler(steps, seed=seed),
         seed=seed,
         record_every=steps,
-        progress=progress,
+        progress=progress and "digits",
     )
     seconds = time.perf_counter() - start
     per = {}

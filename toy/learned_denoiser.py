@@ -85,9 +85,9 @@ def _train(torch, mixture, cond_mask, schedule, settings, progress):
     lo, hi = settings.t_range
     steps = range(settings.steps)
     if progress:
-        from tqdm import tqdm  # noqa: PLC0415
+        from .progress import bar  # noqa: PLC0415
 
-        steps = tqdm(steps, desc="learned denoiser", leave=False)
+        steps = bar(steps, "training the learned denoiser")
     start, losses = time.perf_counter(), []
     for _ in steps:
         n = settings.batch

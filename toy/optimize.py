@@ -17,6 +17,8 @@ import numpy as np
 from ssd_toolkit.estimators import at_step
 from ssd_toolkit.weighting import get_weighting
 
+from .progress import bar
+
 
 def make_sampler(steps, anneal=False, seed=0, t_range=(20, 980), late_t_max=500, anneal_fraction=1 / 3):
     """An ``ssd_toolkit.timesteps`` sampler: uniform on ``t_range``, or the paper's annealing.
@@ -99,7 +101,7 @@ def distill(
         seed: seeds the timesteps and the noise.
         record_every: keep theta every this many steps.
         record_at: or keep theta after exactly these steps (overrides ``record_every``).
-        progress: show a tqdm bar.
+        progress: a progress bar's label (``True``: "distill"; shown on a terminal only).
         neg_mask: ``[K]`` booleans, the components of the "negative" (or SDS-Bridge's
             source) prompt; needed when an estimator reads that branch.
 
@@ -133,9 +135,7 @@ def distill(
     records, record_steps = [theta.copy()], [0]
     iterator = range(steps)
     if progress:
-        from tqdm import tqdm  # noqa: PLC0415
-
-        iterator = tqdm(iterator, desc="distill", leave=False)
+        iterator = bar(iterator, "distill" if progress is True else progress)
     neg_logw = None if neg_mask is None else mixture.log_weights(neg_mask, n_est * n_seeds)
     E = np.empty_like(theta)
     for step in iterator:

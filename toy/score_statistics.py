@@ -161,9 +161,9 @@ def run(out="toy_out", seed=0, dim=64, noises=8192, num_t=40, progress=True):
     x = mixture.subset(mask).sample(1, rng)[0][0]
     ts = np.unique(np.rint(np.linspace(1, schedule.num_timesteps - 1, num_t)).astype(int))
     if progress:
-        from tqdm import tqdm  # noqa: PLC0415
+        from .progress import bar  # noqa: PLC0415
 
-        ts = tqdm(ts, desc="statistics")
+        ts = bar(ts, "statistics")
     rows = [statistics_at(mixture, mask, x, t, schedule, noises, rng) for t in ts]
     found = checks(rows)
     seconds = time.perf_counter() - start

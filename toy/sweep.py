@@ -61,7 +61,7 @@ def sweep(Ms=DEFAULT_MS, lrs=DEFAULT_LRS, steps_list=DEFAULT_STEPS, seeds=8, see
         sampler=[configs[key] for key, _ in groups],
         seed=seed,
         record_at=steps_list,
-        progress=progress,
+        progress=progress and "sweep",
     )
     rows = []
     for lr, steps, anneal in itertools.product(lrs, steps_list, (False, True)):

@@ -58,7 +58,7 @@ def run_fig7(seeds=16, steps=3000, lr=0.01, M=200.0, weighting="uniform", seed=0
     mixture, cond_mask = paper_mixture()
     mixture = mixture if model is None else model
     schedule = ssd_toolkit.stable_diffusion_schedule()
-    kw = dict(schedule=schedule, steps=steps, lr=lr, weighting=weighting, progress=progress)
+    kw = dict(schedule=schedule, steps=steps, lr=lr, weighting=weighting)
     start = time.perf_counter()
     exact = model is None  # the learned denoiser has no negative-prompt label
     main = distill(
@@ -69,6 +69,7 @@ def run_fig7(seeds=16, steps=3000, lr=0.01, M=200.0, weighting="uniform", seed=0
         sampler=make_sampler(steps, seed=seed, t_range=t_range),
         seed=seed,
         neg_mask=~cond_mask if exact else None,
+        progress=progress and "Fig. 7",
         **kw,
     )
     trap = distill(
@@ -78,6 +79,7 @@ def run_fig7(seeds=16, steps=3000, lr=0.01, M=200.0, weighting="uniform", seed=0
         np.tile(TRAP, (seeds, 1)),
         sampler=make_sampler(steps, seed=seed + 1, t_range=t_range),
         seed=seed + 1,
+        progress=progress and "Fig. 7, h from the trap",
         **kw,
     )
     return main, trap, time.perf_counter() - start
