@@ -171,7 +171,7 @@ def run(out="toy_out", seed=0, dim=64, noises=8192, num_t=40, progress=True):
     png = os.path.join(out, "statistics.png")
     title = (f"Sec. 11 statistics: {dim}-d mixture (8 components, 3 conditional), {noises} noises per t, "
              f"{len(rows)} timesteps in [1, 999], seed {seed}")  # fmt: skip
-    plot_statistics(png, rows, dim, title)
+    plot_statistics(png, rows, dim, title, found)
     summary = {
         "config": dict(
             dim=dim,

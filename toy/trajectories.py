@@ -135,7 +135,7 @@ def run(out="toy_out", seed=0, seeds=16, steps=3000, lr=0.01, M=200.0, weighting
     scores = "exact scores" if learned is None else "a learned CFG denoiser"
     title = (f"Fig. 7 on the paper's mixture with {scores}: {seeds} seeds x {steps} steps, lr {lr:g}, w(t) {weighting}, "
              f"t ~ U{{20..980}}, SSD M = {M:g}, seed {seed}")  # fmt: skip
-    plot_trajectories(png, mixture, cond_mask, main, trap, schedule, SHOW_T, transient, title)
+    plot_trajectories(png, mixture, cond_mask, main, trap, schedule, SHOW_T, transient, title, TRAP, scores)
     write_json(os.path.join(out, f"{stem}.json"), summary)
     rows = [
         (
