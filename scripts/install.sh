@@ -38,6 +38,10 @@ if [ "${SSD_TOOLKIT_FORCE_INSTALL:-0}" != 1 ] && current; then
 fi
 
 rm -f "$STAMP"
+if [ "${SSD_TOOLKIT_CUDA:-1}" != 0 ] && command -v nvcc >/dev/null; then
+  echo "install.sh: nvcc found ($(command -v nvcc)): compiling the CUDA kernel too, which adds minutes;" \
+       "SSD_TOOLKIT_CUDA=0 bash scripts/install.sh skips it"
+fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 pip install -q --upgrade pip
@@ -46,6 +50,19 @@ pip install -q -c .ci/constraints.txt -e ".[all]"
 # controlnet_aux's requirements (torchvision, timm) do not install against this torch; its
 # OpenPose drawing module needs only numpy/cv2 and is loaded by file (see docs/avatar.md).
 pip install -q -c .ci/constraints.txt --no-deps controlnet_aux==0.0.10
-python -c "import torch, ssd_toolkit; assert torch.__version__.startswith('2.13.0'), torch.__version__; print('ssd_toolkit backends:', ssd_toolkit.backends())"
+python - <<'PY'
+import os, torch, ssd_toolkit
+assert torch.__version__.startswith("2.13.0"), torch.__version__
+b = ssd_toolkit.backends()
+cpu = "C++ kernel compiled" if b["cpu"] else f"no C++ kernel ({b['reason']}; the NumPy reference runs instead)"
+if not b["cuda"]:
+    why = "SSD_TOOLKIT_CUDA=0" if os.environ.get("SSD_TOOLKIT_CUDA") == "0" else "no CUDA toolkit found"
+    cuda = f"CUDA kernel not compiled ({why})"
+elif b["cuda_device"]:
+    cuda = "CUDA kernel compiled, GPU usable"
+else:  # e.g. cudaErrorInsufficientDriver on a machine without a GPU driver: expected, not an error
+    cuda = "CUDA kernel compiled; no usable GPU here (CPU runs are unaffected)"
+print(f"install.sh: ssd_toolkit installed in .venv; {cpu}; {cuda} (details: .venv/bin/ssd-toolkit backends)")
+PY
 compiled=$(python -c "import ssd_toolkit._C" 2>/dev/null && echo yes || echo no)
 echo "$want $compiled" > "$STAMP"
