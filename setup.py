@@ -35,6 +35,10 @@ PACKAGE_DIR = {
     "ssd_toolkit": "ssd_toolkit",
     "ssd_toolkit.toy": "toy",
     "ssd_toolkit.integrations": "integrations",
+    "ssd_toolkit.integrations.guidance": "integrations/guidance",
+    "ssd_toolkit.integrations.avatar": "integrations/avatar",
+    "ssd_toolkit.integrations.avatar.body": "integrations/avatar/body",
+    "ssd_toolkit.integrations.avatar.batch": "integrations/avatar/batch",
     "ssd_toolkit.integrations.dreamwaltz": "integrations/dreamwaltz",
     "ssd_toolkit.integrations.threestudio": "integrations/threestudio",
 }

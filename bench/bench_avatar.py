@@ -81,9 +81,9 @@ def build_sd15_guidance(device, dtype, seed=0):
     from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from ssd_toolkit.integrations.dreamwaltz.guidance import ControlNetGuidance
-    from ssd_toolkit.integrations.dreamwaltz.models import GuidanceModels
-    from ssd_toolkit.integrations.dreamwaltz.tiny import build_tiny_pipeline
+    from ssd_toolkit.integrations.guidance.controlnet import ControlNetGuidance
+    from ssd_toolkit.integrations.guidance.models import GuidanceModels
+    from ssd_toolkit.integrations.guidance.tiny import build_tiny_pipeline
 
     torch.manual_seed(seed)
     with torch.device(device):  # random initialisation on the device: seconds on a GPU, not minutes
@@ -103,9 +103,9 @@ def build_sd15_guidance(device, dtype, seed=0):
 
 
 def build_trainer(guidance, batch, device, amp, body_dir):
-    from ssd_toolkit.integrations.dreamwaltz import config
-    from ssd_toolkit.integrations.dreamwaltz.run import load_body
-    from ssd_toolkit.integrations.dreamwaltz.train import Trainer
+    from ssd_toolkit.integrations.avatar import config
+    from ssd_toolkit.integrations.avatar.run import load_body
+    from ssd_toolkit.integrations.avatar.train import Trainer
 
     cfg = config.AvatarConfig(prompt="a wooden robot", body=str(body_dir), batch=batch, steps=30000)
     return Trainer(cfg, guidance, load_body(cfg), device, amp)
@@ -201,7 +201,7 @@ def main(argv=None):
     guidance, n_params = build_sd15_guidance(device, dtype)
     build_s = time.perf_counter() - built
     print(f"built SD 1.5-size random networks in {build_s:.1f} s: {n_params}", file=sys.stderr)
-    from ssd_toolkit.integrations.dreamwaltz.synthetic import write_synthetic_smpl
+    from ssd_toolkit.integrations.avatar.body.synthetic import write_synthetic_smpl
 
     rows = []
     with tempfile.TemporaryDirectory() as body_dir:
@@ -243,7 +243,7 @@ def dry_run(args, parser):
         torch.device(args.device)
     except RuntimeError:
         parser.error(f"--device: expected a torch device such as cuda or cpu, got {args.device!r}")
-    missing = [m for m in ("diffusers", "transformers", "smplx", "ssd_toolkit.integrations.dreamwaltz")
+    missing = [m for m in ("diffusers", "transformers", "smplx", "ssd_toolkit.integrations.avatar")
                if importlib.util.find_spec(m) is None]
     print(f"bench_avatar dry run: device {args.device}, batches {args.batch}, {args.warmup} warm-up + {args.steps} "
           f"timed steps, measuring {args.only}; SD 1.5 UNet blocks {SD15_UNET['block_out_channels']}")

@@ -50,8 +50,8 @@ def build_models(size, device, dtype, root: Path):
         from bench_avatar import build_sd15_guidance  # noqa: PLC0415
 
         return build_sd15_guidance(device, dtype)[0].models
-    from ssd_toolkit.integrations.dreamwaltz.models import load_models  # noqa: PLC0415
-    from ssd_toolkit.integrations.dreamwaltz.tiny import build_tiny_pipeline  # noqa: PLC0415
+    from ssd_toolkit.integrations.guidance.models import load_models  # noqa: PLC0415
+    from ssd_toolkit.integrations.guidance.tiny import build_tiny_pipeline  # noqa: PLC0415
 
     path = build_tiny_pipeline(root / "models", seed=0)
     return load_models(str(path), str(path / "controlnet"), device=device, dtype="float16" if dtype == torch.float16 else "float32")
@@ -59,9 +59,9 @@ def build_models(size, device, dtype, root: Path):
 
 def build_trainers(models, k, size, device, amp, body_dir):
     """K avatars on ``models``: own prompt, seed, field, optimizer and guidance streams."""
-    from ssd_toolkit.integrations.dreamwaltz import config  # noqa: PLC0415
-    from ssd_toolkit.integrations.dreamwaltz.run import load_body, load_guidance_for  # noqa: PLC0415
-    from ssd_toolkit.integrations.dreamwaltz.train import Trainer  # noqa: PLC0415
+    from ssd_toolkit.integrations.avatar import config  # noqa: PLC0415
+    from ssd_toolkit.integrations.avatar.run import load_body, load_guidance_for  # noqa: PLC0415
+    from ssd_toolkit.integrations.avatar.train import Trainer  # noqa: PLC0415
 
     trainers = []
     for i in range(k):
@@ -77,7 +77,7 @@ def build_trainers(models, k, size, device, amp, body_dir):
 
 def _round(trainers, mode):
     """One round of K avatar steps, stacked or one avatar after the other."""
-    from ssd_toolkit.integrations.dreamwaltz.batch import stacked_step  # noqa: PLC0415
+    from ssd_toolkit.integrations.avatar.batch.runner import stacked_step  # noqa: PLC0415
 
     if mode == "stacked":
         bad = [o for o in stacked_step(trainers) if isinstance(o, Exception)]
@@ -145,7 +145,7 @@ def peak_rss_of(models, k, mode, args, device, dtype, body_dir):
 
 def _one(args, device, dtype):
     """``--one K MODE``: build everything in this process, print the row as JSON."""
-    from ssd_toolkit.integrations.dreamwaltz.synthetic import write_synthetic_smpl  # noqa: PLC0415
+    from ssd_toolkit.integrations.avatar.body.synthetic import write_synthetic_smpl  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -207,7 +207,7 @@ def main(argv=None):
 
 
 def _rows(args, device, dtype):
-    from ssd_toolkit.integrations.dreamwaltz.synthetic import write_synthetic_smpl  # noqa: PLC0415
+    from ssd_toolkit.integrations.avatar.body.synthetic import write_synthetic_smpl  # noqa: PLC0415
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,11 +1,12 @@
-"""DreamWaltz-style SMPL-conditioned avatar generation with SSD guidance.
+"""The DreamWaltz drop-in: DreamWaltz's guidance class backed by ssd_toolkit, one changed import.
 
-Body model and skeleton conditions, ControlNet + Stable Diffusion guidance with any
-``ssd_toolkit`` estimator, and the end-to-end ``ssd-toolkit avatar`` run.
-
-``ControllableScoreDistillationSampling`` is a drop-in for DreamWaltz's own class of that
-name (``dreamwaltz_compat``): DreamWaltz's trainer runs with SSD after one changed import.
-Names here load on first use, so importing this package imports no torch.
+``ControllableScoreDistillationSampling`` (``dreamwaltz_compat``) replaces DreamWaltz's class
+of that name; ``register_guide_fields`` (``guide_config``) adds the ``guide.*`` fields it
+reads to DreamWaltz's ``GuideConfig`` when called; ``timesteps`` holds DreamWaltz's timestep
+schedule. The guidance itself is ``ssd_toolkit.integrations.guidance``; the avatar app
+that used to live here is ``ssd_toolkit.integrations.avatar`` (the old module names import
+with a DeprecationWarning). Names load on first use, so importing this package imports no
+torch. Guide: docs/integrations/dreamwaltz.md.
 """
 
 __all__ = ["ControllableScoreDistillationSampling", "register_guide_fields"]
@@ -17,7 +18,7 @@ def __getattr__(name):
 
         return ControllableScoreDistillationSampling
     if name == "register_guide_fields":
-        from .dw_guide_config import register_guide_fields  # noqa: PLC0415
+        from .guide_config import register_guide_fields  # noqa: PLC0415
 
         return register_guide_fields
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

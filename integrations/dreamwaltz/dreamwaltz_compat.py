@@ -2,9 +2,12 @@
 
 In DreamWaltz's ``core/trainer.py`` replace the import of the class from
 ``core.diffusion.controlnet`` with ``from ssd_toolkit.integrations.dreamwaltz import
-ControllableScoreDistillationSampling``; the trainer then runs unchanged with SSD (or any
-estimator chosen by ``guide.estimator``; the text of a third branch, which DreamWaltz's
-trainer does not pass, comes from ``guide.negative_prompt`` / ``guide.source_prompt``).
+ControllableScoreDistillationSampling, register_guide_fields`` and call
+``register_guide_fields()`` below it (it adds ``guide.estimator`` and the other fields to
+DreamWaltz's ``GuideConfig``; see ``guide_config``). The trainer then runs unchanged with
+SSD (or any estimator chosen by ``guide.estimator``; the text of a third branch, which
+DreamWaltz's trainer does not pass, comes from ``guide.negative_prompt`` /
+``guide.source_prompt``).
 What DreamWaltz's trainer calls, with DreamWaltz's meaning (checked against DreamWaltz
 commit ``DREAMWALTZ_COMMIT``):
 
@@ -15,14 +18,14 @@ commit ``DREAMWALTZ_COMMIT``):
   ``batch_prompt_control_to_img`` (a diffusers ``StableDiffusionControlNetPipeline``).
 - ``estimate(...)`` one guidance step; ``alphas``, ``betas``, ``alphas_cumprod``, ``scheduler``.
 
-The guidance step itself is ``guidance.ControlNetGuidance.guide`` (one batched ControlNet +
-UNet call, any batch size); this module adds DreamWaltz's schedules, weighting names,
-``grad_clip`` / ``grad_norm`` and its return dict. See docs/integrations/dreamwaltz.md.
+The guidance step itself is ``ssd_toolkit.integrations.guidance.ControlNetGuidance.guide``
+(one batched ControlNet + UNet call, any batch size); this module adds DreamWaltz's
+schedules, weighting names, ``grad_clip`` / ``grad_norm`` and its return dict. See
+docs/integrations/dreamwaltz.md.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import warnings
 
@@ -30,11 +33,20 @@ import numpy as np
 import torch
 
 import ssd_toolkit
+from ssd_toolkit.integrations.guidance import estimator_choice
+from ssd_toolkit.integrations.guidance.cfg_schedule import guidance_scale_at
+from ssd_toolkit.integrations.guidance.controlnet import ControlNetGuidance, describe
+from ssd_toolkit.integrations.guidance.models import (
+    DEFAULT_CONTROLNET,
+    DEFAULT_SD_MODEL,
+    GuidanceModels,
+    load_controlnet,
+    load_models,
+    load_sampling_scheduler,
+)
 
-from .dw_guide_config import read_guide_cfg, register_guide_fields
-from .dw_schedules import DreamWaltzTimesteps, guidance_scale_at
-from .guidance import ControlNetGuidance, _describe
-from .models import DEFAULT_SD_MODEL, GuidanceModels, load_controlnet, load_models, load_sampling_scheduler
+from .guide_config import read_guide_cfg
+from .timesteps import DreamWaltzTimesteps
 
 DREAMWALTZ_COMMIT = "2a699b59fceb1db6d7f51a71defc8a47d2449a47"
 # DreamWaltz's model_name values (core/diffusion/stable_diffusion.py) -> hub ids; the taken-down
@@ -50,7 +62,7 @@ SD_MODEL_CARDS = {
 }
 # DreamWaltz's condition types (core/diffusion/controlnet.py MODEL_CARDS)
 CONTROLNET_CARDS = {
-    "pose": "lllyasviel/sd-controlnet-openpose",
+    "pose": DEFAULT_CONTROLNET,
     "depth": "lllyasviel/sd-controlnet-depth",
     "canny": "lllyasviel/sd-controlnet-canny",
     "seg": "lllyasviel/sd-controlnet-seg",
@@ -66,8 +78,6 @@ WEIGHTINGS = {
 }
 DREAMWALTZ_T = 1000  # DreamWaltz's num_train_timesteps
 DREAMWALTZ_KEYWORDS = ("condition_type", "latent_mode", "concept_name", "guidance_scale", "fp16")
-
-register_guide_fields()  # DreamWaltz's GuideConfig, if its config module is loaded
 
 
 def resolve_sd_model(model_name):
@@ -99,21 +109,16 @@ def resolve_controlnet(sd_source, condition_type):
 
 def _estimator_choice(settings, guidance_scale):
     """(name, params) for ``ControlNetGuidance`` from ``guide.estimator`` / ``guide.ssd_M``
-    and ``guide.loss_type``."""
+    and ``guide.loss_type``: ``ssd_M`` reaches every estimator with an ``M``, the CFG scale
+    every one with a ``guidance_scale`` (DreamWaltz has one scale for all)."""
     try:
-        default = ssd_toolkit.get_estimator(settings.estimator)
+        params = estimator_choice.estimator_params(settings.estimator, M=settings.ssd_M, guidance_scale=guidance_scale)
     except ValueError:
         raise ValueError(
             f"guide.estimator: expected one of {ssd_toolkit.list_estimators()}, got {settings.estimator!r}"
         ) from None
-    fields = {f.name for f in dataclasses.fields(default)}
-    params = {}
-    if "M" in fields:
-        params["M"] = settings.ssd_M
-    if "guidance_scale" in fields:
-        params["guidance_scale"] = float(guidance_scale)
     if settings.loss_type == "sjc-v2":
-        if "variance_reduction" not in fields:
+        if "variance_reduction" not in estimator_choice.estimator_fields(settings.estimator):
             raise ValueError(
                 "guide.loss_type: 'sjc-v2' (the gradient is the CFG noise prediction itself) exists for "
                 f"estimators without the noise term (sds, mode-seeking); got guide.estimator {settings.estimator!r}"
@@ -214,13 +219,9 @@ class ControllableScoreDistillationSampling(torch.nn.Module):
         self.weight_mode = self.settings.loss_type
         self.guidance_adjust = self.settings.guidance_adjust
         estimator, estimator_params = _estimator_choice(self.settings, self.guidance_scale)
-        if self.settings.grad_norm and estimator.lower().startswith("ssd"):
-            warnings.warn(
-                "guide.grad_norm=True (DreamWaltz's default) replaces each gradient by its unit direction, which "
-                "erases SSD's ||h|| rescaling and w(t); pass --guide.grad_norm False for SSD",
-                UserWarning,
-                stacklevel=2,
-            )
+        estimator_choice.warn_if_grad_norm_erases(
+            estimator, self.settings.grad_norm, "guide.grad_norm=True (DreamWaltz's default; pass --guide.grad_norm False)"
+        )
         s = self.settings
         timesteps = (s.time_sampling, s.min_timestep, s.max_timestep, s.time_prior)
         self.get_timestep = DreamWaltzTimesteps(*timesteps, DREAMWALTZ_T, self.device)  # checked before loading
@@ -300,7 +301,7 @@ class ControllableScoreDistillationSampling(torch.nn.Module):
             else:
                 raise TypeError(f"cond_inputs: expected PIL images or tensors, got {[type(x).__name__ for x in items]}")
         if image.ndim != 4 or image.shape[1] != 3:
-            raise ValueError(f"cond_inputs: expected [N, 3, H, W] images, got {_describe(image)}")
+            raise ValueError(f"cond_inputs: expected [N, 3, H, W] images, got {describe(image)}")
         repeat = batch_size if image.shape[0] == 1 else num_images_per_prompt
         return image.repeat_interleave(int(repeat), dim=0).to(device=device, dtype=dtype)
 
@@ -329,7 +330,7 @@ class ControllableScoreDistillationSampling(torch.nn.Module):
         """
         text = prompts if isinstance(prompts, torch.Tensor) else self.get_text_embeds(prompts)
         if text.ndim != 3 or text.shape[0] % 2:
-            raise ValueError(f"prompts: expected [2N, 77, D] embeddings as [uncond; cond], got {_describe(text)}")
+            raise ValueError(f"prompts: expected [2N, 77, D] embeddings as [uncond; cond], got {describe(text)}")
         uncond, cond = text.chunk(2)
         images = self.sd_pipe(
             prompt_embeds=cond.to(self.unet.dtype), negative_prompt_embeds=uncond.to(self.unet.dtype),
@@ -342,7 +343,7 @@ class ControllableScoreDistillationSampling(torch.nn.Module):
         """``prompt_to_img`` in chunks of ``batch_size`` prompts; ``prompts`` as there."""
         text = prompts if isinstance(prompts, torch.Tensor) else self.get_text_embeds(prompts)
         if text.ndim != 3 or text.shape[0] % 2:
-            raise ValueError(f"prompts: expected [2N, 77, D] embeddings as [uncond; cond], got {_describe(text)}")
+            raise ValueError(f"prompts: expected [2N, 77, D] embeddings as [uncond; cond], got {describe(text)}")
         n = text.shape[0] // 2
         chunks = zip(torch.split(text[:n], batch_size), torch.split(text[n:], batch_size))
         return np.concatenate([self.prompt_to_img(torch.cat(pair), **kwargs) for pair in chunks])
@@ -414,10 +415,10 @@ class ControllableScoreDistillationSampling(torch.nn.Module):
             DreamWaltz), ``noise_residual`` (the estimator output ``E``; for SDS
             ``eps_cfg - noise`` as DreamWaltz), ``latents_denoise`` (one DDPM reverse step
             ``(x_t - beta_t / sqrt(1 - abar_t) eps_cfg) / sqrt(alpha_t)``), ``t`` ``[N]``
-            and ``diagnostics`` (``guidance.GuidanceOutput.diagnostics``).
+            and ``diagnostics`` (``ssd_toolkit.integrations.guidance.controlnet.GuidanceOutput.diagnostics``).
         """
         if not isinstance(inputs, torch.Tensor) or inputs.ndim != 4:
-            raise ValueError(f"inputs: expected latents [N, 4, h, w] or RGB [N, 3, H, W], got {_describe(inputs)}")
+            raise ValueError(f"inputs: expected latents [N, 4, h, w] or RGB [N, 3, H, W], got {describe(inputs)}")
         channels = int(self.unet.config.in_channels) if self.latent_mode else 3
         if inputs.shape[1] != channels:
             what = "latents (latent_mode=True)" if self.latent_mode else "RGB images (latent_mode=False)"
@@ -426,7 +427,7 @@ class ControllableScoreDistillationSampling(torch.nn.Module):
         if not isinstance(text_embeddings, torch.Tensor) or text_embeddings.ndim != 3 or \
                 text_embeddings.shape[0] not in (2, 2 * B):
             raise ValueError(
-                f"text_embeddings: expected [2N, 77, D] = [{2 * B}, 77, D] as [uncond; cond], got {_describe(text_embeddings)}"
+                f"text_embeddings: expected [2N, 77, D] = [{2 * B}, 77, D] as [uncond; cond], got {describe(text_embeddings)}"
             )
         scale = self.get_guidance_scale(train_step, max_iteration)  # draws in DreamWaltz's order
         t = self.get_timestep(B, train_step, max_iteration)
@@ -439,14 +440,11 @@ class ControllableScoreDistillationSampling(torch.nn.Module):
         noise = torch.randn_like(latents)
         side = int(latents.shape[-1]) * self.guidance.vae_scale_factor
         conditions = None if cond_inputs is None else self._conditions(cond_inputs, B, side)
-        est = self.guidance.estimator
-        if "guidance_scale" in {f.name for f in dataclasses.fields(est)} and est.guidance_scale != scale:
-            self.guidance.estimator = dataclasses.replace(est, guidance_scale=scale)
         uncond, cond = text_embeddings.chunk(2)
         negative = None if self.text_negative is None else self.text_negative.expand(B, -1, -1)
         out = self.guidance.guide(latents, cond, uncond, conditions, train_step, max_iteration, t=t, noise=noise,
                                   text_negative=negative, controlnet_conditioning_scale=controlnet_conditioning_scale,
-                                  cross_attention_kwargs=cross_attention_kwargs)
+                                  cross_attention_kwargs=cross_attention_kwargs, guidance_scale=scale)
         noise_residual = out.estimate - out.noise if self.weight_mode == "sjc-v2" else out.estimate
         gradients = out.gradients.float()
         if self.settings.grad_clip:

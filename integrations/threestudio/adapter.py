@@ -25,6 +25,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import fields
 
+from ssd_toolkit.integrations.guidance.controlnet import describe
 from ssd_toolkit.losses import sds_loss
 
 from .config import GuidanceConfig, check_config, estimator_arguments
@@ -43,16 +44,12 @@ def _torch():
     return torch
 
 
-def _describe(x):
-    return f"shape {list(x.shape)}" if hasattr(x, "shape") else type(x).__name__
-
-
 def _per_sample(torch, name, x, B):
     """A float ``[B]`` tensor from a ``[B]`` (or ``[B, 1]``) tensor; errors name the argument."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: expected a [B] tensor, got {type(x).__name__}")
     if x.numel() != B:
-        raise ValueError(f"{name}: expected {B} values (one per sample), got {_describe(x)}")
+        raise ValueError(f"{name}: expected {B} values (one per sample), got {describe(x)}")
     return x.reshape(B)
 
 
@@ -63,8 +60,8 @@ class GuidanceAdapter:
 
     def configure(self):
         """Load the networks and the estimator; set the t range from the config at step 0."""
-        from ssd_toolkit.integrations.dreamwaltz.guidance import ControlNetGuidance  # noqa: PLC0415
-        from ssd_toolkit.integrations.dreamwaltz.models import load_models  # noqa: PLC0415
+        from ssd_toolkit.integrations.guidance.controlnet import ControlNetGuidance  # noqa: PLC0415
+        from ssd_toolkit.integrations.guidance.models import load_models  # noqa: PLC0415
 
         torch = _torch()
         cfg = self.cfg
@@ -177,11 +174,11 @@ class GuidanceAdapter:
     def _latents(self, rgb, rgb_as_latents):
         torch = _torch()
         if not isinstance(rgb, torch.Tensor) or rgb.ndim != 4:
-            raise ValueError(f"rgb: expected a [B, H, W, C] tensor, got {_describe(rgb)}")
+            raise ValueError(f"rgb: expected a [B, H, W, C] tensor, got {describe(rgb)}")
         channels = 4 if rgb_as_latents else 3
         if rgb.shape[-1] != channels:
             raise ValueError(
-                f"rgb: expected {channels} channels last (rgb_as_latents={bool(rgb_as_latents)}), got {_describe(rgb)}"
+                f"rgb: expected {channels} channels last (rgb_as_latents={bool(rgb_as_latents)}), got {describe(rgb)}"
             )
         bchw = rgb.permute(0, 3, 1, 2)
         if rgb_as_latents:
@@ -225,7 +222,7 @@ class GuidanceAdapter:
                 "guidance_eval: expected False (ssd-toolkit-guidance does not render guidance-eval images), got True"
             )
         if isinstance(prompt_utils, torch.Tensor):  # checked first: that call passes no camera angles
-            raise TypeError(f"prompt_utils: {CONTROLNET_CALL}; got a tensor ({_describe(prompt_utils)})")
+            raise TypeError(f"prompt_utils: {CONTROLNET_CALL}; got a tensor ({describe(prompt_utils)})")
         latents = self._latents(rgb, rgb_as_latents)
         B = int(latents.shape[0])
         elevation = _per_sample(torch, "elevation", elevation, B)
@@ -237,7 +234,7 @@ class GuidanceAdapter:
             if self.guidance.models.controlnet is None:
                 raise ValueError("cond_rgb: expected None (no controlnet_name_or_path is configured), got a tensor")
             if not isinstance(cond_rgb, torch.Tensor) or cond_rgb.ndim != 4 or cond_rgb.shape[-1] != 3:
-                raise ValueError(f"cond_rgb: expected a [B or 1, H, W, 3] tensor in [0, 1], got {_describe(cond_rgb)}")
+                raise ValueError(f"cond_rgb: expected a [B or 1, H, W, 3] tensor in [0, 1], got {describe(cond_rgb)}")
             conditions = cond_rgb.permute(0, 3, 1, 2)
         t = torch.randint(self.min_step, self.max_step + 1, (B,), generator=self.t_generator)
         if self.cfg.source_prompt is not None:

@@ -117,9 +117,12 @@ def check_config(cfg):
 
 
 def estimator_arguments(cfg):
-    """``(name, params)`` for ``ssd_toolkit.get_estimator`` from the config."""
-    name = str(cfg.estimator).lower().replace("_", "-")
-    params = dict(cfg.estimator_params) if cfg.estimator_params is not None else None
+    """``(name, params)`` for ``ssd_toolkit.get_estimator`` from the config: threestudio's
+    ``guidance_scale`` is SDS's (100), so only SDS takes it, with threestudio's CFG form."""
+    from ssd_toolkit.integrations.guidance.estimator_choice import canonical_name, estimator_params  # noqa: PLC0415
+
+    name = canonical_name(cfg.estimator)
+    given = dict(cfg.estimator_params or {})
     if name == "sds":
-        params = {"guidance_scale": float(cfg.guidance_scale), "cfg": "threestudio", **(params or {})}
-    return name, params
+        given = {"cfg": "threestudio", **given}
+    return name, estimator_params(name, given, guidance_scale=cfg.guidance_scale, scale_takers=("sds",))

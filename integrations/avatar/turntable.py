@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_write_bytes
+from .atomic import atomic_write_bytes
 from .preview import label_smoke, render_views, view_cameras
 
 OVERLAY_ALPHA = 0.7

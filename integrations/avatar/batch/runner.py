@@ -22,7 +22,7 @@ from collections import deque
 
 import torch
 
-from .train import NonFiniteError, read_log
+from ..train import NonFiniteError, read_log
 
 DONE, SKIPPED, STOPPED, FAILED = "done", "skipped", "stopped", "failed"
 
@@ -113,8 +113,8 @@ def _logger(log, name):
 
 def _start(job, models, progress, position, log, rank):
     """Prepare ``job`` on the shared ``models``; an ``_Active`` or the ``JobResult`` of a failed start."""
-    from .checkpoint import CheckpointError  # noqa: PLC0415
-    from .run import RunSession, prepare_run  # noqa: PLC0415
+    from ..checkpoint import CheckpointError  # noqa: PLC0415
+    from ..run import RunSession, prepare_run  # noqa: PLC0415
 
     try:
         prepared = prepare_run(job.cfg, resume=job.resume, progress=False, log=_logger(log, job.name), models=models)
@@ -151,7 +151,7 @@ def _stop(active, exc, rank, log) -> JobResult:
 
 
 def train_jobs(jobs, models, max_concurrent: int, progress: bool = True, log=print, rank: int = 0) -> list:
-    """Train ``jobs`` (``batch_jobs.resolve_jobs``) on the shared ``models``, at most
+    """Train ``jobs`` (``jobs.resolve_jobs``) on the shared ``models``, at most
     ``max_concurrent`` at once, one network call per step for all active avatars.
 
     Finished jobs are skipped (their ``metrics.json`` gives their result); a job with a
@@ -161,7 +161,7 @@ def train_jobs(jobs, models, max_concurrent: int, progress: bool = True, log=pri
     Returns:
         ``JobResult`` per job, in the order of ``jobs``.
     """
-    from .batch_jobs import finished_metrics  # noqa: PLC0415
+    from .jobs import finished_metrics  # noqa: PLC0415
 
     results = {}
     for job in jobs:

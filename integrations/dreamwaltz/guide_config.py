@@ -4,8 +4,13 @@ DreamWaltz's ``GuideConfig`` (``configs/train_config.py``) is a pyrallis datacla
 rejects keys the dataclass does not declare. ``register_guide_fields`` adds ours
 (``estimator``, ``ssd_M``, ``negative_prompt``, ``source_prompt``) to that class, with
 defaults, so ``--guide.estimator sds`` and a YAML ``guide: {estimator: ...}`` parse.
-Importing ``dreamwaltz_compat`` calls it when DreamWaltz's config module is already loaded,
-which DreamWaltz's ``core/trainer.py`` does before its guidance import.
+
+It is an explicit call, made once in DreamWaltz's ``core/trainer.py`` next to the changed
+import, and never a side effect of importing this package: the class belongs to
+DreamWaltz, and code that merely imports ssd_toolkit (tests, the avatar app, another
+trainer with a ``configs.train_config`` module) must not find it changed. A subclass would
+not do: pyrallis builds ``cfg.guide`` from the annotation of DreamWaltz's ``TrainConfig``,
+so a subclass would need DreamWaltz's config file edited as well.
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ import inspect
 import sys
 from dataclasses import dataclass
 
-from .dw_schedules import check_guidance_adjust
-from .prompts import sds_bridge_source_prompt
+from ssd_toolkit.integrations.guidance.cfg_schedule import check_guidance_adjust
+from ssd_toolkit.integrations.guidance.prompts import sds_bridge_source_prompt
 
 # DreamWaltz's GuideConfig defaults, for a guide_cfg that lacks a field (or is None)
 DREAMWALTZ_GUIDE_DEFAULTS = {
@@ -99,6 +104,9 @@ def read_guide_cfg(guide_cfg, loss_type=None):
 
 def register_guide_fields(config_cls=None):
     """Add ``EXTRA_GUIDE_FIELDS`` (with defaults) to DreamWaltz's ``GuideConfig`` dataclass.
+
+    Call it before pyrallis parses the config (in ``core/trainer.py``, which DreamWaltz's
+    ``train.py`` imports first, right after the changed import).
 
     Args:
         config_cls: the dataclass to extend; None takes ``GuideConfig`` from DreamWaltz's

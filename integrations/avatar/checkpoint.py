@@ -1,8 +1,7 @@
 """Crash-safe checkpoint files and the random-number state of a run.
 
-Every file is written to a temporary name in the same directory, flushed to disk, then
-renamed over the old one (``os.replace`` is atomic on POSIX and Windows), so an
-interrupt leaves either the previous file or the new one, never a torn one.
+Every file is written with ``atomic.atomic_write_bytes``, so an interrupt leaves either
+the previous file or the new one, never a torn one.
 
 A checkpoint is ``torch.save``'s bytes followed by a 40-byte trailer, ``CHECKSUM_MAGIC``
 and the SHA-256 of those bytes: a flipped byte, a truncated or foreign file is refused
@@ -14,12 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import torch
+
+from .atomic import atomic_write_bytes
 
 CHECKPOINT_NAME = "last.pt"
 CHECKSUM_MAGIC = b"SSDCKPT1"
@@ -29,29 +28,6 @@ TRAINER_KEYS = ("step", "field", "optimizer", "scaler", "rng", "config")
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used (corrupt, foreign, or from another run's settings)."""
-
-
-def atomic_write_bytes(path, data: bytes):
-    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def save_checkpoint(path, state: dict):

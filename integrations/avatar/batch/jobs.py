@@ -18,7 +18,7 @@ import json
 import re
 from pathlib import Path
 
-from . import config as config_mod
+from .. import config as config_mod
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 # one process loads the networks once and stacks every avatar into one call: these must agree

@@ -35,7 +35,6 @@ from .checkpoint import (
     CHECKPOINT_NAME,
     TRAINER_KEYS,
     CheckpointError,
-    atomic_write_bytes,
     capture_rng,
     load_checkpoint,
     restore_rng,
@@ -43,9 +42,9 @@ from .checkpoint import (
 )
 from .config import RESUME_FIXED
 from .field import FieldConfig, LatentField
-from .prompts import view_prompts
+from ssd_toolkit.integrations.guidance.prompts import view_prompts
 from .render import render_latents
-from .skeleton import draw_conditions
+from .body.skeleton import draw_conditions
 
 
 class NonFiniteError(RuntimeError):
@@ -77,7 +76,7 @@ class Trainer:
 
     Args:
         cfg: ``config.AvatarConfig``.
-        guidance: ``guidance.ControlNetGuidance`` (seeded with ``cfg.seed``).
+        guidance: ``ssd_toolkit.integrations.guidance.ControlNetGuidance`` (seeded with ``cfg.seed``).
         body: the posed body (``vertices``, ``faces``, ``keypoints``) used for the box,
             the density initialisation and the skeleton conditions.
         device: ``torch.device`` of the field (the guidance's device).
@@ -137,7 +136,7 @@ class Trainer:
     def begin_step(self) -> "PendingStep":
         """The part of ``step_once`` before the ControlNet + UNet call: cameras, render,
         skeleton conditions, view prompts, and the guidance's t, noise and stacked inputs
-        (``pending.inputs``, a ``guidance.StepInputs``). Draws from this run's streams only,
+        (``pending.inputs``, a ``controlnet.StepInputs``). Draws from this run's streams only,
         so a batch trainer may interleave several runs' steps without changing any of them."""
         cfg = self.cfg
         cams = sample_cameras(cfg.batch, self.camera_rng)
@@ -228,16 +227,6 @@ class Trainer:
         path = Path(directory) / CHECKPOINT_NAME
         save_checkpoint(path, self.state_dict())
         return path
-
-    def resume(self, directory) -> int:
-        """Load ``<directory>/last.pt``; returns the step it continues after.
-
-        Raises:
-            FileNotFoundError: no checkpoint.
-            CheckpointError: corrupt, from another run's settings, or not this run's shapes;
-                nothing was changed.
-        """
-        return self.apply_resume_state(*load_resume_state(directory, self.cfg))
 
     def apply_resume_state(self, state: dict, path) -> int:
         """Load a state from ``load_resume_state``; returns the step it continues after.

@@ -1,22 +1,17 @@
-"""DreamWaltz's per-step schedules: the timestep (``guide.time_sampling``) and the CFG scale
-(``guide.guidance_adjust``), with DreamWaltz's meaning and random draws.
+"""DreamWaltz's timestep schedule (``guide.time_sampling``), with DreamWaltz's meaning and draws.
 
-Like DreamWaltz (``core/diffusion/time_prior.py`` and ``get_guidance_scale`` in
-``core/diffusion/controlnet.py``), the draws come from torch's and NumPy's global random
-generators, which DreamWaltz's trainer seeds; so one seed gives the same timesteps as
-DreamWaltz's own guidance.
+Like DreamWaltz (``core/diffusion/time_prior.py``), the draws come from torch's global
+random generator, which DreamWaltz's trainer seeds; so one seed gives the same timesteps as
+DreamWaltz's own guidance. The CFG-scale schedule (``guide.guidance_adjust``) is shared by
+every host: ``ssd_toolkit.integrations.guidance.cfg_schedule``.
 """
 
 from __future__ import annotations
 
 import bisect
 
-import numpy as np
-
 TIME_SAMPLINGS = ("uniform", "constant", "linear", "annealed", "stage_<N>")
 TIME_PRIORS = ("uniform",)
-GUIDANCE_ADJUSTS = ("constant", "uniform", "linear", "linear_rev", "linear_reverse")  # DreamWaltz, DreamWaltz-G
-MIN_GUIDANCE_SCALE = 7.5  # the lower end of DreamWaltz's adjusted scales
 
 
 def _parse_stages(time_sampling):
@@ -102,24 +97,3 @@ class DreamWaltzTimesteps:
             s_lo, s_hi = self._stages[min(int(train_step) // per_stage, self.num_stages - 1)]
             return torch.randint(s_lo, s_hi + 1, [B], dtype=torch.long, device=self.device)
         return torch.full([B], int(t), dtype=torch.long, device=self.device)
-
-
-def check_guidance_adjust(guidance_adjust):
-    if guidance_adjust not in GUIDANCE_ADJUSTS:
-        raise ValueError(f"guide.guidance_adjust: expected one of {GUIDANCE_ADJUSTS}, got {guidance_adjust!r}")
-    return guidance_adjust
-
-
-def guidance_scale_at(guidance_adjust, guidance_scale, train_step, max_iteration):
-    """DreamWaltz's ``get_guidance_scale``: "constant" ``s``; "uniform" ``U(7.5, s)`` (NumPy's
-    global generator); "linear" ``s -> 7.5`` over the run; "linear_rev" (DreamWaltz-G: "linear_reverse") ``7.5 -> s``."""
-    s = float(guidance_scale)
-    check_guidance_adjust(guidance_adjust)
-    if guidance_adjust == "constant":
-        return s
-    if guidance_adjust == "uniform":
-        return float(np.random.uniform(MIN_GUIDANCE_SCALE, s))
-    delta = (s - MIN_GUIDANCE_SCALE) / (max_iteration - 1) if max_iteration > 1 else 0.0
-    if guidance_adjust == "linear":
-        return s - (train_step - 1) * delta
-    return MIN_GUIDANCE_SCALE + (train_step - 1) * delta

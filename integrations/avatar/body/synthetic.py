@@ -1,6 +1,6 @@
 """Synthetic SMPL / SMPL-X model files: offline stand-ins for the licensed official ones.
 
-The official files cannot be downloaded here (registration and licence). These writers build
+The official files need a registration and a licence to download. These writers build
 a crude but geometrically meaningful human with the official keys, shapes and vertex counts
 (SMPL: 6890 vertices, 24 joints; SMPL-X: 10475 vertices, 55 joints), so ``smplx`` loads and
 poses them like the real models:
@@ -17,17 +17,12 @@ poses them like the real models:
 - the remaining vertex slots are filler vertices inside the pelvis, in no face;
 - ``shapedirs``: beta 0 stretches the height, beta 1 the width and depth, the others are
   seeded random smooth (linear) fields; ``posedirs`` are zero (no pose correctives).
-
-``write_chumpy_like_pickle`` writes a SMPL file the way the official ones are pickled
-(Python-2 protocol, ``chumpy.ch.Ch`` objects, a sparse ``J_regressor``) for converter tests.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-import sys
-import types
 
 import numpy as np
 
@@ -299,50 +294,3 @@ def write_synthetic_smplx(directory, gender="neutral", seed=0):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     np.savez_compressed(path, **arrays)
     return path
-
-
-def _fake_chumpy_modules():
-    chumpy, ch = types.ModuleType("chumpy"), types.ModuleType("chumpy.ch")
-
-    class Ch:  # what pickle records for chumpy values: class path chumpy.ch.Ch, state {'x': ...}
-        def __init__(self, x):
-            self.x = x
-            self._dirty_vars = set()
-
-    Ch.__module__, Ch.__qualname__ = "chumpy.ch", "Ch"
-    ch.Ch, chumpy.ch, chumpy.Ch = Ch, ch, Ch
-    return {"chumpy": chumpy, "chumpy.ch": ch}, Ch
-
-
-def write_chumpy_like_pickle(path, gender="neutral", seed=0):
-    """Write a synthetic SMPL pickle laid out like the official chumpy ones.
-
-    ``v_template``, ``shapedirs``, ``weights`` and ``J`` are ``chumpy.ch.Ch`` objects (a
-    fake class registered under that module path only while pickling), ``J_regressor`` is a
-    ``scipy.sparse.csc_matrix``, protocol 2 as Python 2 wrote. ``pickle.load`` of the result
-    fails without chumpy, as with the official files.
-
-    Returns:
-        dict: the plain arrays the file encodes (what a converter must recover).
-    """
-    import scipy.sparse  # noqa: PLC0415
-
-    arrays = synthetic_smpl_arrays(gender, seed)
-    modules, ch = _fake_chumpy_modules()
-    saved = {name: sys.modules.get(name) for name in modules}
-    payload = dict(arrays)
-    for key in ("v_template", "shapedirs", "weights", "J"):
-        payload[key] = ch(arrays[key])
-    payload["J_regressor"] = scipy.sparse.csc_matrix(arrays["J_regressor"])
-    sys.modules.update(modules)
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
-        with open(path, "wb") as f:
-            pickle.dump(payload, f, protocol=2)
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
-    return arrays

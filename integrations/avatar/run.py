@@ -36,9 +36,11 @@ import torch
 from tqdm.auto import tqdm
 
 from . import config as config_mod
-from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes
+from .atomic import atomic_write_bytes
+from .checkpoint import CHECKPOINT_NAME
 from .outdir import OutputLock, check_output_location, remove_stale_temporaries
 
+SCALE_TAKERS = ("sds", "ism", "sds-bridge")  # the estimators --guidance-scale reaches
 SMOKE_NOTE = (
     "SMOKE RUN (--tiny): random tiny networks and a synthetic body. It exercises the whole "
     "pipeline; its images, turntable and losses carry no meaning.\n"
@@ -53,7 +55,8 @@ class RunResult:
     out: Path
 
 
-def _pick_device(cfg):
+def pick_device(cfg):
+    """``(torch.device, amp)`` for ``cfg.device`` / ``cfg.precision``; ValueError when unusable."""
     if cfg.device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     else:
@@ -82,8 +85,8 @@ def _build_once(target: Path, build):
 
 def prepare_tiny_assets(cfg, out: Path):
     """Fill ``sd_model``/``controlnet``/``body`` of a ``--tiny`` run with built random assets."""
-    from .synthetic import write_synthetic_smpl  # noqa: PLC0415
-    from .tiny import build_tiny_pipeline  # noqa: PLC0415
+    from .body.synthetic import write_synthetic_smpl  # noqa: PLC0415
+    from ssd_toolkit.integrations.guidance.tiny import build_tiny_pipeline  # noqa: PLC0415
 
     assets = out / "tiny_assets"
     if cfg.sd_model and cfg.body:
@@ -112,33 +115,34 @@ def check_body_path(cfg):
 
 
 def load_body(cfg):
-    """The A-posed body of ``cfg.body``."""
-    from .body import load_body_model, posed_body  # noqa: PLC0415
+    """The A-posed body of ``cfg.body`` (``check_inputs`` has checked that the path exists)."""
+    from .body.smpl import load_body_model, posed_body  # noqa: PLC0415
 
-    check_body_path(cfg)
     return posed_body(load_body_model(cfg.body, model_type=cfg.model_type, gender=cfg.gender), preset="A")
 
 
 def load_guidance_for(cfg, device, amp, models=None):
-    """The run's guidance; on ``models`` (already loaded, shared by a batch) when given."""
-    from .guidance import ControlNetGuidance  # noqa: PLC0415
-    from .models import load_models  # noqa: PLC0415
+    """The run's guidance; on ``models`` (already loaded, shared by a batch) when given.
+
+    ``--M`` goes to SSD and its ablations; ``--guidance-scale`` to SDS, ISM and SDS-Bridge
+    (NFSD keeps its paper's 7.5, CSD has none).
+    """
+    from ssd_toolkit.integrations.guidance.controlnet import ControlNetGuidance  # noqa: PLC0415
+    from ssd_toolkit.integrations.guidance.estimator_choice import canonical_name, estimator_params  # noqa: PLC0415
+    from ssd_toolkit.integrations.guidance.models import load_models  # noqa: PLC0415
+    from ssd_toolkit.integrations.guidance.prompts import sds_bridge_source_prompt  # noqa: PLC0415
 
     if models is None:
         models = load_models(cfg.sd_model, cfg.controlnet or None, device=device, dtype="float16" if amp else "float32")
-    from .prompts import sds_bridge_source_prompt  # noqa: PLC0415
-
-    name = cfg.estimator.lower().replace("_", "-")
-    params = {"M": cfg.M} if name == "ssd" else {}
-    if name in ("ism", "sds-bridge"):
-        params["guidance_scale"] = cfg.guidance_scale
-    source_prompt = sds_bridge_source_prompt(cfg.prompt, cfg.source_prompt)
+    params = estimator_params(cfg.estimator, M=cfg.M, guidance_scale=cfg.guidance_scale,
+                              scale_takers=SCALE_TAKERS)
+    bridge = canonical_name(cfg.estimator) == "sds-bridge"
     options = {k: getattr(cfg, k) for k in ("grad_latent_clip", "grad_latent_clip_scale", "grad_latent_norm",
                                             "grad_latent_nan_to_num")}
     return ControlNetGuidance(
         models, estimator=cfg.estimator, estimator_params=params, weighting=cfg.weighting, t_sampler=cfg.t_sampler,
         guidance_scale=cfg.guidance_scale, negative_prompt=cfg.negative_prompt, seed=cfg.seed,
-        source_prompt=source_prompt if name == "sds-bridge" else None,
+        source_prompt=sds_bridge_source_prompt(cfg.prompt, cfg.source_prompt) if bridge else None,
         gradient_options=options, guidance_adjust=cfg.guidance_adjust,
     )
 
@@ -175,9 +179,13 @@ class PreparedRun:
     log_lines: list  # on resume: the records of log.jsonl up to the checkpoint's step
 
 
-def _check_inputs(cfg, resume: bool) -> Path:
-    """The checks that need no output directory: location, previous run, device, files, drawing."""
-    from .openpose import load_openpose_drawing  # noqa: PLC0415
+def check_inputs(cfg, resume: bool):
+    """The checks that need no output directory: location, previous run, device, files, drawing.
+
+    Returns:
+        ``(out, device, amp)``: the output directory (``Path``) and ``pick_device(cfg)``.
+    """
+    from .body.openpose import load_openpose_drawing  # noqa: PLC0415
 
     out = check_output_location(cfg.out)
     checkpoint = out / "checkpoints" / CHECKPOINT_NAME
@@ -187,14 +195,14 @@ def _check_inputs(cfg, resume: bool) -> Path:
         )
     if resume and not checkpoint.is_file():
         raise FileNotFoundError(f"--resume: expected a checkpoint at {str(checkpoint)!r}, got none")
-    _pick_device(cfg)
+    device, amp = pick_device(cfg)
     check_body_path(cfg)
     for name in ("sd_model", "controlnet"):  # a local path must exist; anything else is a hub id
         value = getattr(cfg, name)
         if value and (value.startswith((".", "/", "~")) or Path(value).exists()) and not Path(value).expanduser().is_dir():
             raise FileNotFoundError(f"{name}: expected a diffusers model directory or hub id, got {value!r} (no such directory)")
     load_openpose_drawing()  # ImportError with the install command when controlnet_aux is missing
-    return out
+    return out, device, amp
 
 
 def prepare_run(cfg, resume: bool = False, progress: bool = True, log=print, models=None) -> PreparedRun:
@@ -215,7 +223,7 @@ def prepare_run(cfg, resume: bool = False, progress: bool = True, log=print, mod
     from .train import Trainer, load_resume_state, read_log  # noqa: PLC0415
 
     started = time.perf_counter()
-    out = _check_inputs(cfg, resume)
+    out, device, amp = check_inputs(cfg, resume)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     lock = OutputLock(out)
@@ -225,7 +233,6 @@ def prepare_run(cfg, resume: bool = False, progress: bool = True, log=print, mod
         if resume:  # cheap checks first: checksum, keys, settings, log
             state, state_path = load_resume_state(out / "checkpoints", cfg)
             log_lines = read_log(out / "log.jsonl", int(state["step"]))
-        device, amp = _pick_device(cfg)
         if cfg.tiny:
             cfg = prepare_tiny_assets(cfg, out)
             log(SMOKE_NOTE.strip())

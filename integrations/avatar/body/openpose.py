@@ -2,11 +2,9 @@
 controlnet_aux's OpenPose drawing module.
 
 The drawing module ``controlnet_aux/open_pose/util.py`` is the annotator ControlNet-openpose
-was trained with. A full controlnet_aux install imports it normally. The ``--no-deps`` install
-this CPU machine needs (no torchvision) cannot run the package ``__init__``, so the module is
-then loaded by file location under a private package name, with a two-class ``body`` module
-in place of the torch-dependent one (``util`` only imports ``Keypoint`` and ``BodyResult``
-from it).
+was trained with. A full controlnet_aux install imports it normally. A ``--no-deps`` install
+(where torchvision is missing or does not match torch) cannot run the package ``__init__``,
+so the module is then loaded by its file location under a private package name.
 """
 
 from __future__ import annotations
@@ -82,6 +80,11 @@ def _open_pose_dir():
 
 
 def _load_util_by_location():
+    # util.py's one package import is ``from .body import BodyResult, Keypoint``, so it cannot
+    # be loaded by path alone: a parent package must hold a ``body`` module. The real body.py
+    # cannot be that module: it imports torch's pose network (.model), scipy.ndimage.filters
+    # and util itself back. So a private package (never ``controlnet_aux``, which a later
+    # full import must still get) holds a ``body`` with just those two NamedTuples.
     if f"{_PRIVATE_PACKAGE}.util" in sys.modules:
         return sys.modules[f"{_PRIVATE_PACKAGE}.util"]
     directory = _open_pose_dir()

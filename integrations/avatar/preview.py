@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from .cameras import orbit_cameras
-from .checkpoint import atomic_write_bytes
+from .atomic import atomic_write_bytes
 from .render import render_latents
-from .skeleton import draw_conditions
+from .body.skeleton import draw_conditions
 
 SMOKE_LABEL = "SMOKE RUN: random tiny models, image meaningless"
 PREVIEW_AZIMUTHS = (0.0, 90.0, 180.0, 270.0)

@@ -11,9 +11,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ssd_toolkit import checks
+from ssd_toolkit.integrations.guidance.cfg_schedule import GUIDANCE_ADJUSTS
+from ssd_toolkit.integrations.guidance.models import DEFAULT_CONTROLNET, DEFAULT_SD_MODEL
+
+from .atomic import atomic_write_bytes
 
 CONFIG_NAME = "config.json"
 MODEL_TYPES = ("smpl", "smplx")
@@ -30,8 +35,8 @@ class AvatarConfig:
     body: str = ""
     model_type: str | None = None
     gender: str = "neutral"
-    sd_model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-    controlnet: str = "lllyasviel/sd-controlnet-openpose"
+    sd_model: str = DEFAULT_SD_MODEL
+    controlnet: str = DEFAULT_CONTROLNET
     estimator: str = "ssd"
     M: float = 200.0
     guidance_scale: float = 50.0
@@ -167,13 +172,9 @@ def _check_value(name, value):
             raise TypeError(f"{name}: expected true or false, got {type(value).__name__} {value!r}")
         return value
     if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise TypeError(f"{name}: expected an integer, got {type(value).__name__} {value!r}")
-        return int(value)
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{name}: expected a number, got {type(value).__name__} {value!r}")
-        return float(value)
+        return checks.integer(name, value)
+    if kind == "float":  # finiteness is validate()'s, with the other range checks
+        return checks.real(name, value, finite=False)
     if kind == "list":
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             raise TypeError(f"{name}: expected a list of integers, got {value!r}")
@@ -271,8 +272,6 @@ def validate(cfg: AvatarConfig) -> AvatarConfig:
     for name in ("body_init_steps", "preview_every", "checkpoint_every"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"{name}: expected an integer >= 0, got {getattr(cfg, name)}")
-    from .dw_schedules import GUIDANCE_ADJUSTS  # noqa: PLC0415
-
     if cfg.guidance_adjust not in GUIDANCE_ADJUSTS:
         raise ValueError(f"guidance_adjust: expected one of {', '.join(GUIDANCE_ADJUSTS)}, got {cfg.guidance_adjust!r}")
     for name in ("lr", "guidance_scale", "grad_latent_clip_scale"):
@@ -330,8 +329,6 @@ def resolve(cli: dict, config_file=None, resume: bool = False) -> AvatarConfig:
 
 def write_config(cfg: AvatarConfig, directory) -> Path:
     """Write ``<directory>/config.json`` atomically; returns its path."""
-    from .checkpoint import atomic_write_bytes  # noqa: PLC0415
-
     path = Path(directory) / CONFIG_NAME
     atomic_write_bytes(path, (json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True) + "\n").encode())
     return path

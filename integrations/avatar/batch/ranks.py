@@ -112,7 +112,7 @@ def status_counts(results: list) -> dict:
 
 def write_summary(out, jobs_file, results: list, order: list, ranks: Ranks, max_concurrent: int) -> Path:
     """``<out>/summary.json``: one entry per job in the JOBS file's order, and the counts."""
-    from .checkpoint import atomic_write_bytes  # noqa: PLC0415
+    from ..atomic import atomic_write_bytes  # noqa: PLC0415
 
     by_name = {r.name: dataclasses.asdict(r) for r in results}
     entries = [by_name[name] for name in order]

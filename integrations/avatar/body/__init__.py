@@ -1,0 +1,1 @@
+"""SMPL / SMPL-X bodies (loading, conversion, synthetic stand-ins) and their OpenPose skeleton conditions."""

@@ -1,0 +1,242 @@
+"""Faults an avatar run must survive: torn logs, corrupt or foreign checkpoints, two runs in
+one folder, stale temporaries, full disks, missing pieces. Each ends in one line and exit
+code 2 with nothing overwritten, or in a correct resume."""
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+pytest.importorskip("smplx")
+
+from ssd_toolkit import cli  # noqa: E402
+from ssd_toolkit.integrations.avatar import checkpoint, run  # noqa: E402
+from ssd_toolkit.integrations.avatar.body import openpose  # noqa: E402
+from ssd_toolkit.integrations.guidance import tiny  # noqa: E402
+from ssd_toolkit.integrations.avatar.outdir import OutputLock  # noqa: E402
+from ssd_toolkit.integrations.avatar.train import Trainer  # noqa: E402
+
+BASE = ["--steps", "4", "--checkpoint-every", "2", "--preview-every", "0", "--turntable-frames", "2",
+        "--body-init-steps", "5"]  # fmt: skip
+
+
+def avatar(capsys, *args):
+    """Run ``ssd-toolkit avatar --no-progress ARGS`` -> (exit code, stderr lines)."""
+    code = cli.main(["avatar", "--no-progress", *map(str, args)])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished 4-step --tiny run (checkpoint at step 4), built once; tests work on copies."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert cli.main(["avatar", "--tiny", "--no-progress", "--out", str(out), *BASE]) == 0
+    return out
+
+
+@pytest.fixture
+def run_dir(finished, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(finished, copy)
+    return copy
+
+
+def digests(out):
+    files = [out / "config.json", out / "log.jsonl", out / "checkpoints" / "last.pt", out / "metrics.json"]
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+
+def records(out):
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def refused(capsys, out, *args, match):
+    """The command fails with one line naming ``match``, exit 2, and changes no file of ``out``."""
+    before = digests(out)
+    code, err = avatar(capsys, "--resume", "--out", out, *args)
+    assert code == 2 and len(err) == 1 and match in err[0], err
+    assert err[0].startswith("ssd-toolkit avatar: error: ")
+    assert digests(out) == before
+    return err[0]
+
+
+# ------------------------------------------------------------------ log.jsonl
+
+
+def test_torn_last_log_line_is_dropped_and_the_run_resumes(run_dir, capsys):
+    with open(run_dir / "log.jsonl", "a") as f:
+        f.write('{"step": 5, "loss": 0.12')  # a full disk tore the record of step 5
+    code, err = avatar(capsys, "--resume", "--out", run_dir, "--steps", 6)
+    assert code == 0, err
+    assert [r["step"] for r in records(run_dir)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_unparsable_middle_log_line_names_the_file(run_dir, capsys):
+    lines = (run_dir / "log.jsonl").read_text().splitlines()
+    lines[1] = "garbage"
+    (run_dir / "log.jsonl").write_text("\n".join(lines) + "\n")
+    message = refused(capsys, run_dir, "--steps", 6, match="log.jsonl")
+    assert "line 2" in message
+
+
+# ------------------------------------------------------------------ corrupt checkpoints
+
+
+def _truncate(data):
+    return data[: len(data) // 2]
+
+
+def _random(data):
+    return os.urandom(len(data))
+
+
+def _flip(data):
+    at = len(data) // 3
+    return data[:at] + bytes([data[at] ^ 0x10]) + data[at + 1:]
+
+
+@pytest.mark.parametrize("damage", [_truncate, _random, lambda d: b"", _flip], ids=["truncated", "random", "empty", "flipped-byte"])
+def test_corrupt_checkpoint_is_refused_with_one_line(run_dir, capsys, damage):
+    path = run_dir / "checkpoints" / "last.pt"
+    path.write_bytes(damage(path.read_bytes()))
+    refused(capsys, run_dir, match="last.pt")
+
+
+def test_checkpoint_missing_keys_is_refused(run_dir, capsys):
+    path = run_dir / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    del state["optimizer"]
+    checkpoint.save_checkpoint(path, state)  # a valid checksum over a state that lacks a key
+    refused(capsys, run_dir, match="missing ['optimizer']")
+
+
+def test_every_flipped_byte_is_detected(finished, tmp_path):
+    """The checksum catches a flipped byte anywhere (before it, 152 of 201 positions loaded)."""
+    data = (finished / "checkpoints" / "last.pt").read_bytes()
+    path = tmp_path / "last.pt"
+    for at in range(0, len(data), max(1, len(data) // 200)):
+        path.write_bytes(data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1:])
+        with pytest.raises(checkpoint.CheckpointError):
+            checkpoint.load_checkpoint(path, required=checkpoint.TRAINER_KEYS)
+
+
+def test_checkpoint_of_another_run_with_the_same_shapes_is_refused(run_dir, tmp_path, capsys):
+    other = tmp_path / "other"
+    code, err = avatar(capsys, "--tiny", "--out", other, "--lr", 0.02, *BASE)
+    assert code == 0, err
+    shutil.copy(other / "checkpoints" / "last.pt", run_dir / "checkpoints" / "last.pt")
+    message = refused(capsys, run_dir, "--steps", 6, match="other settings")
+    assert "lr: checkpoint 0.02, config 0.01" in message and "Adam lr: checkpoint [0.02]" in message
+
+
+def test_checkpoint_with_an_edited_adam_lr_is_refused(run_dir, capsys):
+    path = run_dir / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    for group in state["optimizer"]["param_groups"]:
+        group["lr"] = 0.5
+    checkpoint.save_checkpoint(path, state)
+    refused(capsys, run_dir, match="Adam lr: checkpoint [0.5], config 0.01")
+
+
+# ------------------------------------------------------------------ the output directory
+
+
+def test_second_run_into_a_locked_directory_is_refused(run_dir, capsys):
+    with OutputLock(run_dir):
+        message = refused(capsys, run_dir, "--steps", 6, match="no other run is using")
+    assert f"locked by process {os.getpid()}" in message
+    code, err = avatar(capsys, "--resume", "--out", run_dir, "--steps", 6)  # the lock is gone with its holder
+    assert code == 0, err
+
+
+def test_fresh_run_into_a_locked_new_directory_leaves_nothing(tmp_path, capsys):
+    out = tmp_path / "new"
+    out.mkdir()
+    with OutputLock(out):
+        code, err = avatar(capsys, "--tiny", "--out", out, *BASE)
+    assert code == 2 and len(err) == 1 and "locked by process" in err[0]
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # no assets, config or log
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed(run_dir, capsys):
+    stale = [run_dir / "checkpoints" / ".last.pt.k1ll3d.tmp", run_dir / ".config.json.x.tmp", run_dir / ".write_probe.y"]
+    for path in stale:
+        path.write_bytes(b"half")
+    half_built = run_dir / "tiny_assets" / ".models.abc123"
+    half_built.mkdir()
+    code, err = avatar(capsys, "--resume", "--out", run_dir, "--steps", 5)
+    assert code == 0, err
+    assert not any(p.exists() for p in stale) and not half_built.exists()
+
+
+def test_zero_step_resume_keeps_the_final_loss(run_dir, capsys):
+    final = json.loads((run_dir / "metrics.json").read_text())["final_loss"]
+    code, err = avatar(capsys, "--resume", "--out", run_dir)
+    assert code == 0, err
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["steps_this_session"] == 0 and metrics["final_loss"] == final == records(run_dir)[-1]["loss"]
+
+
+# ------------------------------------------------------------------ settings and environment
+
+
+@pytest.mark.parametrize("key", ["lr", "box_margin"])
+def test_infinite_setting_in_a_config_file_is_refused(tmp_path, capsys, key):
+    settings = tmp_path / "settings.json"
+    settings.write_text('{"%s": Infinity}' % key)  # what json.dumps(float("inf")) writes
+    out = tmp_path / "out"
+    code, err = avatar(capsys, "--tiny", "--out", out, "--config", settings)
+    assert code == 2 and err == [f"ssd-toolkit avatar: error: --{key.replace('_', '-')}: expected a finite number, got inf"]
+    assert not out.exists()
+
+
+def test_missing_controlnet_aux_is_found_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    def missing():
+        raise ImportError("controlnet_aux's OpenPose drawing module is missing: pip install --no-deps controlnet_aux==0.0.10")
+
+    monkeypatch.setattr(openpose, "load_openpose_drawing", missing)
+    out = tmp_path / "out"
+    code, err = avatar(capsys, "--tiny", "--out", out, *BASE)
+    assert code == 2 and len(err) == 1 and "pip install --no-deps controlnet_aux" in err[0]
+    assert not out.exists()
+
+
+def test_full_disk_while_building_tiny_assets_is_one_line(tmp_path, capsys, monkeypatch):
+    from safetensors import SafetensorError
+
+    def full(*args, **kwargs):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })')
+
+    monkeypatch.setattr(tiny, "build_tiny_pipeline", full)
+    out = tmp_path / "out"
+    code, err = avatar(capsys, "--tiny", "--out", out, *BASE)
+    assert code == 2 and len(err) == 1 and "No space left" in err[0] and err[0].startswith("ssd-toolkit avatar: error: --out:")
+    assert not out.exists()
+
+
+def test_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint(run_dir, capsys, monkeypatch):
+    before = (run_dir / "checkpoints" / "last.pt").read_bytes()
+
+    def full(self, directory):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Trainer, "save", full)
+    code, err = avatar(capsys, "--resume", "--out", run_dir, "--steps", 6)
+    assert code == 2 and err == ["ssd-toolkit avatar: error: --out: expected room to write the run, got OSError: [Errno 28] No space left on device"]
+    assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_run_avatar_api_releases_the_lock(run_dir):
+    """After a run (or a failure) the directory can be locked again."""
+    from ssd_toolkit.integrations.avatar import config
+
+    with pytest.raises(checkpoint.CheckpointError):
+        (run_dir / "checkpoints" / "last.pt").write_bytes(b"")
+        run.run_avatar(config.resolve({"out": str(run_dir)}, resume=True), resume=True, progress=False, log=lambda m: None)
+    with OutputLock(run_dir):
+        pass
