@@ -1,6 +1,8 @@
 // Per-sample coefficients of the SSD estimator from the four sums of one reading sweep.
 // Written once for the CPU kernel (ssd_cpu.cpp) and the CUDA kernels (cuda/ssd_kernels.cuh):
-// the same float64 operations in the same order, so equal sums give equal bits.
+// the same float64 operations in the same order, so equal sums give equal bits. That holds
+// because no compiler fuses a*b+c here: the CPU and emulation builds use -ffp-contract=off
+// and nvcc --fmad=false (csrc/build_config.json); a test reads the SASS (test_sass.py).
 //
 // Rules (the same as ssd_toolkit/_ssd_math.py):
 //   r      = <c,n> / ||n||^2, or 0 when ||n|| = 0;

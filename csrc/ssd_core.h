@@ -44,6 +44,12 @@ void estimate_cpu(const EstimateParams& p, int num_threads);
 // with an input; throws std::invalid_argument naming the field (csrc/ssd_params.cpp).
 void validate_params(const EstimateParams& p);
 
+// Checks that every array starts on its element boundary (eps_cond, eps_uncond, noise, out:
+// the dtype's size; t, stats: 8 bytes); throws std::invalid_argument naming the first one that
+// does not. The CUDA path calls it before any launch: a GPU faults on a misaligned element
+// access (cudaErrorMisalignedAddress, which ends the CUDA context).
+void validate_alignment(const EstimateParams& p);
+
 // The parameters from addresses (as the pybind11 entry points receive them) and a dtype
 // name; not yet validated.
 EstimateParams params_from_addresses(uintptr_t eps_cond, uintptr_t eps_uncond, uintptr_t noise, uintptr_t out,

@@ -92,4 +92,27 @@ void validate_params(const EstimateParams& p) {
   for (const Range& other : {c, u, n, t, out}) check_disjoint(stats, other);
 }
 
+void validate_alignment(const EstimateParams& p) {
+  if (p.B == 0 || p.N == 0) return;
+  const int64_t esize = item_size(p.dtype);
+  const char* dtype_names[] = {"float16", "bfloat16", "float32", "float64"};
+  const char* dtype = dtype_names[static_cast<int>(p.dtype)];
+  struct Arg {
+    const char* name;
+    const void* ptr;
+    int64_t align;
+    const char* of;
+  };
+  const Arg args[] = {{"eps_cond", p.eps_cond, esize, dtype}, {"eps_uncond", p.eps_uncond, esize, dtype},
+                      {"noise", p.noise, esize, dtype},       {"out", p.out, esize, dtype},
+                      {"t", p.t, 8, "float64"},                {"stats", p.stats, 8, "float64"}};
+  for (const Arg& a : args) {
+    const auto addr = reinterpret_cast<uintptr_t>(a.ptr);
+    if (addr % static_cast<uintptr_t>(a.align) != 0)
+      throw std::invalid_argument(std::string(a.name) + ": expected an address aligned to its " + a.of + " elements (" +
+                                  std::to_string(a.align) + " bytes), got " + hex(addr) + " (" +
+                                  std::to_string(addr % static_cast<uintptr_t>(a.align)) + " bytes past a boundary)");
+  }
+}
+
 }  // namespace ssd

@@ -3,7 +3,9 @@
 One g++ command from the flags in csrc/build_config.json ("emulation"), into
 build/emulation/<hash of the csrc sources, flags, compiler and Python>/, so an unchanged
 tree reuses the module. ``sanitize=True`` adds the AddressSanitizer/UBSan flags (the
-interpreter then needs the ASan runtime preloaded, see .ci/run).
+interpreter then needs the ASan runtime preloaded, see .ci/run). SSD_TOOLKIT_EMULATION_SOURCE
+names another tree holding csrc/ to build from instead (into its own build/; the barrier
+mutants of tests/kernels/test_barrier_mutants.py).
 """
 
 import hashlib
@@ -16,7 +18,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(os.environ.get("SSD_TOOLKIT_EMULATION_SOURCE") or Path(__file__).resolve().parents[1]).resolve()
 CONFIG = json.loads((ROOT / "csrc" / "build_config.json").read_text())["emulation"]
 
 

@@ -84,6 +84,10 @@ when the launch fails (no driver, wrong device, ...).)doc");
   m.def("cuda_set_path", &set_path_py, py::arg("path"),
         "Forces the launch path: 'auto' (default), 'no_cluster' or 'split' (for tests and benchmarks).");
   m.def("cuda_get_path", &get_path_py, "The launch path set by cuda_set_path.");
+  m.def("cuda_set_variant", &ssd::set_cuda_variant, py::arg("variant"),
+        "Selects the launch-plan variant: 'default', 'threads256', 'relaxed_arrive' or both comma-separated "
+        "(benchmarks; default from SSD_TOOLKIT_CUDA_VARIANT).");
+  m.def("cuda_get_variant", &ssd::get_cuda_variant, "The launch-plan variant in use.");
   m.def("cuda_launch_plan", &plan_py, py::arg("N"), py::arg("dtype"), py::arg("aligned") = true,
         "The launch estimate_cuda would use for one [B, N] call on the current device, as text.");
 }

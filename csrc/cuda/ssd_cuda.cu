@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <string>
@@ -18,6 +19,21 @@ namespace ssd {
 namespace {
 
 std::atomic<int> g_path{static_cast<int>(CudaPath::kAuto)};
+
+// The launch-plan variant: SSD_TOOLKIT_CUDA_VARIANT at the first use, or set_cuda_variant.
+std::mutex g_variant_mutex;
+bool g_variant_set = false;
+Variant g_variant;
+
+Variant current_variant() {
+  std::lock_guard<std::mutex> lock(g_variant_mutex);
+  if (!g_variant_set) {
+    const char* env = std::getenv("SSD_TOOLKIT_CUDA_VARIANT");
+    g_variant = parse_variant(env ? env : "");  // a bad value raises at every call until fixed
+    g_variant_set = true;
+  }
+  return g_variant;
+}
 
 [[noreturn]] void throw_cuda(const char* call, cudaError_t err) {
   throw CudaError(std::string(call) + " failed: " + cudaGetErrorName(err) + ": " + cudaGetErrorString(err) +
@@ -80,6 +96,7 @@ class CudaRuntime {
   const DeviceFacts& facts() const { return facts_; }
   CudaPath path() const { return static_cast<CudaPath>(g_path.load()); }
   int forced_cluster() const { return 0; }
+  Variant variant() const { return current_variant(); }
   int peek_last_error() const { return static_cast<int>(cudaPeekAtLastError()); }
   void clear_last_error() const { (void)cudaGetLastError(); }
 
@@ -110,13 +127,16 @@ class CudaRuntime {
   }
 
   // The launch error comes from cudaLaunchKernelEx's return value, never from the
-  // thread's last-error state (which may hold, or must keep, an unrelated earlier error).
+  // thread's last-error state (which may hold, or must keep, an unrelated earlier error);
+  // launch_checked (ssd_launch.h) throws and clears it.
   template <typename... P, typename... A>
-  void launch(void (*kernel)(P...), int64_t grid, int threads, int csize, A... args) const {
+  int launch(void (*kernel)(P...), int64_t grid, int threads, int csize, A... args) const {
     cudaLaunchAttribute attr;
     const cudaLaunchConfig_t cfg = launch_config(grid, threads, csize, stream_, &attr);
-    check(cudaLaunchKernelEx(&cfg, kernel, args...), "cudaLaunchKernelEx");
+    return static_cast<int>(cudaLaunchKernelEx(&cfg, kernel, args...));
   }
+
+  [[noreturn]] void launch_failed(int err) const { throw_cuda("cudaLaunchKernelEx", static_cast<cudaError_t>(err)); }
 
  private:
   cudaStream_t stream_;
@@ -128,6 +148,7 @@ class CudaRuntime {
 
 void estimate_cuda(const EstimateParams& p, void* stream) {
   validate_params(p);
+  validate_alignment(p);  // before any CUDA call: a misaligned access would end the context
   if (p.B == 0) return;
   CudaRuntime rt(static_cast<cudaStream_t>(stream));
   kernels::estimate_with(rt, p);
@@ -151,6 +172,15 @@ int cuda_current_device() {
 }
 
 void set_cuda_path(CudaPath path) { g_path.store(static_cast<int>(path)); }
+
+void set_cuda_variant(const std::string& variant) {
+  const Variant v = parse_variant(variant);
+  std::lock_guard<std::mutex> lock(g_variant_mutex);
+  g_variant = v;
+  g_variant_set = true;
+}
+
+std::string get_cuda_variant() { return current_variant().describe(); }
 
 CudaPath get_cuda_path() { return static_cast<CudaPath>(g_path.load()); }
 

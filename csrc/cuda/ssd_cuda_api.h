@@ -36,6 +36,12 @@ enum class CudaPath : int {
 void set_cuda_path(CudaPath path);
 CudaPath get_cuda_path();
 
+// The launch-plan variant (ssd_launch_plan.h: "default", "threads256", "relaxed_arrive", or
+// both comma-separated); std::invalid_argument for another name. Default: the environment
+// variable SSD_TOOLKIT_CUDA_VARIANT, read at the first use.
+void set_cuda_variant(const std::string& variant);
+std::string get_cuda_variant();
+
 // Describes the launch estimate_cuda would use for samples of N elements of `dtype`
 // (a DType value) on the current device, e.g. "resident cluster=8 vpt=1 threads=512
 // vec=16B"; for tests and benchmarks.

@@ -170,8 +170,12 @@ __device__ __forceinline__ void write_resident(T* out, int rank, const Pack<T> (
 // output, from shared memory. With clusters, a block signals when it has read the others'
 // sums (barrier_arrive) and waits for the others' signal only before it exits, so that wait
 // overlaps its output stores.
+// relaxed != 0 (the launch-plan variant relaxed_arrive, ssd_launch_plan.h): the "done
+// reading" arrive is barrier.cluster.arrive.relaxed, which does not order this block's
+// earlier memory accesses (the default, release, compiles to MEMBAR.ALL.GPU). The sums it
+// read were already consumed by the stores to total/coef before the arrive.
 template <typename T, int VPT, bool kVector>
-__global__ void __launch_bounds__(kMaxThreads) resident_kernel(EstimateParams p, int64_t b0, int csize) {
+__global__ void __launch_bounds__(kMaxThreads) resident_kernel(EstimateParams p, int64_t b0, int csize, int relaxed) {
   constexpr int V = Pack<T>::kVec;
   SSD_SHARED(Sums, scratch, [32]);
   SSD_SHARED(Sums, total, );
@@ -228,11 +232,15 @@ __global__ void __launch_bounds__(kMaxThreads) resident_kernel(EstimateParams p,
       total = tot;
       coef = finish(tot, p, b);
     }
-    auto done_reading = cluster.barrier_arrive();  // this block no longer reads the others' sums
-    __syncthreads();                               // coef and total visible block-wide
+    if (relaxed) {  // this block no longer reads the others' sums
+      __cluster_barrier_arrive_relaxed();
+    } else {
+      __cluster_barrier_arrive();
+    }
+    __syncthreads();  // coef and total visible block-wide
     write_resident<T, VPT, kVector>(out, rank, rc, ro, coef, p.N);
     if (threadIdx.x == 0 && rank == 0) store_stats(total, p, b);  // one stats writer per sample
-    cluster.barrier_wait(static_cast<decltype(done_reading)&&>(done_reading));  // nobody reads my sums any more
+    __cluster_barrier_wait();  // nobody reads my sums any more
 #else
     __trap();  // the host launches clusters only for code compiled for sm_90+
 #endif

@@ -10,8 +10,11 @@
 //   bool kernel_versions(const void* kernel, int* binary, int* ptx);    false: query failed
 //   int max_active_clusters(const void* kernel, int csize, int threads); <= 0: no / failed
 //   template <class F> bool cached(const void* kernel, int csize, int threads, F compute);
+//   Variant variant();                          launch-plan variant (ssd_launch_plan.h)
 //   template <class... P, class... A>
-//   void launch(void (*kernel)(P...), int64_t grid, int threads, int csize, A... args);  throws
+//   int launch(void (*kernel)(P...), int64_t grid, int threads, int csize, A... args);
+//                                               0, or the launch's error (never the last-error state)
+//   [[noreturn]] void launch_failed(int err);   throws the runtime's exception naming err
 // Errors: std::invalid_argument for bad parameters, the runtime's exception for failures.
 
 #include <string>
@@ -53,9 +56,23 @@ const void* resident_kernel_ptr(int vpt, bool vec) {
 
 template <class Rt, typename T>
 Plan plan_for(Rt& rt, int64_t N, bool vec) {
-  return make_plan(N, sizeof(T), rt.path(), rt.forced_cluster(), [&](int vpt, int csize, int threads) {
-    return cluster_ok(rt, resident_kernel_ptr<T>(vpt, vec), csize, threads);
-  });
+  return make_plan(
+      N, sizeof(T), rt.path(), rt.forced_cluster(),
+      [&](int vpt, int csize, int threads) { return cluster_ok(rt, resident_kernel_ptr<T>(vpt, vec), csize, threads); },
+      rt.variant());
+}
+
+// One launch; a failed one throws, and its error is cleared from the thread's last-error
+// state when that state was clean before (else the next, unrelated, launch check of the
+// caller's framework would report it), while an error the caller already had is left.
+template <class Rt, typename... P, typename... A>
+void launch_checked(Rt& rt, void (*kernel)(P...), int64_t grid, int threads, int csize, A... args) {
+  const bool clean = rt.peek_last_error() == 0;
+  const int err = rt.launch(kernel, grid, threads, csize, args...);
+  if (err != 0) {
+    if (clean) rt.clear_last_error();
+    rt.launch_failed(err);
+  }
 }
 
 inline bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
@@ -70,19 +87,21 @@ inline bool vector_access(const EstimateParams& p, int esize) {
 template <class Rt, typename T, int VPT>
 void launch_resident(Rt& rt, const EstimateParams& p, const Plan& plan, bool vec, int64_t b0, int64_t rows) {
   const int64_t grid = rows * plan.csize;
+  const int relaxed = plan.relaxed_arrive ? 1 : 0;
   if (vec) {
-    rt.launch(&resident_kernel<T, VPT, true>, grid, plan.threads, plan.csize, p, b0, plan.csize);
+    launch_checked(rt, &resident_kernel<T, VPT, true>, grid, plan.threads, plan.csize, p, b0, plan.csize, relaxed);
   } else {
-    rt.launch(&resident_kernel<T, VPT, false>, grid, plan.threads, plan.csize, p, b0, plan.csize);
+    launch_checked(rt, &resident_kernel<T, VPT, false>, grid, plan.threads, plan.csize, p, b0, plan.csize, relaxed);
   }
 }
 
 template <class Rt, typename T, bool kVector>
 void launch_split(Rt& rt, const EstimateParams& p, const Plan& plan, int64_t b0, int64_t rows) {
   const int64_t grid = rows * plan.nchunks;
-  rt.launch(&partial_kernel<T, kVector>, grid, kSplitThreads, 1, p, b0, plan.chunk, plan.nchunks);
-  rt.launch(&finalize_kernel, rows, kSplitThreads, 1, p, b0, plan.chunk, plan.nchunks, static_cast<int>(sizeof(T)));
-  rt.launch(&write_kernel<T, kVector>, grid, kSplitThreads, 1, p, b0, plan.chunk, plan.nchunks);
+  launch_checked(rt, &partial_kernel<T, kVector>, grid, kSplitThreads, 1, p, b0, plan.chunk, plan.nchunks);
+  launch_checked(rt, &finalize_kernel, rows, kSplitThreads, 1, p, b0, plan.chunk, plan.nchunks,
+                 static_cast<int>(sizeof(T)));
+  launch_checked(rt, &write_kernel<T, kVector>, grid, kSplitThreads, 1, p, b0, plan.chunk, plan.nchunks);
 }
 
 template <class Rt, typename T>
@@ -106,10 +125,12 @@ void estimate_typed(Rt& rt, const EstimateParams& p) {
   }
 }
 
-// The estimate on the runtime's device; p is validated first (ValueError material).
+// The estimate on the runtime's device; p is validated first (ValueError material),
+// alignment included: a misaligned element access would end the CUDA context.
 template <class Rt>
 void estimate_with(Rt& rt, const EstimateParams& p) {
   validate_params(p);
+  validate_alignment(p);
   if (p.B == 0) return;
   switch (p.dtype) {
     case DType::kFloat16: estimate_typed<Rt, __half>(rt, p); break;

@@ -21,8 +21,45 @@ constexpr int kMinSplitBytes = 64;   // a chunk region must hold an aligned 32-b
 constexpr int kMaxCluster = 16;      // 16 is non-portable: only where the device schedules it
 constexpr int64_t kMaxGridX = INT_MAX;
 
+// Launch-plan variants, measured side by side by bench/bench_cuda.py on a GPU (issue 21:
+// performance leads, not assumed). SSD_TOOLKIT_CUDA_VARIANT (read at the first CUDA call) or
+// _C.cuda_set_variant: a comma-separated list of
+//   threads256      resident blocks of at most 256 threads (two per SM at <= 128 registers,
+//                   so one block's barriers overlap the other's loads; twice the cluster
+//                   size for the same sample, cluster 16 from 32K fp32 elements)
+//   relaxed_arrive  the cluster's "done reading" arrive without release semantics (no
+//                   MEMBAR.ALL.GPU before it)
+// "" or "default": today's plan.
+struct Variant {
+  int max_threads = kMaxThreads;
+  bool relaxed_arrive = false;
+
+  std::string describe() const {
+    std::string text = max_threads != kMaxThreads ? "threads" + std::to_string(max_threads) : "";
+    if (relaxed_arrive) text += std::string(text.empty() ? "" : ",") + "relaxed_arrive";
+    return text.empty() ? "default" : text;
+  }
+};
+
+inline Variant parse_variant(const std::string& text) {
+  Variant v;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t end = text.find(',', start) == std::string::npos ? text.size() : text.find(',', start);
+    const std::string item = text.substr(start, end - start);
+    if (item == "threads256") v.max_threads = 256;
+    else if (item == "relaxed_arrive") v.relaxed_arrive = true;
+    else if (!item.empty() && item != "default")
+      throw std::invalid_argument("variant: expected a comma-separated list of 'default', 'threads256', "
+                                  "'relaxed_arrive', got '" + text + "'");
+    start = end + 1;
+  }
+  return v;
+}
+
 struct Plan {
   bool resident = false;
+  bool relaxed_arrive = false;  // resident with clusters: the relaxed "done reading" arrive
   int vpt = 1;        // resident: 16-byte packs per thread (1, 2, 4)
   int csize = 1;      // resident: blocks per sample (a thread-block cluster when > 1)
   int threads = 32;   // block size
@@ -36,6 +73,7 @@ struct Plan {
     std::string text = resident ? "resident cluster=" + std::to_string(csize) + " vpt=" + std::to_string(vpt) +
                                       " threads=" + std::to_string(threads)
                                 : "split chunk=" + std::to_string(chunk) + " nchunks=" + std::to_string(nchunks);
+    if (resident && csize > 1 && relaxed_arrive) text += " arrive=relaxed";
     return text + (vec ? " vec=16B" : " vec=scalar");
   }
 };
@@ -57,9 +95,12 @@ inline bool cluster_code_compiled(int binary_version, int ptx_version) {
 // of preference: fewest packs per thread (more blocks, more SMs pulling bandwidth), then
 // the smallest cluster that holds the sample; cluster size 16 only as the last resort.
 // `cluster` > 0 allows only that cluster size (tests); can_cluster(vpt, csize, threads)
-// says whether such a cluster launch can run (always true for csize 1).
+// says whether such a cluster launch can run (always true for csize 1). `variant` caps the
+// resident block size and picks the arrive.
 template <class CanCluster>
-Plan make_plan(int64_t N, int esize, CudaPath mode, int cluster, CanCluster&& can_cluster) {
+Plan make_plan(int64_t N, int esize, CudaPath mode, int cluster, CanCluster&& can_cluster,
+               const Variant& variant = Variant{}) {
+  const int max_threads = variant.max_threads;
   const int V = pack_elems(esize);
   const bool split_ok = N * esize >= kMinSplitBytes;
   const int64_t packs = ceil_div(N, V);
@@ -71,7 +112,7 @@ Plan make_plan(int64_t N, int esize, CudaPath mode, int cluster, CanCluster&& ca
     for (const auto& cand : cands) {
       const int vpt = cand[0], csize = cand[1];
       if (csize > max_c || (cluster > 0 && csize != cluster)) continue;
-      if (static_cast<int64_t>(csize) * kMaxThreads * vpt < packs) continue;
+      if (static_cast<int64_t>(csize) * max_threads * vpt < packs) continue;
       const int64_t per_block = ceil_div(packs, static_cast<int64_t>(csize) * vpt);
       const int threads = static_cast<int>(ceil_div(per_block > 0 ? per_block : 1, 32) * 32);
       if (csize > 1 && !can_cluster(vpt, csize, threads)) continue;
@@ -79,6 +120,7 @@ Plan make_plan(int64_t N, int esize, CudaPath mode, int cluster, CanCluster&& ca
       plan.vpt = vpt;
       plan.csize = csize;
       plan.threads = threads;
+      plan.relaxed_arrive = variant.relaxed_arrive;
       return plan;
     }
     if (!split_ok)

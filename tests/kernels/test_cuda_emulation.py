@@ -85,7 +85,8 @@ def _mixed_t(rng, B):
     return t
 
 
-def _run(emu, c, u, n, t, dtype, path="auto", cluster=0, device=H100, misalign_out=None, reverse_schedule=False):
+def _run(emu, c, u, n, t, dtype, path="auto", cluster=0, device=H100, misalign_out=None, schedule="forward",
+         variant=""):
     """Runs the emulated estimate; returns (E as float64 [B, N], stats [6, B], result dict)."""
     B, N = c.shape
     out = _empty(c.shape, dtype, 0 if misalign_out is None else misalign_out)
@@ -95,13 +96,28 @@ def _run(emu, c, u, n, t, dtype, path="auto", cluster=0, device=H100, misalign_o
     result = emu.estimate(
         c.ctypes.data, u.ctypes.data, n.ctypes.data, out.ctypes.data, 0 if t_arr is None else t_arr.ctypes.data,
         0.0 if t_arr is not None else float(t), stats.ctypes.data, B, N, dtype, M, path, cluster, dict(device),
-        reverse_schedule,
+        schedule, variant,
     )
     return _as_float64(out, dtype), stats, result
 
 
-def _check(emu, c, u, n, t, dtype, **kwargs):
-    E, stats, result = _run(emu, c, u, n, t, dtype, **kwargs)
+def _same_bits(a, b, what):
+    """Equal bit patterns (NaN payloads included) of two (E, stats, result) runs."""
+    for x, y, name in ((a[0], b[0], "E"), (a[1], b[1], "stats")):
+        assert np.array_equal(x.view(np.int64), y.view(np.int64)), (
+            f"{name} differs between schedules ({what}, {a[2]['plan']}): a missing barrier or a race"
+        )
+
+
+# Each _check also runs the threads last to first: with the default (first to last) order,
+# every hazard between the threads of a block is exposed in one of the two (docs/kernels.md).
+CHECK_SCHEDULES = ("forward", "reverse")
+
+
+def _check(emu, c, u, n, t, dtype, schedules=CHECK_SCHEDULES, **kwargs):
+    E, stats, result = first = _run(emu, c, u, n, t, dtype, schedule=schedules[0], **kwargs)
+    for schedule in schedules[1:]:
+        _same_bits(first, _run(emu, c, u, n, t, dtype, schedule=schedule, **kwargs), f"{schedules[0]} vs {schedule}")
     B = c.shape[0]
     E_ref, stats_ref = estimate_reference(
         *(_as_float64(x, dtype) for x in (c, u, n)), np.broadcast_to(np.asarray(t, dtype=np.float64), (B,)), M
@@ -168,13 +184,39 @@ def test_grid_covers_every_path_and_the_review_gaps(emu):
 
 def test_smoke_every_path_width_and_dtype(emu):
     """A compact pass over every path, both access widths and every dtype (the subset CI
-    also runs under AddressSanitizer and UBSan)."""
+    also runs under AddressSanitizer and UBSan), under the forward, reverse and two shuffled
+    schedules: the same bits under each."""
     rng = np.random.default_rng(1)
     for dtype in DTYPES:
         for shape, path in (((3, 2 * 64 * 64), "auto"), ((3, 1000), "no_cluster"), ((2, 3 * 8192 + 7), "split")):
             for misalign in (0, 1):
                 c, u, n = (_data(rng, shape, dtype, misalign) for _ in range(3))
-                _check(emu, c, u, n, _mixed_t(rng, shape[0]), dtype, path=path)
+                _check(emu, c, u, n, _mixed_t(rng, shape[0]), dtype, path=path,
+                       schedules=("forward", "reverse", "shuffle:1", "shuffle:2"))
+
+
+@pytest.mark.parametrize("variant", ("threads256", "relaxed_arrive", "threads256,relaxed_arrive"))
+def test_smoke_launch_plan_variants(emu, variant):
+    """The launch-plan variants that bench_cuda.py measures beside today's plan on a GPU
+    (ssd_launch_plan.h): 256-thread resident blocks (twice the cluster size) and the relaxed
+    "done reading" arrive give the same bits as the default plan wherever the reduction
+    shape is unchanged, and pass the reference everywhere."""
+    rng = np.random.default_rng(21)
+    for dtype, N in (("float32", 4 * 64 * 64), ("float32", 4 * 128 * 128), ("float16", 1000), ("float64", 4 * 64 * 64)):
+        c, u, n = (_data(rng, (3, N), dtype) for _ in range(3))
+        t = _mixed_t(rng, 3)
+        E, stats, result = _check(emu, c, u, n, t, dtype, variant=variant)
+        plan, default_plan = result["plan"], emu.plan(N, dtype, True, "auto", 0, H100)
+        assert plan == emu.plan(N, dtype, True, "auto", 0, H100, variant)
+        if "threads256" in variant and plan.startswith("resident"):
+            assert "threads=512" not in plan, plan
+        if "relaxed" in variant and "cluster=1 " not in plan and plan.startswith("resident"):
+            assert plan.endswith("arrive=relaxed vec=16B"), plan
+        if variant == "relaxed_arrive":  # same blocks, same sums: the same bits
+            assert plan.replace(" arrive=relaxed", "") == default_plan
+            _same_bits((E, stats, result), _run(emu, c, u, n, t, dtype), "relaxed vs release arrive")
+    with pytest.raises(ValueError, match="variant: expected a comma-separated list"):
+        emu.plan(1000, "float32", True, "auto", 0, H100, "threads128")
 
 
 @pytest.mark.parametrize("dtype,N", [("float32", 4 * 64 * 64), ("float16", 4 * 64 * 128), ("float64", 4 * 128 * 128)])
@@ -185,7 +227,7 @@ def test_smoke_cluster_blocks_wait_for_their_readers(emu, dtype, N):
     c, u, n = (_data(rng, (3, N), dtype) for _ in range(3))
     t = _mixed_t(rng, 3)
     forward = _run(emu, c, u, n, t, dtype)
-    backward = _check(emu, c, u, n, t, dtype, reverse_schedule=True)
+    backward = _check(emu, c, u, n, t, dtype, schedules=("reverse",))
     assert "cluster=1 " not in backward[2]["plan"], backward[2]["plan"]
     assert np.array_equal(forward[0].view(np.int64), backward[0].view(np.int64))
     assert np.array_equal(forward[1].view(np.int64), backward[1].view(np.int64))
@@ -296,6 +338,48 @@ def test_out_overlapping_an_input_is_rejected(emu, victim):
         emu.estimate(*ptrs, out, 0, 1.0, 0, 2, 1000, "float32", M, "split", 0, H100)
     for k in arrays:
         np.testing.assert_array_equal(arrays[k], before[k])
+
+
+@pytest.mark.parametrize("victim,offset", [("eps_cond", 1), ("eps_uncond", 2), ("noise", 3), ("out", 1), ("t", 4),
+                                           ("stats", 2)])
+@pytest.mark.parametrize("dtype", ("float16", "float32", "float64"))
+def test_a_pointer_off_its_element_boundary_is_rejected_before_any_launch(emu, dtype, victim, offset):
+    """An address a few bytes past an element boundary (a __cuda_array_interface__ or a
+    byte-sliced buffer) would fault on a GPU (cudaErrorMisalignedAddress, which ends the CUDA
+    context): it is a ValueError naming the argument, and nothing is launched."""
+    itemsize = ITEMSIZE[dtype]
+    if victim not in ("t", "stats") and offset % itemsize == 0:
+        offset = 1
+    B, N = 2, 1000
+    bufs = {k: np.zeros(B * N * itemsize + 64, np.uint8) for k in ("eps_cond", "eps_uncond", "noise", "out")}
+    bufs["t"] = np.zeros(B * 8 + 64, np.uint8)
+    bufs["stats"] = np.zeros(6 * B * 8 + 64, np.uint8)
+    addr = {k: v.ctypes.data + (-v.ctypes.data) % 16 for k, v in bufs.items()}
+    addr[victim] += offset
+    kind = dtype if victim not in ("t", "stats") else "float64"
+    align = itemsize if victim not in ("t", "stats") else 8
+    match = f"{victim}: expected an address aligned to its {kind} elements \\({align} bytes\\), got 0x[0-9a-f]+ \\({offset % align} bytes"
+    for path in PATHS:
+        with pytest.raises(ValueError, match=match):
+            emu.estimate(addr["eps_cond"], addr["eps_uncond"], addr["noise"], addr["out"], addr["t"], 0.0, addr["stats"],
+                         B, N, dtype, M, path, 0, H100)
+    assert not any(bufs["out"]) and not any(bufs["stats"])
+
+
+@pytest.mark.parametrize("prior", (0, 700))
+@pytest.mark.parametrize("path", ("auto", "split"))
+def test_a_failed_launch_raises_and_clears_only_its_own_error(emu, path, prior):
+    """cudaLaunchKernelEx's error is raised (RuntimeError naming the call) and cleared from
+    the thread's last-error state, so the caller's next unrelated launch check does not
+    report it; an error the caller had before is not cleared."""
+    rng = np.random.default_rng(14)
+    c, u, n = (_data(rng, (2, 4 * 64 * 64), "float32") for _ in range(3))
+    out = _empty(c.shape, "float32")
+    device = {**H100, "fail_launch": 1, "last_error": prior}
+    after = "0" if prior == 0 else "[1-9][0-9]*"  # a prior error is not cleared (the launch's own may replace it)
+    with pytest.raises(RuntimeError, match=rf"cudaLaunchKernelEx failed: .*cudaError_t 1\) \[last-error state after the call: {after}\]"):
+        emu.estimate(c.ctypes.data, u.ctypes.data, n.ctypes.data, out.ctypes.data, 0, 1.0, 0, 2, c.shape[1], "float32",
+                     M, path, 0, device)
 
 
 @pytest.mark.parametrize(

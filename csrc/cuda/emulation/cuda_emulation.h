@@ -3,8 +3,8 @@
 //
 // Execution model: a launch runs its clusters one after another; the threads of all blocks
 // of one cluster run as cooperatively scheduled fibers (fibers.h) that switch only at
-// __syncthreads, __shfl_down_sync and the cluster barrier, so a run is deterministic (two
-// schedules: set_reverse_schedule). Each block
+// __syncthreads, __shfl_down_sync and the cluster barrier, so a run is deterministic (three
+// schedules: set_schedule). Each block
 // has its own shared memory (SSD_SHARED), filled with 0xFF bytes (NaN doubles) at block
 // start and again when the block exits (poisoned for AddressSanitizer), so reads of
 // unwritten or departed shared memory show. Checked: full-mask shuffles in whole warps,
@@ -105,6 +105,7 @@ struct Thread {
   unsigned rank;  // block rank in the cluster
   Block* block;
   uint64_t shuffles;
+  uint64_t arrival;  // generation of this thread's pending split cluster-barrier arrival
 };
 
 struct Launch {
@@ -121,14 +122,23 @@ struct Launch {
 };
 
 inline thread_local Launch* g_launch = nullptr;
-inline thread_local bool g_reverse_schedule = false;  // see set_reverse_schedule
 
-// The schedule of the launches that follow on this thread. Default: all threads of a
-// cluster round-robin, first to last (fine interleaving). Reverse: the blocks last to first,
-// each running until all its threads wait or have exited (coarse: a block can finish
-// before a lower rank has started reading its shared memory). A correct kernel gives the
-// same bits under both.
-inline void set_reverse_schedule(bool reverse) { g_reverse_schedule = reverse; }
+// The schedule of the launches that follow on this thread. A correct kernel gives the same
+// bits under every one; each exposes other missing barriers (docs/kernels.md):
+enum class Schedule : int {
+  kForward = 0,  // all threads of a cluster round-robin, first to last (fine interleaving:
+                 // a reader of a lower thread's write runs after it, of a higher one's before)
+  kReverse = 1,  // the blocks last to first, each running until all its threads wait or
+                 // have exited, its threads last to first (a block can finish before a lower
+                 // rank has read its shared memory; thread 0's writes come after the others' reads)
+  kShuffle = 2,  // all threads of a cluster in a fresh seeded random order on every pass
+};
+inline thread_local Schedule g_schedule = Schedule::kForward;
+inline thread_local unsigned long long g_schedule_seed = 0;
+inline void set_schedule(Schedule s, unsigned long long seed = 0) {
+  g_schedule = s;
+  g_schedule_seed = seed;
+}
 
 inline Thread& this_thread() { return g_launch->threads[static_cast<size_t>(current_fiber())]; }
 
@@ -269,11 +279,13 @@ inline void run_grid(int64_t grid, int threads, int csize, void (*call)(void*), 
       b.arrived = b.exited = 0;
       b.generation = 0;
       for (unsigned i = 0; i < L.block_dim.x; ++i)
-        L.threads[r * L.block_dim.x + i] = Thread{uint3{i, 0, 0}, uint3{static_cast<unsigned>(first + r), 0, 0}, r, &b, 0};
+        L.threads[r * L.block_dim.x + i] = Thread{uint3{i, 0, 0}, uint3{static_cast<unsigned>(first + r), 0, 0}, r, &b, 0, 0};
     }
     L.cluster_arrived = 0;
     L.cluster_generation = 0;
-    run_fibers(csize * threads, &run_thread, &L, g_reverse_schedule ? threads : csize * threads, g_reverse_schedule);
+    const bool reverse = g_schedule == Schedule::kReverse;
+    run_fibers(csize * threads, &run_thread, &L, reverse ? threads : csize * threads, static_cast<Order>(g_schedule),
+               g_schedule_seed + static_cast<unsigned long long>(first));
   }
   for (Block& b : L.blocks) SSD_EMU_UNPOISON(b.shared.data(), kSharedBytes);
 }
@@ -326,6 +338,12 @@ inline float __bfloat162float(__nv_bfloat16 h) { return ssd::bfloat16_to_float(h
 inline float __double2float_rn(double x) { return static_cast<float>(x); }
 inline __half __double2half(double x) { return __half{ssd_emu::round_double<10, 15>(x)}; }
 inline __nv_bfloat16 __double2bfloat16(double x) { return __nv_bfloat16{ssd_emu::round_double<7, 127>(x)}; }
+
+// The split cluster barrier intrinsics (sm_90_rt.h). The relaxed arrive differs from the
+// release one only in memory ordering, which the emulation does not model.
+inline void __cluster_barrier_arrive() { ssd_emu::this_thread().arrival = ssd_emu::cluster_arrive(); }
+inline void __cluster_barrier_arrive_relaxed() { __cluster_barrier_arrive(); }
+inline void __cluster_barrier_wait() { ssd_emu::cluster_wait(ssd_emu::this_thread().arrival); }
 
 namespace cooperative_groups {
 class cluster_group {

@@ -13,6 +13,7 @@
 #include <set>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "../../ssd_core.h"
@@ -47,6 +48,7 @@ struct PretendDevice {
   int max_cluster = 16;     // largest cluster size the device schedules (16: non-portable)
   int64_t max_grid_x = ssd::kMaxGridX;
   bool fail_queries = false;  // kernel attribute queries fail (cudaErrorInvalidDeviceFunction)
+  int fail_launch = 0;        // > 0: every launch returns this error (and records it, as CUDA does)
   int last_error = 0;         // the thread's CUDA last-error state before the call
 };
 
@@ -64,11 +66,13 @@ struct Launched {
 
 class EmulatedRuntime {
  public:
-  EmulatedRuntime(const PretendDevice& dev, ssd::CudaPath path, int cluster) : dev_(dev), path_(path), cluster_(cluster) {}
+  EmulatedRuntime(const PretendDevice& dev, ssd::CudaPath path, int cluster, ssd::Variant variant = {})
+      : dev_(dev), path_(path), cluster_(cluster), variant_(variant) {}
 
   Facts facts() const { return Facts{dev_.major, dev_.sms, dev_.max_grid_x}; }
   ssd::CudaPath path() const { return path_; }
   int forced_cluster() const { return cluster_; }
+  ssd::Variant variant() const { return variant_; }
   int peek_last_error() const { return dev_.last_error; }
   void clear_last_error() { dev_.last_error = 0; }
 
@@ -96,8 +100,12 @@ class EmulatedRuntime {
   }
 
   template <typename... P, typename... A>
-  void launch(void (*kernel)(P...), int64_t grid, int threads, int csize, A... args) {
+  int launch(void (*kernel)(P...), int64_t grid, int threads, int csize, A... args) {
     const void* k = reinterpret_cast<const void*>(kernel);
+    if (dev_.fail_launch > 0) {
+      dev_.last_error = dev_.fail_launch;
+      return dev_.fail_launch;
+    }
     if (grid > dev_.max_grid_x)
       throw std::runtime_error("emulated launch: grid " + std::to_string(grid) + " beyond the device's " +
                                std::to_string(dev_.max_grid_x));
@@ -105,6 +113,11 @@ class EmulatedRuntime {
       throw std::runtime_error("emulated launch: the device cannot run clusters of " + std::to_string(csize));
     launches_.push_back(Launched{grid, threads, csize});
     ssd_emu::launch(kernel, grid, threads, csize, args...);
+    return 0;
+  }
+
+  [[noreturn]] void launch_failed(int err) const {
+    throw std::runtime_error("cudaLaunchKernelEx failed: emulated error (cudaError_t " + std::to_string(err) + ")");
   }
 
   const PretendDevice& device() const { return dev_; }
@@ -114,6 +127,7 @@ class EmulatedRuntime {
   PretendDevice dev_;
   ssd::CudaPath path_;
   int cluster_;
+  ssd::Variant variant_;
   std::map<std::tuple<const void*, int, int>, bool> cache_;
   std::set<const void*> non_portable_;
   std::vector<Launched> launches_;
@@ -130,10 +144,11 @@ PretendDevice pretend_device(const py::dict& d) {
     else if (key == "max_cluster") dev.max_cluster = item.second.cast<int>();
     else if (key == "max_grid_x") dev.max_grid_x = item.second.cast<int64_t>();
     else if (key == "fail_queries") dev.fail_queries = item.second.cast<bool>();
+    else if (key == "fail_launch") dev.fail_launch = item.second.cast<int>();
     else if (key == "last_error") dev.last_error = item.second.cast<int>();
     else
       throw py::value_error("device: expected keys major, sms, binary_version, ptx_version, max_cluster, max_grid_x, "
-                            "fail_queries, last_error, got '" + key + "'");
+                            "fail_queries, fail_launch, last_error, got '" + key + "'");
   }
   return dev;
 }
@@ -145,18 +160,29 @@ ssd::CudaPath path_from_name(const std::string& path) {
   throw py::value_error("path: expected 'auto', 'no_cluster' or 'split', got '" + path + "'");
 }
 
+// "forward", "reverse", "shuffle" or "shuffle:<seed>".
+std::pair<ssd_emu::Schedule, unsigned long long> schedule_from_name(const std::string& name) {
+  if (name == "forward") return {ssd_emu::Schedule::kForward, 0};
+  if (name == "reverse") return {ssd_emu::Schedule::kReverse, 0};
+  if (name == "shuffle") return {ssd_emu::Schedule::kShuffle, 0};
+  if (name.rfind("shuffle:", 0) == 0 && name.size() > 8 && name.find_first_not_of("0123456789", 8) == std::string::npos)
+    return {ssd_emu::Schedule::kShuffle, std::stoull(name.substr(8))};
+  throw py::value_error("schedule: expected 'forward', 'reverse', 'shuffle' or 'shuffle:<seed>', got '" + name + "'");
+}
+
 py::dict estimate_py(uintptr_t c, uintptr_t u, uintptr_t n, uintptr_t out, uintptr_t t, double t_scalar,
                      uintptr_t stats, int64_t B, int64_t N, const std::string& dtype, double M, const std::string& path,
-                     int cluster, const py::dict& device, bool reverse_schedule) {
+                     int cluster, const py::dict& device, const std::string& schedule_name, const std::string& variant) {
   const ssd::EstimateParams p = ssd::params_from_addresses(c, u, n, out, t, t_scalar, stats, B, N, dtype.c_str(), M);
-  EmulatedRuntime rt(pretend_device(device), path_from_name(path), cluster);
+  EmulatedRuntime rt(pretend_device(device), path_from_name(path), cluster, ssd::parse_variant(variant));
+  const auto sched = schedule_from_name(schedule_name);
   std::string plan;
-  {
+  try {
     py::gil_scoped_release release;
     struct Schedule {
-      explicit Schedule(bool reverse) { ssd_emu::set_reverse_schedule(reverse); }
-      ~Schedule() { ssd_emu::set_reverse_schedule(false); }
-    } schedule(reverse_schedule);
+      explicit Schedule(std::pair<ssd_emu::Schedule, unsigned long long> s) { ssd_emu::set_schedule(s.first, s.second); }
+      ~Schedule() { ssd_emu::set_schedule(ssd_emu::Schedule::kForward); }
+    } schedule(sched);
     if (rt.device().ptx_version >= 90) {
       plan = p.B > 0 ? ssd::sm90::plan_text(rt, N, p.dtype, ssd::sm90::vector_access(p, ssd::item_size(p.dtype))) : "";
       ssd::sm90::estimate_with(rt, p);
@@ -164,6 +190,9 @@ py::dict estimate_py(uintptr_t c, uintptr_t u, uintptr_t n, uintptr_t out, uintp
       plan = p.B > 0 ? ssd::sm80::plan_text(rt, N, p.dtype, ssd::sm80::vector_access(p, ssd::item_size(p.dtype))) : "";
       ssd::sm80::estimate_with(rt, p);
     }
+  } catch (const std::runtime_error& e) {  // what a GPU would report, and the error state it leaves
+    throw std::runtime_error(std::string(e.what()) + " [last-error state after the call: " +
+                             std::to_string(rt.device().last_error) + "]");
   }
   py::list launches;
   for (const Launched& l : rt.launches()) launches.append(py::make_tuple(l.grid, l.threads, l.csize));
@@ -175,8 +204,8 @@ py::dict estimate_py(uintptr_t c, uintptr_t u, uintptr_t n, uintptr_t out, uintp
 }
 
 std::string plan_py(int64_t N, const std::string& dtype, bool aligned, const std::string& path, int cluster,
-                    const py::dict& device) {
-  EmulatedRuntime rt(pretend_device(device), path_from_name(path), cluster);
+                    const py::dict& device, const std::string& variant) {
+  EmulatedRuntime rt(pretend_device(device), path_from_name(path), cluster, ssd::parse_variant(variant));
   const ssd::DType dt = ssd::dtype_from_name(dtype.c_str());
   return rt.device().ptx_version >= 90 ? ssd::sm90::plan_text(rt, N, dt, aligned) : ssd::sm80::plan_text(rt, N, dt, aligned);
 }
@@ -228,18 +257,21 @@ PYBIND11_MODULE(_ssd_cuda_emulation, m) {
   m.def("estimate", &estimate_py, py::arg("eps_cond_ptr"), py::arg("eps_uncond_ptr"), py::arg("noise_ptr"),
         py::arg("out_ptr"), py::arg("t_ptr"), py::arg("t_scalar"), py::arg("stats_ptr"), py::arg("B"), py::arg("N"),
         py::arg("dtype"), py::arg("M"), py::arg("path") = "auto", py::arg("cluster") = 0,
-        py::arg("device") = py::dict(), py::arg("reverse_schedule") = false,
+        py::arg("device") = py::dict(), py::arg("schedule") = "forward", py::arg("variant") = "",
         R"doc(estimate_cuda's parameters on host addresses, run by the emulated kernels.
 
 path: 'auto', 'no_cluster' or 'split' (as cuda_set_path); cluster > 0 allows only that
 cluster size; device: a pretend device (keys major, sms, binary_version, ptx_version,
-max_cluster, max_grid_x, fail_queries, last_error; default an H100 with sm_90 code);
-reverse_schedule: resume the emulated threads last to first (same bits when correct).
+max_cluster, max_grid_x, fail_queries, fail_launch (an error code every launch returns),
+last_error; default an H100 with sm_90 code); schedule: 'forward', 'reverse', 'shuffle' or
+'shuffle:<seed>', the order the emulated threads run in (same bits when correct);
+variant: the launch-plan variant ('', 'threads256', 'relaxed_arrive', comma-separated).
 Returns {'plan': text, 'launches': [(grid, threads, cluster)], 'last_error': the CUDA
 last-error state after the call}. Raises ValueError for bad parameters and RuntimeError
 for what fails on a GPU (a trap, a misaligned access, a deadlock, a refused launch).)doc");
   m.def("plan", &plan_py, py::arg("N"), py::arg("dtype"), py::arg("aligned") = true, py::arg("path") = "auto",
-        py::arg("cluster") = 0, py::arg("device") = py::dict(), "cuda_launch_plan for a pretend device.");
+        py::arg("cluster") = 0, py::arg("device") = py::dict(), py::arg("variant") = "",
+        "cuda_launch_plan for a pretend device.");
   m.def("rows_per_launch", &ssd::rows_per_launch, py::arg("per_row"), py::arg("max_grid"));
   m.def("sample_of_block", &ssd::sample_of_block, py::arg("b0"), py::arg("block"), py::arg("per_row"));
   m.def("resident_elem", &ssd::resident_elem, py::arg("rank"), py::arg("vpt"), py::arg("j"), py::arg("threads"),

@@ -12,6 +12,7 @@
 #include <exception>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -215,7 +216,8 @@ void yield_waiting() {
   finish_switch(f.fake_stack, true);
 }
 
-void run_fibers(int n, void (*body)(void* ctx, int i), void* ctx, int group, bool reverse) {
+void run_fibers(int n, void (*body)(void* ctx, int i), void* ctx, int group, Order order, unsigned long long seed) {
+  const bool reverse = order == Order::kReverse;
   if (group < 1 || n % group != 0) throw std::logic_error("emulation: fiber groups must divide the fibers");
   if (g_run) throw std::logic_error("emulation: run_fibers is not reentrant");
   Run r;
@@ -232,6 +234,15 @@ void run_fibers(int n, void (*body)(void* ctx, int i), void* ctx, int group, boo
   // Cycles over the groups; each group runs (its fibers round-robin) until a pass over it
   // changes nothing. A cycle in which no group changed anything is a deadlock.
   const int groups = n / group;
+  std::vector<int> perm(static_cast<size_t>(group));
+  for (int k = 0; k < group; ++k) perm[k] = reverse ? group - 1 - k : k;
+  uint64_t rng = seed * 0x9E3779B97F4A7C15ull + 0x2545F4914F6CDD1Dull;  // xorshift64*, never 0
+  const auto next = [&rng] {
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    return rng * 0x2545F4914F6CDD1Dull;
+  };
   bool deadlock = false;
   while (r.live > 0 && !r.error && !deadlock) {
     bool cycle_progressed = false;
@@ -239,8 +250,10 @@ void run_fibers(int n, void (*body)(void* ctx, int i), void* ctx, int group, boo
       const int first = (reverse ? groups - 1 - g : g) * group;
       for (bool pass_progressed = true; pass_progressed && !r.error;) {
         pass_progressed = false;
+        if (order == Order::kShuffle)  // Fisher-Yates
+          for (int k = group - 1; k > 0; --k) std::swap(perm[k], perm[static_cast<int>(next() % (k + 1))]);
         for (int k = 0; k < group && !r.error; ++k) {
-          const int i = first + (reverse ? group - 1 - k : k);
+          const int i = first + perm[k];
           if (r.fibers[i].done) continue;
           r.current = i;
           r.progressed = false;
