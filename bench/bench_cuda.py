@@ -25,7 +25,12 @@ sets), and the rotation continues across loops: between two uses of a set, every
 set is touched, so no timing is an L2 replay.
 Forced launch paths (``--forced-paths``, default no_cluster and split) add rows at
 ``--forced-shape`` (default [64,4,128,128]); their ratios use the same run's eager,
-compile and copy times of that shape.
+compile and copy times of that shape. Launch-plan variants (``--variants``, default
+threads256, relaxed_arrive and both; csrc/cuda/ssd_launch_plan.h) add rows at
+``--variant-shapes`` (default [8,4,64,64] and [64,4,128,128]) in float32, so one GPU run
+measures them beside today's plan (column ``variant``).
+Results are written after every row (``"complete": false`` in the JSON until the last), and
+the torch.compile baselines, the slowest part, are measured after all other rows.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ L2_FACTOR = 2  # every timed loop's working set is at least L2_FACTOR x the L2 s
 TARGETS = {"eager_x_at_8x4x64x64_fp32": 5.0, "compile_x_at_8x4x64x64_fp32": 1.5,
            "copy_fraction_at_64x4x128x128_fp32": 0.75}
 SHORT = {"calls": 20, "repeats": 5, "warmup": 3, "compile_shapes": ["8,4,64,64"], "compile_dtypes": ["float32"]}
+VARIANTS = ("threads256", "relaxed_arrive", "threads256,relaxed_arrive")  # ssd_launch_plan.h
 
 
 def parse_shape(text):
@@ -77,6 +83,10 @@ def parse_args(argv=None):
     p.add_argument("--no-compile", action="store_true", help="no torch.compile baseline at all")
     p.add_argument("--forced-paths", nargs="*", choices=["no_cluster", "split"], default=["no_cluster", "split"])
     p.add_argument("--forced-shape", type=parse_shape, default="64,4,128,128")
+    p.add_argument("--variants", nargs="*", choices=list(VARIANTS), default=list(VARIANTS),
+                   help="launch-plan variants timed beside the default plan (none with no values)")
+    p.add_argument("--variant-shapes", nargs="*", type=parse_shape, default=["8,4,64,64", "64,4,128,128"])
+    p.add_argument("--variant-dtypes", nargs="*", choices=DTYPES, default=["float32"])
     p.add_argument("--short", action="store_true",
                    help=f"the GPU check's version: {SHORT['calls']} calls x {SHORT['repeats']} repeats, "
                         "torch.compile only at 8,4,64,64 float32")
@@ -107,9 +117,11 @@ def parse_args(argv=None):
 
 
 def plan_rows(args):
-    """``(shape text, dtype, path)`` of every row, auto paths first."""
-    rows = [(s, d, "auto") for s in args.shapes for d in args.dtypes]
-    rows += [(args.forced_shape, d, path) for path in args.forced_paths for d in args.dtypes]
+    """``(shape text, dtype, path, variant)`` of every row: auto paths first, then the forced
+    paths, then the launch-plan variants."""
+    rows = [(s, d, "auto", "default") for s in args.shapes for d in args.dtypes]
+    rows += [(args.forced_shape, d, path, "default") for path in args.forced_paths for d in args.dtypes]
+    rows += [(s, d, "auto", v) for v in args.variants for s in args.variant_shapes for d in args.variant_dtypes]
     return rows
 
 
@@ -125,13 +137,13 @@ def dry_run(args):
     print(f"bench_cuda dry run: L2 {l2 / 2**20:.0f} MiB, {args.calls} calls x {args.repeats} repeats "
           f"(warm-up {args.warmup}); torch.compile at {args.compile_shapes or 'no shape'} "
           f"for {args.compile_dtypes if args.compile_shapes else '-'}")
-    print(f"{'shape':>16} {'dtype':>9} {'path':>10} {'sets':>6} {'rotation MiB':>13} {'compile':>8}")
-    for shape_text, dtype, path in plan_rows(args):
+    print(f"{'shape':>16} {'dtype':>9} {'path':>10} {'variant':>26} {'sets':>6} {'rotation MiB':>13} {'compile':>8}")
+    for shape_text, dtype, path, variant in plan_rows(args):
         shape = tuple(int(s) for s in shape_text.split(","))
         n_sets, set_bytes = rotation(shape, dtype, l2)
         compiled = path == "auto" and shape_text in args.compile_shapes and dtype in args.compile_dtypes
-        print(f"{shape_text:>16} {dtype:>9} {path:>10} {n_sets:>6} {n_sets * set_bytes / 2**20:>13.1f} "
-              f"{'yes' if compiled else '-':>8}")
+        print(f"{shape_text:>16} {dtype:>9} {path:>10} {variant:>26} {n_sets:>6} {n_sets * set_bytes / 2**20:>13.1f} "
+              f"{'last' if compiled else '-':>8}")
     return 0
 
 
@@ -146,6 +158,11 @@ def print_plans(module, shapes):
                     module.cuda_set_path(path)
                     plans = [module.cuda_launch_plan(N, dtype, aligned) for aligned in (True, False)]
                     print(f"{shape_text:>16} {dtype:>9} {path:>10}  {plans[0]} / {plans[1]}")
+                module.cuda_set_path("auto")
+                for variant in VARIANTS if hasattr(module, "cuda_set_variant") else ():
+                    module.cuda_set_variant(variant)
+                    print(f"{shape_text:>16} {dtype:>9} {variant:>10}  {module.cuda_launch_plan(N, dtype, True)}")
+                    module.cuda_set_variant("default")
     finally:
         module.cuda_set_path("auto")
 
@@ -244,6 +261,15 @@ class Bench:
         if self.device == "cuda":
             self.module.cuda_set_path(path)
 
+    def set_variant(self, variant):
+        """Selects a launch-plan variant; False when this build has none (row skipped)."""
+        if self.device != "cuda":
+            return variant == "default"
+        if not hasattr(self.module, "cuda_set_variant"):
+            return variant == "default"
+        self.module.cuda_set_variant(variant)
+        return True
+
     def plan(self, N, dtype):
         return self.module.cuda_launch_plan(N, dtype, True) if self.device == "cuda" else "cpu kernel"
 
@@ -256,7 +282,7 @@ class Bench:
             print(f"bench_cuda: {self.errors[-1]}", file=sys.stderr, flush=True)
             return float("nan")
 
-    def row(self, shape_text, dtype, path, l2_bytes, copy_peak):
+    def row(self, shape_text, dtype, path, l2_bytes, copy_peak, variant="default"):
         torch, args = self.torch, self.args
         shape = tuple(int(s) for s in shape_text.split(","))
         B, N = shape[0], math.prod(shape[1:])
@@ -269,11 +295,12 @@ class Bench:
         sets = [tuple(x.view(shape) for x in s) for s in sets2d]
         t_dev = torch.tensor(mixed_timesteps(B, M), dtype=torch.float64, device=dev)
         self.set_path(path)
+        self.set_variant(variant)
         try:
             fused = lambda i: self.ssd.estimate(*sets[i], t_dev, M)  # noqa: E731
             E0 = fused(0)
             E_eager0 = self.estimate_torch(*sets2d[0], t_dev, M)[0]
-            row = {"shape": "x".join(map(str, shape)), "dtype": dtype, "path": path, "N": N,
+            row = {"shape": "x".join(map(str, shape)), "dtype": dtype, "path": path, "variant": variant, "N": N,
                    "plan": self.plan(N, dtype), "input_sets": n_sets,
                    "working_set_mib": round(n_sets * set_bytes / 2**20, 1),
                    "check": check_against_eager(torch, self.estimate_torch, E0, sets2d[0], t_dev, dtype),
@@ -284,30 +311,24 @@ class Bench:
                                             dev)
         finally:
             self.set_path("auto")
+            self.set_variant("default")
         key = (shape_text, dtype)
         if key not in self.baselines:
-            self.baselines[key] = self.measure_baselines(shape_text, dtype, sets2d, t_dev, set_bytes)
+            self.baselines[key] = self.measure_baselines(sets2d, t_dev, set_bytes)
         row.update(self.baselines[key])
+        row["compile_us"] = float("nan")  # measured last (compile_baselines)
         row["eager_x"] = row["eager_us"] / row["fused_us"]
-        row["compile_x"] = row["compile_us"] / row["fused_us"]
+        row["compile_x"] = float("nan")
         row["kernel_gbps"] = set_bytes / (row["kernel_us"] * 1e-6) / 1e9
         row["copy_fraction"] = row["copy_us"] / row["kernel_us"]
         row["peak_fraction"] = row["kernel_gbps"] / copy_peak
         return row
 
-    def measure_baselines(self, shape_text, dtype, sets2d, t_dev, set_bytes):
+    def measure_baselines(self, sets2d, t_dev, set_bytes):
         torch, args, n_sets = self.torch, self.args, len(sets2d)
         eager = lambda i: self.estimate_torch(*sets2d[i], t_dev, M)  # noqa: E731
         out = {"eager_us": event_time_us(torch, rotating(eager, n_sets), args.calls, args.repeats, args.warmup,
-                                         self.device),
-               "compile_us": float("nan")}
-        if shape_text in args.compile_shapes and dtype in args.compile_dtypes:
-            torch._dynamo.reset()  # static shapes, one graph per shape and dtype
-            compiled = torch.compile(self.estimate_torch, dynamic=False)
-            comp = lambda i: compiled(*sets2d[i], t_dev, M)  # noqa: E731
-            out["compile_us"] = self.guarded(f"torch.compile at {shape_text} {dtype}", event_time_us, torch,
-                                             rotating(comp, n_sets), args.calls, args.repeats, max(args.warmup, 2),
-                                             self.device)
+                                         self.device)}
         # The kernel's minimum traffic (3 reads + 1 write of one input) as one copy: read
         # and write 2 inputs' bytes, rotated over as many buffers as the kernel's sets.
         half = set_bytes // 2
@@ -316,11 +337,28 @@ class Bench:
         out["copy_us"] = graph_time_us(torch, lambda i: dst[i].copy_(src[i]), n_sets, args.repeats, self.device)
         return out
 
+    def compile_baseline(self, shape_text, dtype, l2_bytes):
+        """torch.compile of the eager estimator at one shape and dtype (static shapes, a fresh
+        compile), timed like fused_us; NaN with the error noted when it fails."""
+        torch, args, dev = self.torch, self.args, self.device
+        shape = tuple(int(s) for s in shape_text.split(","))
+        B, N = shape[0], math.prod(shape[1:])
+        n_sets, _ = rotation(shape, dtype, l2_bytes)
+        gen = torch.Generator(device=dev).manual_seed(0)
+        pool = torch.randn((n_sets, 3, B, N), generator=gen, device=dev).to(getattr(torch, dtype))
+        sets2d = [tuple(pool[i, k] for k in range(3)) for i in range(n_sets)]
+        t_dev = torch.tensor(mixed_timesteps(B, M), dtype=torch.float64, device=dev)
+        torch._dynamo.reset()  # static shapes, one graph per shape and dtype
+        compiled = torch.compile(self.estimate_torch, dynamic=False)
+        comp = lambda i: compiled(*sets2d[i], t_dev, M)  # noqa: E731
+        return self.guarded(f"torch.compile at {shape_text} {dtype}", event_time_us, torch, rotating(comp, n_sets),
+                            args.calls, args.repeats, max(args.warmup, 2), dev)
+
 
 def verdicts(rows):
     lines = []
     for row in rows:
-        if row["path"] != "auto":
+        if row["path"] != "auto" or row.get("variant", "default") != "default":
             continue
         if row["shape"] == "8x4x64x64":
             lines.append(f"[8,4,64,64] {row['dtype']}: {row['eager_x']:.1f}x eager (target >= 5 for float32), "
@@ -328,10 +366,18 @@ def verdicts(rows):
         if row["shape"] == "64x4x128x128" and row["dtype"] == "float32":
             lines.append(f"[64,4,128,128] float32: {100 * row['copy_fraction']:.0f}% of the same-traffic copy, "
                          f"{100 * row['peak_fraction']:.0f}% of the 1 GiB copy (target >= 75%)")
+    default = {(r["shape"], r["dtype"]): r for r in rows if r["path"] == "auto" and r.get("variant") == "default"}
+    for row in rows:
+        base = default.get((row["shape"], row["dtype"]))
+        if row.get("variant", "default") != "default" and base:
+            lines.append(f"variant {row['variant']} at [{row['shape'].replace('x', ',')}] {row['dtype']}: kernel "
+                         f"{row['kernel_us']:.1f} us vs {base['kernel_us']:.1f} us default "
+                         f"({base['kernel_us'] / row['kernel_us']:.2f}x), {100 * row['copy_fraction']:.0f}% of copy")
     return lines
 
 
-COLUMNS = [("shape", "shape", "{}"), ("dtype", "dtype", "{}"), ("path", "path", "{}"), ("check", "check", "{:.4}"),
+COLUMNS = [("shape", "shape", "{}"), ("dtype", "dtype", "{}"), ("path", "path", "{}"), ("variant", "variant", "{}"),
+           ("check", "check", "{:.4}"),
            ("fused_us", "fused us", "{:.1f}"), ("kernel_us", "kernel us", "{:.1f}"),
            ("kernel_gbps", "kernel GB/s", "{:.0f}"), ("copy_fraction", "of copy", "{:.0%}"),
            ("eager_us", "eager us", "{:.1f}"), ("eager_x", "vs eager", "{:.1f}x"), ("compile_us", "compile us", "{:.1f}"),
@@ -373,34 +419,60 @@ def main(argv=None):
           f"driver {machine['driver']}, torch {torch.__version__} (CUDA {machine['torch_cuda']}); "
           f"{args.copy_mib} MiB device-to-device copy {copy_peak:.0f} GB/s", flush=True)
     rows = []
-    for shape_text, dtype, path in plan_rows(args):
-        row = bench.row(shape_text, dtype, path, l2_bytes, copy_peak)
-        rows.append(row)
-        print(f"{row['shape']:>14} {dtype:>8} {path:>10}  fused {row['fused_us']:8.1f} us  kernel {row['kernel_us']:8.1f} us "
-              f"({row['kernel_gbps']:6.0f} GB/s, {100 * row['copy_fraction']:5.1f}% of copy)  eager {row['eager_us']:8.1f} us "
-              f"({row['eager_x']:5.1f}x)  compile {row['compile_us']:8.1f} us ({row['compile_x']:4.2f}x)  "
-              f"[{row['plan']}; {row['input_sets']} sets; {row['check']}]", flush=True)
-        if args.device == "cuda":
-            torch.cuda.empty_cache()
-    failures = [r for r in rows if r["check"] != "ok"]
-    machine.update(machine_info())
-    notes = (f"Device-to-device copy of {args.copy_mib} MiB: {copy_peak:.0f} GB/s (read + write). Times in "
-             "microseconds, medians. 'of copy': a copy moving the kernel's minimum traffic, rotated like the "
-             "kernel, over the kernel's time.\n\n" + "\n".join(f"- {v}" for v in verdicts(rows)))
-    if bench.errors:
-        notes += "\n\nMeasurements that failed (NaN in the table):\n" + "\n".join(f"- {e}" for e in bench.errors)
-    if failures:
-        notes += "\n\nCHECK FAILURES (fused vs eager float64, tolerance table tests/tolerances.py):\n" + "\n".join(
-            f"- {r['shape']} {r['dtype']} {r['path']}: {r['check']}" for r in failures)
+    todo = plan_rows(args)
     params = {"M": M, "calls": args.calls, "repeats": args.repeats, "warmup": args.warmup, "copy_mib": args.copy_mib,
               "short": args.short, "timesteps": "linspace(0, 999, B)", "compile_shapes": args.compile_shapes,
               "compile_dtypes": args.compile_dtypes, "rotation": f">= {L2_FACTOR} x L2 per loop", "targets": TARGETS,
-              "copy_peak_gbps": copy_peak}
-    if args.no_write:
-        text = markdown_table(rows, COLUMNS) + "\n\n" + notes
-    else:
-        name = args.name or (f"cuda_{gpu_slug(machine['gpu'])}" if args.device == "cuda" else "cuda_smoke_on_cpu")
-        text = write_results(name, rows, COLUMNS, params, machine, notes, out_dir=args.out_dir)
+              "variants": args.variants, "copy_peak_gbps": copy_peak}
+    name = args.name or (f"cuda_{gpu_slug(machine['gpu'])}" if args.device == "cuda" else "cuda_smoke_on_cpu")
+
+    def notes_and_write(complete):
+        """The notes, and the results files as they stand (after every row: a run cut short
+        keeps what it measured)."""
+        failures = [r for r in rows if r["check"] != "ok"]
+        notes = (f"Device-to-device copy of {args.copy_mib} MiB: {copy_peak:.0f} GB/s (read + write). Times in "
+                 "microseconds, medians. 'of copy': a copy moving the kernel's minimum traffic, rotated like the "
+                 "kernel, over the kernel's time.\n\n" + "\n".join(f"- {v}" for v in verdicts(rows)))
+        if not complete:
+            notes += f"\n\nPARTIAL: {len(rows)} of {len(todo)} rows; torch.compile baselines not yet measured."
+        if bench.errors:
+            notes += "\n\nMeasurements that failed (NaN in the table):\n" + "\n".join(f"- {e}" for e in bench.errors)
+        if failures:
+            notes += "\n\nCHECK FAILURES (fused vs eager float64, tolerance table tests/tolerances.py):\n" + "\n".join(
+                f"- {r['shape']} {r['dtype']} {r['path']} {r['variant']}: {r['check']}" for r in failures)
+        if args.no_write:
+            return markdown_table(rows, COLUMNS) + "\n\n" + notes
+        machine.update(machine_info())
+        return write_results(name, rows, COLUMNS, {**params, "complete": complete}, machine, notes,
+                             out_dir=args.out_dir)
+
+    for shape_text, dtype, path, variant in todo:
+        if not bench.set_variant(variant):
+            print(f"bench_cuda: this build has no launch-plan variants; skipping {variant}", file=sys.stderr)
+            continue
+        bench.set_variant("default")
+        row = bench.row(shape_text, dtype, path, l2_bytes, copy_peak, variant)
+        rows.append(row)
+        print(f"{row['shape']:>14} {dtype:>8} {path:>10} {variant:>14}  fused {row['fused_us']:8.1f} us  kernel "
+              f"{row['kernel_us']:8.1f} us ({row['kernel_gbps']:6.0f} GB/s, {100 * row['copy_fraction']:5.1f}% of copy)  "
+              f"eager {row['eager_us']:8.1f} us ({row['eager_x']:5.1f}x)  [{row['plan']}; {row['input_sets']} sets; "
+              f"{row['check']}]", flush=True)
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+        notes_and_write(complete=False)
+    for shape_text in args.compile_shapes:  # the slow baselines last
+        for dtype in args.compile_dtypes:
+            if not any(r["shape"] == shape_text.replace(",", "x") and r["dtype"] == dtype for r in rows):
+                continue
+            compile_us = bench.compile_baseline(shape_text, dtype, l2_bytes)
+            for r in rows:
+                if r["shape"] == shape_text.replace(",", "x") and r["dtype"] == dtype:
+                    r["compile_us"], r["compile_x"] = compile_us, compile_us / r["fused_us"]
+            print(f"torch.compile at [{shape_text}] {dtype}: {compile_us:.1f} us", flush=True)
+            notes_and_write(complete=False)
+    failures = [r for r in rows if r["check"] != "ok"]
+    text = notes_and_write(complete=True)
+    if not args.no_write:
         print(f"\nwrote {Path(args.out_dir or HERE / 'results') / name}.json and .md")
     print("\n" + text)
     if failures:

@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
-# GPU verification in one command, within 540 s on an H100 (issue 16; docs/gpu.md):
+# GPU verification in one command of at most 600 s on an H200/H100 (issues 21, 22; docs/gpu.md):
 #   bash scripts/gpu_check.sh [RESULTS_DIR]          # on the GPU machine
 #   bash scripts/gpu_check.sh --dry-run [RESULTS_DIR] # anywhere: every part that needs no GPU
-#   bash scripts/gpu_check.sh --prepare              # here, before a GPU run: wheels, commit, size
+#   bash scripts/gpu_check.sh --prepare              # here, before a GPU run: wheels, commit, size, dry run
 #   options: --only N,N  --skip N,N  (step numbers)
 # RESULTS_DIR: the argument, else $SSD_GPU_OUT, else $OUT (the device tool's), else
-# runs/gpu_check. It receives at most 7 files (the device tool returns 8): gpu_check.log
-# (everything), summary.md (the tables), details.tar.gz (each step's log, junit XML,
-# sanitizer logs, ncu report), cuda_<gpu>.{json,md}, avatar_<gpu>.{json,md}.
-# Steps, most valuable first; each runs under `timeout` until its cumulative deadline (time
-# a step leaves unused goes to the next), the summary table is printed last:
-#   1 env       nvidia-smi, torch, nvcc, compute-sanitizer, ncu; installs .whl/*.whl to $SITE
-#   2 build     editable install, SSD_TOOLKIT_CUDA_ARCHS=90 MAX_JOBS=16 SSD_TOOLKIT_REQUIRE_BUILD=1,
-#               no build isolation, no index, no deps; the launch plans of the benchmark shapes
-#   3 tests     pytest -x tests/kernels/test_cuda.py -k "not compile"
+# runs/gpu_check. It receives at most 7 files (the device tool returns 8), each rewritten as
+# the run goes, so a run cut short at any point returns what it finished: gpu_check.log
+# (everything, as it is printed), summary.md (the step table, rewritten before and after
+# every step), details.tar.gz (each finished step's log, pytest junit XML, sanitizer logs,
+# ncu report; re-packed after every step), cuda_<gpu>.{json,md} (row by row),
+# avatar_<gpu>.{json,md}.
+# At t = 0 the module build (one `setup.py build_ext --inplace`, SSD_TOOLKIT_CUDA_ARCHS=90)
+# and the CPU emulation build start in the background; steps, most valuable first, each
+# under `timeout` until its cumulative deadline (time a step leaves unused goes to the next):
+#   1 env       nvidia-smi, python/torch/CuPy/JAX, nvcc, compute-sanitizer, ncu (versions only)
+#   2 build     waits for the build; the package view (setup.py's package_dir, symlinked);
+#               the launch plans of the benchmark shapes and variants
+#   3 tests     pytest of the GPU test files (tests/kernels but its CPU-only files, tests/frameworks)
+#               -k "not compile", per-test timeout, no -x
 #   4 sanitize  scripts/cuda_sanitize.sh: the memcheck canary and the 4 tools, all at once
-#   5 bench     bench/bench_cuda.py --short (forced no_cluster / split at [64,4,128,128])
-#   6 gpu-tests pytest tests/kernels/test_cuda.py -k compile; pytest -m gpu tests
+#   5 bench     bench/bench_cuda.py --short (+ forced paths, launch-plan variants; compile last)
+#   6 gpu-tests the same files -k compile, and pytest -m gpu tests (the carried wheels first)
 #   7 avatar    bench/bench_avatar.py, SD 1.5-size random networks, fp16, B = 1 4 8
 #   8 extra     optional, on time left: ARCHS=80 build (PTX JIT on sm_90) running one call;
 #               ncu SpeedOfLight of one launch at [64,4,128,128] float32
@@ -25,11 +30,14 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-TOTAL_S=540       # the whole script, on an H100 with a fresh build
-RESERVE_S=12      # packing and the summary at the end
+# Budgets (s), from CPU-side timings measured without a GPU (docs/gpu.md, "Budgets"):
+TOTAL_S=${SSD_GPU_CHECK_TOTAL_S:-560}  # the whole script: the device tool's 600 s, less 40 s
+RESERVE_S=8                            # the last packing and the summary
 STEPS=(env build tests sanitize bench gpu-tests avatar extra)
-BUDGET=(15 75 100 100 70 70 90 0)  # step 8 gets what is left before TOTAL_S - RESERVE_S
+BUDGET=(15 45 90 100 85 90 90 0)       # step 8 gets what is left before TOTAL_S - RESERVE_S
+[ -n "${SSD_GPU_CHECK_BUDGETS:-}" ] && IFS=, read -r -a BUDGET <<<"${SSD_GPU_CHECK_BUDGETS},0"
 EXTRA_MIN_S=45    # step 8 runs only with at least this much left
+TEST_TIMEOUT_S=60 # per test (pytest-timeout), torch.compile tests 150
 
 DRY=0 PREPARE=0 ONLY="" SKIP="" RESULTS=""
 while [ $# -gt 0 ]; do
@@ -47,6 +55,7 @@ done
 for list in "$ONLY" "$SKIP"; do
   [[ -z "$list" || "$list" =~ ^,([1-8],)+$ ]] || { echo "gpu_check.sh: --only/--skip: expected step numbers 1-8 separated by commas, got '${list:1:-1}'" >&2; exit 2; }
 done
+[ "${#BUDGET[@]}" = 8 ] || { echo "gpu_check.sh: SSD_GPU_CHECK_BUDGETS: expected 7 comma-separated budgets, got '${SSD_GPU_CHECK_BUDGETS:-}'" >&2; exit 2; }
 PY=${PYTHON:-$( [ "$DRY$PREPARE" != 00 ] && [ -x .venv/bin/python ] && echo "$ROOT/.venv/bin/python" || echo python3 )}
 command -v "$PY" >/dev/null || { echo "gpu_check.sh: no Python interpreter '$PY' (set PYTHON)" >&2; exit 2; }
 
@@ -72,103 +81,178 @@ fi
 mkdir -p "$RESULTS" || { echo "gpu_check.sh: cannot create the results directory '$RESULTS'" >&2; exit 2; }
 RESULTS=$(cd "$RESULTS" && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
-SITE=${TMPDIR:-/tmp}/ssd_gpu_site  # the carried wheels, installed by step 1 (kept for --only reruns)
+SITE=${TMPDIR:-/tmp}/ssd_gpu_site  # the carried wheels (complete, or absent: installed beside, then renamed)
+VIEW=$WORK/pkgview                 # the package as installed: setup.py's package_dir, symlinked
 LOG=$RESULTS/gpu_check.log
 : >"$LOG"
 if ! git rev-parse --git-dir >/dev/null 2>&1 && [ -z "${SSD_GIT_COMMIT:-}" ] && [ -f .whl/commit.txt ]; then
   SSD_GIT_COMMIT=$(cat .whl/commit.txt)  # the device copy has no .git: --prepare wrote it
 fi
-export ROOT RESULTS WORK SITE PY DRY SSD_GIT_COMMIT="${SSD_GIT_COMMIT:-}"
-export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+export ROOT RESULTS WORK SITE VIEW PY DRY TEST_TIMEOUT_S SSD_GIT_COMMIT="${SSD_GIT_COMMIT:-}"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1
+BASE_PYTHONPATH=${PYTHONPATH:-}
+export BASE_PYTHONPATH
 
 say() { echo "$*" | tee -a "$LOG"; }
 key() { echo "$*" >"$WORK/key_$STEP"; }  # the step's key number for the summary
-export -f key
+# PYTHONPATH: only what is complete (the package view once built, the wheels once installed).
+pypath() {
+  local p=""
+  [ -d "$VIEW" ] && p=$VIEW
+  [ -d "$SITE" ] && p=${p:+$p:}$SITE
+  echo "${p}${BASE_PYTHONPATH:+${p:+:}$BASE_PYTHONPATH}"
+}
+export -f key pypath
+
+# ------------------------------------------------------------------------------ helpers
+# The package as `pip install .` lays it out (setup.py's package_dir: toy/ and integrations/
+# under ssd_toolkit), as symlinks into the tree, with the built module; made beside, then
+# renamed, so PYTHONPATH never holds half of it. Python runs with -P (no cwd first on sys.path).
+VIEW_PY='import ast, os, sys
+root, view = sys.argv[1:]
+mapping = {"ssd_toolkit": "ssd_toolkit"}
+for node in ast.parse(open(os.path.join(root, "setup.py")).read()).body:
+    if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "PACKAGE_DIR" for t in node.targets):
+        mapping = ast.literal_eval(node.value)
+for package, folder in mapping.items():
+    target = os.path.join(view, *package.split("."))
+    os.makedirs(target, exist_ok=True)
+    for entry in os.listdir(os.path.join(root, folder)):
+        if entry == "__pycache__" or f"{package}.{entry}" in mapping or os.path.exists(os.path.join(target, entry)):
+            continue
+        os.symlink(os.path.join(root, folder, entry), os.path.join(target, entry))
+print(f"package view: {len(mapping)} packages from setup.py package_dir")'
+make_view() {
+  rm -rf "$VIEW.tmp" && "$PY" -c "$VIEW_PY" "$ROOT" "$VIEW.tmp" && rm -rf "$VIEW" && mv "$VIEW.tmp" "$VIEW"
+}
+
+ensure_wheels() {  # the carried wheels into $SITE, once (kept for --only reruns on a warm machine)
+  [ -d "$SITE" ] && { echo "wheels already in $SITE"; return 0; }
+  ls .whl/*.whl >/dev/null 2>&1 || { echo "no .whl/ (run bash scripts/gpu_check.sh --prepare here and carry .whl)"; return 0; }
+  rm -rf "$SITE.tmp"
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE.tmp" .whl/*.whl &&
+    mv "$SITE.tmp" "$SITE" && echo "installed into $SITE: $(ls .whl/*.whl | xargs -n1 basename | tr '\n' ' ')"
+}
+
+# The GPU test selection: every test file of tests/kernels but the CPU-only ones (so a new file
+# there is picked up), and tests/frameworks when present.
+CPU_ONLY_TESTS=" test_cuda_emulation.py test_barrier_mutants.py test_build.py test_gpu_check.py test_install_stamp.py test_kernel_cpu.py test_sass.py "
+gpu_test_files() {
+  local f
+  for f in tests/kernels/test_*.py; do [[ "$CPU_ONLY_TESTS" == *" ${f##*/} "* ]] || echo "$f"; done
+  [ -d tests/frameworks ] && echo tests/frameworks
+  return 0
+}
+pytest_timeout_args() {  # per-test timeout where pytest-timeout is installed (the GPU image has it)
+  "$PY" -c "import pytest_timeout" 2>/dev/null && echo "--timeout=$1" || true
+}
+pytest_summary() { grep -hE "^(=+ )?[0-9]+ (passed|failed|error|skipped|deselected).* in [0-9.]+s" "$1" | tail -1 | sed 's/=//g; s/^ *//; s/ *$//'; }
+export CPU_ONLY_TESTS VIEW_PY
+export -f make_view ensure_wheels gpu_test_files pytest_timeout_args pytest_summary
 
 # ------------------------------------------------------------------------------ steps
 # Each step_* runs in its own bash under timeout; exit 0 PASS, 3 WARN, 4 SKIP, else FAIL.
+# SSD_GPU_CHECK_FAKE_HANG=N (dry runs): step N hangs, to show what a hang leaves.
+fake_hang() { [ "$DRY" = 1 ] && [ "${SSD_GPU_CHECK_FAKE_HANG:-}" = "$1" ] && { echo "fake hang in step $1"; sleep 100000; }; return 0; }
+export -f fake_hang
+
+ENV_PY='import sys, torch
+versions = [f"python {sys.version.split()[0]}", f"torch {torch.__version__} (CUDA {torch.version.cuda})"]
+for name in ("cupy", "jax", "numpy", "pytest_timeout", "diffusers"):
+    try:
+        version = getattr(__import__(name), "__version__", "?")
+    except Exception as exc:
+        version = "- (" + type(exc).__name__ + ")"
+    versions.append(name + " " + str(version))
+print("; ".join(versions), file=sys.stderr)
+print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")'
+export ENV_PY
 step_env() {
+  fake_hang 1
   if [ "$DRY" = 1 ]; then
     echo "bash $BASH_VERSION; $("$PY" --version); results in $RESULTS"
+    "$PY" -c "import ast, sys; [ast.parse(s) for s in sys.argv[1:]]" "$ENV_PY" "$VIEW_PY" || return 1
     "$PY" scripts/gpu_check_wheels.py scripts/gpu_wheels.txt .whl $([ "${SSD_GPU_REQUIRE_WHEELS:-0}" = 1 ] || echo --allow-missing) || return 1
     key "python $("$PY" -c 'import platform; print(platform.python_version())'); wheel list checked"
     return 0
   fi
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,temperature.gpu,utilization.gpu,compute_mode --format=csv || true
-  nvidia-smi || true
-  "$PY" -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__, 'CUDA', torch.version.cuda, 'available', torch.cuda.is_available())"
-  nvcc --version | tail -2; compute-sanitizer --version | head -2; ncu --version | tail -1
-  uname -r; nproc; "$PY" -m pip list 2>/dev/null | grep -iE "^(numpy|cupy|pybind11|ninja|pytest|hypothesis|transformers|huggingface.hub|setuptools|triton) " || true
-  echo "commit: ${SSD_GIT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
-  if ls .whl/*.whl >/dev/null 2>&1; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl || return 1
-    echo "installed into $SITE: $(ls .whl/*.whl | xargs -n1 basename | tr '\n' ' ')"
-  else
-    echo "no .whl/ (run bash scripts/gpu_check.sh --prepare here and carry .whl): steps 6-7 lack diffusers/smplx"
-  fi
   local gpu
-  gpu=$("$PY" -c "import torch; print(torch.cuda.get_device_name(0))") || { key "no CUDA device"; return 1; }
+  gpu=$("$PY" -P -c "$ENV_PY")
+  nvcc --version | tail -2; compute-sanitizer --version 2>/dev/null | head -2; ncu --version 2>/dev/null | tail -1
+  echo "kernel $(uname -r); $(nproc) cores; commit ${SSD_GIT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+  [ -n "$gpu" ] || { key "no CUDA device"; return 1; }
   key "$gpu, driver $(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1), $(nvcc --version | grep -o 'release [0-9.]*')"
 }
 
 step_build() {
+  fake_hang 2
   if [ "$DRY" = 1 ]; then
     "$PY" -c "import pybind11, setuptools" || return 1
     grep -q SSD_TOOLKIT_REQUIRE_BUILD setup.py && grep -q SSD_TOOLKIT_CUDA_ARCHS setup.py || { echo "setup.py lost its build switches"; return 1; }
+    make_view || return 1
+    PYTHONPATH=$(pypath) "$PY" -P -c "import ssd_toolkit, sys; p = ssd_toolkit.__file__; sys.exit(0 if p.startswith('$VIEW') else f'ssd_toolkit from {p}, not the package view')" || return 1
     "$PY" bench/bench_cuda.py --help >/dev/null || return 1
-    key "build switches present; bench_cuda --plans parses"
+    key "build switches present; package view imports; bench_cuda --plans parses"
     return 0
   fi
-  # Never rebuild a checkout's module on a machine without a GPU (e.g. a run with --skip 1 here).
-  "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'step 2 builds only where a CUDA device is (use --dry-run here)')" || return 1
-  local start=$SECONDS
-  SSD_TOOLKIT_CUDA_ARCHS=90 MAX_JOBS=16 SSD_TOOLKIT_REQUIRE_BUILD=1 \
-    "$PY" -m pip install --no-build-isolation --no-index --no-deps -e . || {
-      echo "editable install failed; building in place instead (the package is then found through PYTHONPATH)"
-      SSD_TOOLKIT_CUDA_ARCHS=90 MAX_JOBS=16 SSD_TOOLKIT_REQUIRE_BUILD=1 "$PY" setup.py build_ext --inplace || return 1
-    }
-  "$PY" -c "import ssd_toolkit, ssd_toolkit._C as m; print('backends:', ssd_toolkit.backends()); assert m.compiled_with_cuda(), 'no CUDA kernel'" || return 1
-  "$PY" bench/bench_cuda.py --plans || return 1
-  key "built in $((SECONDS - start)) s; CUDA kernel in"
+  if [ ! -f "$WORK/build.pid" ]; then echo "no background build (no GPU seen at the start)"; return 1; fi
+  echo "waiting for the background build (log below)"
+  while [ ! -f "$WORK/build.rc" ]; do sleep 1; done
+  cat "$WORK/build.log"
+  local rc
+  rc=$(cat "$WORK/build.rc")
+  [ "$rc" = 0 ] || { key "build failed (exit $rc)"; return 1; }
+  make_view || return 1
+  PYTHONPATH=$(pypath) "$PY" -P -c "import ssd_toolkit, ssd_toolkit._C as m; print('backends:', ssd_toolkit.backends()); assert m.compiled_with_cuda(), 'no CUDA kernel'" || return 1
+  PYTHONPATH=$(pypath) "$PY" bench/bench_cuda.py --plans || return 1
+  key "built in $(cat "$WORK/build.secs") s (in the background from t=0); CUDA kernel in"
 }
 
-pytest_summary() { grep -hE "^(=+ )?[0-9]+ (passed|failed|error|skipped|deselected).* in [0-9.]+s" "$1" | tail -1 | sed 's/=//g; s/^ *//; s/ *$//'; }
-export -f pytest_summary
-
-collect_test_cuda() {  # dry runs: the test ids of tests/kernels/test_cuda.py, collected once
-  [ -s "$WORK/collect.txt" ] || "$PY" -m pytest -q -p no:cacheprovider --collect-only tests/kernels/test_cuda.py >"$WORK/collect.txt" ||
-    { cat "$WORK/collect.txt"; return 1; }
+# pytest of the GPU test files, one line per test as it finishes (the log keeps them if the
+# step is cut short), junit per step.
+run_pytest() {  # name, timeout per test, pytest arguments...
+  local name=$1 per_test=$2
+  shift 2
+  PYTHONPATH=$(pypath) "$PY" -P -m pytest -v -rs -p no:cacheprovider $(pytest_timeout_args "$per_test") \
+    --junitxml="$WORK/junit_$name.xml" "$@" 2>&1 | tee "$WORK/pytest_$name.txt"
+  return "${PIPESTATUS[0]}"
 }
-export -f collect_test_cuda
+export -f run_pytest
 
 step_tests() {
-  local sel=(tests/kernels/test_cuda.py -k "not compile")
+  fake_hang 3
+  local files
+  mapfile -t files < <(gpu_test_files)
   if [ "$DRY" = 1 ]; then
-    collect_test_cuda || return 1
+    PYTHONPATH=$(pypath) "$PY" -P -m pytest -q -p no:cacheprovider --collect-only -k "not compile" "${files[@]}" >"$WORK/collect3.txt" ||
+      { cat "$WORK/collect3.txt"; return 1; }
     local n
-    n=$(grep -E '::test_' "$WORK/collect.txt" | grep -vc compile)
+    n=$(grep -c '::test_' "$WORK/collect3.txt")
     [ "$n" -gt 0 ] || { echo "-k 'not compile' selects no test"; return 1; }
-    key "$n tests selected"
+    grep -q "test_cuda.py::test_gpu_agrees_with_the_cpu_emulation" "$WORK/collect3.txt" || { echo "the GPU/emulation parity test is not selected"; return 1; }
+    key "$n tests selected in ${files[*]}"
     return 0
   fi
-  "$PY" -m pytest -x -q -rs -p no:cacheprovider "${sel[@]}" --junitxml="$WORK/junit_tests.xml" 2>&1 | tee "$WORK/pytest3.txt"
-  local rc=${PIPESTATUS[0]}
-  key "$(pytest_summary "$WORK/pytest3.txt")"
+  run_pytest tests "$TEST_TIMEOUT_S" -k "not compile" "${files[@]}"
+  local rc=$?
+  key "$(pytest_summary "$WORK/pytest_tests.txt")"
   [ "$rc" = 0 ] || return 1
-  ! grep -q "needs a CUDA device" "$WORK/pytest3.txt" || return 3  # GPU tests skipped on a GPU machine
+  ! grep -q "needs a CUDA device" "$WORK/pytest_tests.txt" || return 3  # GPU tests skipped on a GPU machine
 }
 
 step_sanitize() {
+  fake_hang 4
   if [ "$DRY" = 1 ]; then
     bash -n scripts/cuda_sanitize.sh || return 1
     local n
-    n=$("$PY" scripts/sanitize_driver.py --list | head -1 | grep -oE '^[0-9]+') || return 1
+    n=$(PYTHONPATH=$(pypath) "$PY" scripts/sanitize_driver.py --list | head -1 | grep -oE '^[0-9]+') || return 1
     [ "$n" -ge 40 ] || { echo "expected >= 40 sanitizer cases, got $n"; return 1; }
     key "$n driver cases listed"
     return 0
   fi
   local per_tool=$((STEP_TIMEOUT - 20))  # all five at once: each may take the whole step
-  bash scripts/cuda_sanitize.sh --jobs 5 --canary --timeout $((per_tool > 15 ? per_tool : 15)) --out "$WORK/sanitize"
+  PYTHONPATH=$(pypath) bash scripts/cuda_sanitize.sh --jobs 5 --canary --timeout $((per_tool > 15 ? per_tool : 15)) --out "$WORK/sanitize"
   local rc=$?
   cp "$WORK/sanitize/sanitizer.md" "$WORK/sanitizer.md" 2>/dev/null
   key "$(awk -F'|' 'NR > 2 {gsub(/ /, "", $2); gsub(/ /, "", $3); printf "%s %s; ", $2, $3}' "$WORK/sanitizer.md" 2>/dev/null)"
@@ -176,50 +260,59 @@ step_sanitize() {
 }
 
 step_bench() {
+  fake_hang 5
   if [ "$DRY" = 1 ]; then
     "$PY" bench/bench_cuda.py --short --dry-run || return 1
-    "$PY" bench/bench_cuda.py --device cpu --shapes 2,4,8,8 3,1000 --forced-shape 2,4,8,8 --calls 2 --repeats 2 \
+    PYTHONPATH=$(pypath) "$PY" bench/bench_cuda.py --device cpu --shapes 2,4,8,8 3,1000 --forced-shape 2,4,8,8 --calls 2 --repeats 2 \
       --warmup 1 --copy-mib 1 --no-compile --l2-mib 0.05 --out-dir "$WORK/bench_smoke" >"$WORK/bench_smoke.txt" 2>&1 ||
       { cat "$WORK/bench_smoke.txt"; return 1; }
     key "rotation >= 2x L2 at every row; the script's rows, checks and files on the CPU kernel"
     return 0
   fi
-  "$PY" bench/bench_cuda.py --short --out-dir "$RESULTS" 2>&1 | tee "$WORK/bench.txt"
+  PYTHONPATH=$(pypath) "$PY" bench/bench_cuda.py --short --out-dir "$RESULTS" 2>&1 | tee "$WORK/bench.txt"
   local rc=${PIPESTATUS[0]}
-  key "$(grep -E '^- \[' "$WORK/bench.txt" | sed 's/^- //' | tr '\n' ';' | sed 's/(target[^)]*)//g')"
+  key "$(grep -E '^- (\[|variant)' "$WORK/bench.txt" | sed 's/^- //' | tr '\n' ';' | sed 's/(target[^)]*)//g')"
   return "$rc"
 }
 
 step_gpu_tests() {
+  fake_hang 6
+  local files
+  mapfile -t files < <(gpu_test_files)
   if [ "$DRY" = 1 ]; then
-    collect_test_cuda || return 1
-    grep -E '::test_' "$WORK/collect.txt" | grep compile | grep -q cuda || { echo "-k compile selects no torch.compile GPU test"; return 1; }
+    PYTHONPATH=$(pypath) "$PY" -P -m pytest -q -p no:cacheprovider --collect-only -k compile "${files[@]}" >"$WORK/collect6.txt" ||
+      { cat "$WORK/collect6.txt"; return 1; }
+    grep -E '::test_' "$WORK/collect6.txt" | grep -q cuda || { echo "-k compile selects no torch.compile GPU test"; return 1; }
     grep -qE '"gpu: ' pyproject.toml || { echo "the gpu marker is not registered in pyproject.toml"; return 1; }
-    key "$(grep -E '::test_' "$WORK/collect.txt" | grep -c compile) compile tests; gpu marker registered"
+    key "$(grep -c '::test_' "$WORK/collect6.txt") compile tests; gpu marker registered"
     return 0
   fi
-  "$PY" -m pytest -q -rs -p no:cacheprovider tests/kernels/test_cuda.py -k compile --junitxml="$WORK/junit_compile.xml" 2>&1 | tee "$WORK/pytest6a.txt"
-  local rc1=${PIPESTATUS[0]}
-  "$PY" -m pytest -q -rs -p no:cacheprovider -m gpu tests --continue-on-collection-errors --junitxml="$WORK/junit_gpu.xml" 2>&1 | tee "$WORK/pytest6b.txt"
-  local rc2=${PIPESTATUS[0]}
-  key "compile: $(pytest_summary "$WORK/pytest6a.txt"); -m gpu: $(pytest_summary "$WORK/pytest6b.txt")"
+  ensure_wheels
+  run_pytest compile 150 -k compile "${files[@]}"
+  local rc1=$?
+  run_pytest gpu_marked "$TEST_TIMEOUT_S" -m gpu tests --continue-on-collection-errors
+  local rc2=$?
+  key "compile: $(pytest_summary "$WORK/pytest_compile.txt"); -m gpu: $(pytest_summary "$WORK/pytest_gpu_marked.txt")"
   [ "$rc1" = 0 ] && [ "$rc2" = 0 ] || return 1
-  ! grep -q "needs a CUDA device" "$WORK/pytest6a.txt" "$WORK/pytest6b.txt" || return 3  # skipped on a GPU machine
+  ! grep -q "needs a CUDA device" "$WORK/pytest_compile.txt" "$WORK/pytest_gpu_marked.txt" || return 3  # skipped on a GPU machine
 }
 
 step_avatar() {
+  fake_hang 7
   if [ "$DRY" = 1 ]; then
-    "$PY" bench/bench_avatar.py --dry-run --device cuda --batch 1 4 8 --steps 5 || return 1
+    PYTHONPATH=$(pypath) "$PY" bench/bench_avatar.py --dry-run --device cuda --batch 1 4 8 --steps 5 || return 1
     key "arguments parsed; SD 1.5-size guidance builds on the meta device"
     return 0
   fi
-  "$PY" bench/bench_avatar.py --device cuda --batch 1 4 8 --steps 5 --warmup 2 --out-dir "$RESULTS" 2>&1 | tee "$WORK/avatar.txt"
+  ensure_wheels
+  PYTHONPATH=$(pypath) "$PY" bench/bench_avatar.py --device cuda --batch 1 4 8 --steps 5 --warmup 2 --out-dir "$RESULTS" 2>&1 | tee "$WORK/avatar.txt"
   local rc=${PIPESTATUS[0]}
   key "$(grep -oE "'train_it_s': [0-9.]+" "$WORK/avatar.txt" | head -3 | awk '{printf "%s%.2f", NR > 1 ? ", " : "B=1,4,8 it/s ", $2}') (DreamWaltz ~8.3 it/s, RTX 3090, B=1)"
   return "$rc"
 }
 
 step_extra() {
+  fake_hang 8
   local call="import torch, numpy as np, ssd_toolkit, sys
 sys.path.insert(0, 'tests')
 from tolerances import assert_close_to_reference
@@ -251,15 +344,15 @@ torch.cuda.synchronize()"
   mkdir -p "$copy/tests" && cp -r setup.py pyproject.toml README.md csrc ssd_toolkit "$copy/" &&
     cp tests/tolerances.py "$copy/tests/" && rm -f "$copy"/ssd_toolkit/_C*.so  # only what the build and call need
   if (cd "$copy" && SSD_TOOLKIT_CUDA_ARCHS=80 MAX_JOBS=16 SSD_TOOLKIT_REQUIRE_BUILD=1 "$PY" setup.py -q build_ext --inplace) &&
-     (cd "$copy" && PYTHONPATH="$copy:$SITE" timeout 60 "$PY" -c "$call"); then
+     (cd "$copy" && PYTHONPATH="$copy" timeout 60 "$PY" -c "$call"); then
     out+=("ARCHS=80 PTX JIT: ok")
   else
     out+=("ARCHS=80 PTX JIT: FAILED"); key "${out[*]}"; return 1
   fi
   local left=$((STEP_TIMEOUT - SECONDS))
   if [ "$left" -gt 25 ] && command -v ncu >/dev/null; then
-    timeout $((left - 5)) ncu --clock-control none --section SpeedOfLight --kernel-name-base demangled \
-      --kernel-name regex:ssd --launch-skip 2 --launch-count 1 "$PY" -c "$ncu_call" 2>&1 | tee "$WORK/ncu.txt"
+    PYTHONPATH=$(pypath) timeout $((left - 5)) ncu --clock-control none --section SpeedOfLight --kernel-name-base demangled \
+      --kernel-name regex:ssd --launch-skip 2 --launch-count 1 "$PY" -P -c "$ncu_call" 2>&1 | tee "$WORK/ncu.txt"
     out+=("ncu: $(grep -E "(Memory|DRAM) Throughput|Duration" "$WORK/ncu.txt" | awk '{print $1, $2, $NF}' | tr '\n' ' ')")
   else
     out+=("ncu: no time")
@@ -273,14 +366,59 @@ export -f step_env step_build step_tests step_sanitize step_bench step_gpu_tests
 START=$SECONDS
 declare -a STATUS SECS KEYS
 deadline=0
-needs_build=" 3 4 5 6 8 "
-say "gpu_check $([ "$DRY" = 1 ] && echo "DRY RUN ")$(date -u '+%Y-%m-%d %H:%M:%S') UTC; results in $RESULTS; python $PY"
+needs_build=" 3 4 5 6 7 8 "
+
+write_summary() {  # rewritten before and after every step: a run cut short keeps its table
+  {
+    echo "# gpu_check $([ "$DRY" = 1 ] && echo "(dry run) ")$(date -u '+%Y-%m-%d %H:%M:%S') UTC, commit ${SSD_GIT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+    echo
+    [ -f "$WORK/sanitizer.md" ] && { echo "## compute-sanitizer"; echo; cat "$WORK/sanitizer.md"; echo; }
+    echo "## Steps ($((SECONDS - START)) s of $TOTAL_S$([ -n "${1:-}" ] && echo "; $1"))"
+    echo
+    echo "| # | step | status | s | budget | key |"
+    echo "|---|---|---|---|---|---|"
+    local i n
+    for i in "${!STEPS[@]}"; do
+      n=$((i + 1))
+      echo "| $n | ${STEPS[$i]} | ${STATUS[n]:-PENDING} | ${SECS[n]:-0} | $([ "$n" = 8 ] && echo rest || echo "${BUDGET[$i]}") | ${KEYS[n]:-} |"
+    done
+  } >"$RESULTS/summary.md.tmp" && mv "$RESULTS/summary.md.tmp" "$RESULTS/summary.md"
+}
+
+pack_details() {  # every finished step's files, re-packed after each step
+  cp "$RESULTS/summary.md" "$WORK/" 2>/dev/null
+  tar -C "$WORK" --exclude=./archs80 --exclude=./pkgview --exclude=./pkgview.tmp -czf "$RESULTS/details.tar.gz.tmp" . 2>/dev/null &&
+    mv "$RESULTS/details.tar.gz.tmp" "$RESULTS/details.tar.gz"
+}
+
+# t = 0: the module build and the emulation build, in the background (a machine without a
+# GPU never rebuilds the checkout's module: the dry run builds nothing).
+selected() { { [ -z "$ONLY" ] || [[ "$ONLY" == *",$1,"* ]]; } && [[ "$SKIP" != *",$1,"* ]]; }
+if [ "$DRY" = 0 ] && selected 2; then
+  if command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+    (
+      t0=$SECONDS
+      SSD_TOOLKIT_CUDA_ARCHS=90 MAX_JOBS=$(nproc) SSD_TOOLKIT_REQUIRE_BUILD=1 "$PY" setup.py build_ext --inplace >"$WORK/build.log" 2>&1
+      rc=$?
+      echo $((SECONDS - t0)) >"$WORK/build.secs"
+      echo "$rc" >"$WORK/build.rc"
+    ) &
+    echo $! >"$WORK/build.pid"
+    (PYTHONPATH=tests "$PY" -c "import cuda_emulation_build as b; b.module_path()" >"$WORK/emulation_build.log" 2>&1) &
+  else
+    echo "step 2 builds only where a CUDA device is (use --dry-run here)" | tee -a "$LOG"
+  fi
+fi
+
+say "gpu_check $([ "$DRY" = 1 ] && echo "DRY RUN ")$(date -u '+%Y-%m-%d %H:%M:%S') UTC; results in $RESULTS; python $PY; budgets ${BUDGET[*]:0:7} of $TOTAL_S s"
+write_summary "starting"
 for i in "${!STEPS[@]}"; do
   n=$((i + 1)) STEP=${STEPS[$i]}
   export STEP
   if [ "$n" -lt 8 ]; then deadline=$((deadline + BUDGET[i])); else deadline=$((TOTAL_S - RESERVE_S)); fi
+  [ "$deadline" -le $((TOTAL_S - RESERVE_S)) ] || deadline=$((TOTAL_S - RESERVE_S))
   left=$((START + deadline - SECONDS))
-  if { [ -n "$ONLY" ] && [[ "$ONLY" != *",$n,"* ]]; } || [[ "$SKIP" == *",$n,"* ]]; then
+  if ! selected "$n"; then
     STATUS[n]=SKIP KEYS[n]="not selected"; SECS[n]=0; continue
   fi
   if [ "$DRY" = 0 ] && [[ "$needs_build" == *" $n "* ]] && [[ " FAIL TIMEOUT " == *" ${STATUS[2]:-none} "* ]]; then
@@ -295,8 +433,10 @@ for i in "${!STEPS[@]}"; do
   fi
   say ""
   say "===== step $n/8: $STEP (timeout ${left} s, $((SECONDS - START)) s elapsed)"
+  STATUS[n]=RUNNING KEYS[n]="started at $((SECONDS - START)) s, deadline $deadline s"
+  write_summary "step $n running"
   t0=$SECONDS
-  STEP_TIMEOUT=$left timeout --kill-after=10 "$left" bash -c "step_${STEP//-/_}" 2>&1 | tee -a "$LOG" >"$WORK/step${n}_$STEP.log"
+  STEP_TIMEOUT=$left timeout --kill-after=5 "$left" bash -c "step_${STEP//-/_}" 2>&1 | tee -a "$LOG" >"$WORK/step${n}_$STEP.log"
   rc=${PIPESTATUS[0]}
   SECS[n]=$((SECONDS - t0))
   case "$rc" in
@@ -305,29 +445,19 @@ for i in "${!STEPS[@]}"; do
   KEYS[n]=$(cat "$WORK/key_$STEP" 2>/dev/null || echo "exit $rc")
   [ "$rc" = 124 ] || [ "$rc" = 137 ] && KEYS[n]="killed at ${left} s; ${KEYS[n]}"
   say "===== step $n/8: $STEP ${STATUS[n]} in ${SECS[n]} s: ${KEYS[n]}"
+  write_summary "after step $n"
+  pack_details
 done
 
 # ------------------------------------------------------------------------------ summary
-{
-  echo "# gpu_check $([ "$DRY" = 1 ] && echo "(dry run) ")$(date -u '+%Y-%m-%d %H:%M:%S') UTC, commit ${SSD_GIT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
-  echo
-  [ -f "$WORK/sanitizer.md" ] && { echo "## compute-sanitizer"; echo; cat "$WORK/sanitizer.md"; echo; }
-  echo "## Steps ($((SECONDS - START)) s of $TOTAL_S)"
-  echo
-  echo "| # | step | status | s | budget | key |"
-  echo "|---|---|---|---|---|---|"
-  for i in "${!STEPS[@]}"; do
-    n=$((i + 1))
-    echo "| $n | ${STEPS[$i]} | ${STATUS[n]:-SKIP} | ${SECS[n]:-0} | $([ "$n" = 8 ] && echo rest || echo "${BUDGET[$i]}") | ${KEYS[n]:-} |"
-  done
-} >"$RESULTS/summary.md"
-cp "$RESULTS/summary.md" "$WORK/"
-tar -C "$WORK" --exclude=./archs80 -czf "$RESULTS/details.tar.gz" . 2>/dev/null
+
+write_summary "done"
+pack_details
 nfiles=$(find "$RESULTS" -type f | wc -l)
 [ "$nfiles" -le 8 ] || say "WARNING: $RESULTS holds $nfiles files; the device tool returns 8"
 rm -rf "$WORK"
 say ""
-cat "$RESULTS/summary.md" | tee -a "$LOG"
+tee -a "$LOG" <"$RESULTS/summary.md"
 failed=0
 for n in 1 2 3 4 5 6 7; do
   case "${STATUS[n]:-SKIP}" in PASS|WARN) ;; SKIP) [[ -n "$ONLY$SKIP" ]] || failed=1 ;; *) failed=1 ;; esac

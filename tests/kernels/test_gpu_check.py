@@ -48,13 +48,70 @@ def test_dry_run_passes_every_step_and_fits_the_device_tool(tmp_path):
     rows = _table_rows(summary)
     assert [r[1] for r in rows] == ["env", "build", "tests", "sanitize", "bench", "gpu-tests", "avatar", "extra"]
     assert all(r[2] == "PASS" for r in rows), summary
-    assert sum(int(r[4]) for r in rows[:7]) <= 540 - 12  # the budgets leave the reserve for the end
+    assert sum(int(r[4]) for r in rows[:7]) <= 560 - 8  # the budgets leave the reserve for the end
     assert f"{len(sanitize_driver.CASES)} driver cases listed" in summary
+    assert "package view imports" in summary  # setup.py's package_dir as symlinks, found before the tree
     # The device tool returns at most 8 files, named in letters, digits, '.', '_' and '-'.
     files = sorted(p.name for p in results.iterdir())
     assert files == ["details.tar.gz", "gpu_check.log", "summary.md"]
     log = (results / "gpu_check.log").read_text()
     assert "bench_cuda dry run" in log and "===== step 8/8: extra PASS" in log
+    assert "test_cuda.py" in rows[2][5]  # the GPU test files of tests/kernels
+
+
+def _details(results):
+    import tarfile
+
+    with tarfile.open(results / "details.tar.gz") as tar:
+        return {Path(n).name for n in tar.getnames()}
+
+
+def test_a_hung_step_times_out_and_the_later_steps_still_run(tmp_path):
+    """A step that hangs is killed at its deadline (its own budget plus what earlier steps
+    left); the steps after it run, and summary.md and details.tar.gz hold every step."""
+    results = tmp_path / "results"
+    env = {**ENV, "SSD_GPU_CHECK_FAKE_HANG": "3", "SSD_GPU_CHECK_BUDGETS": "6,6,3,20,20,20,20"}
+    done = _run(["bash", "scripts/gpu_check.sh", "--dry-run", "--only", "1,2,3,4", str(results)], env=env)
+    assert done.returncode == 1, done.stdout[-3000:]
+    rows = _table_rows((results / "summary.md").read_text())
+    assert [r[2] for r in rows] == ["PASS", "PASS", "TIMEOUT", "PASS", "SKIP", "SKIP", "SKIP", "SKIP"], rows
+    assert int(rows[2][3]) <= 15 + 6 and rows[2][5].startswith("killed at")
+    assert {"step1_env.log", "step2_build.log", "step3_tests.log", "step4_sanitize.log"} <= _details(results)
+    assert "fake hang in step 3" in (results / "gpu_check.log").read_text()
+
+
+def test_a_run_killed_mid_step_leaves_the_finished_steps(tmp_path):
+    """The device tool ends a command at its limit: whatever point the run is killed at,
+    summary.md names the finished steps and the one that was running, and details.tar.gz
+    holds the finished steps' files."""
+    import signal
+    import time
+
+    results = tmp_path / "results"
+    env = {**ENV, "SSD_GPU_CHECK_FAKE_HANG": "3"}
+    proc = subprocess.Popen(["bash", "scripts/gpu_check.sh", "--dry-run", "--only", "1,2,3", str(results)], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "step 3 running" not in (
+                (results / "summary.md").read_text() if (results / "summary.md").exists() else ""):
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole run, its timeout and the hung step
+        proc.wait()
+    rows = _table_rows((results / "summary.md").read_text())
+    assert [r[2] for r in rows[:4]] == ["PASS", "PASS", "RUNNING", "PENDING"], rows
+    assert {"step1_env.log", "step2_build.log", "key_env"} <= _details(results)
+    assert "===== step 3/8: tests" in (results / "gpu_check.log").read_text()
+
+
+def test_the_cpu_only_test_list_names_existing_files():
+    """gpu_check.sh runs every test file of tests/kernels on the GPU but the CPU-only ones it
+    lists: a renamed file must not slip into (or out of) the GPU run unnoticed."""
+    text = (ROOT / "scripts" / "gpu_check.sh").read_text()
+    listed = text.split('CPU_ONLY_TESTS=" ', 1)[1].split('"', 1)[0].split()
+    assert listed and all((ROOT / "tests" / "kernels" / name).is_file() for name in listed), listed
+    assert "test_cuda.py" not in listed
 
 
 @pytest.mark.parametrize(
@@ -63,10 +120,12 @@ def test_dry_run_passes_every_step_and_fits_the_device_tool(tmp_path):
         (["--only", "9"], "--only/--skip: expected step numbers 1-8"),
         (["--bogus"], "expected --dry-run, --prepare"),
         (["a", "b"], "expected one results directory"),
+        (["--dry-run"], "SSD_GPU_CHECK_BUDGETS: expected 7 comma-separated budgets"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(args, message):
-    done = _run(["bash", "scripts/gpu_check.sh", *args])
+    env = {**ENV, "SSD_GPU_CHECK_BUDGETS": "1,2"} if "BUDGETS" in message else ENV
+    done = _run(["bash", "scripts/gpu_check.sh", *args], env=env)
     assert done.returncode == 2
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
 
@@ -174,8 +233,10 @@ def test_bench_rotation_exceeds_twice_the_l2_at_every_row(argv):
     args = bench_cuda.parse_args(argv)
     l2 = 50 * 2**20
     rows = bench_cuda.plan_rows(args)
-    assert ("64,4,128,128", "float32", "no_cluster") in rows and ("64,4,128,128", "float32", "split") in rows
-    for shape, dtype, _ in rows:
+    assert ("64,4,128,128", "float32", "no_cluster", "default") in rows and ("64,4,128,128", "float32", "split", "default") in rows
+    for variant in ("threads256", "relaxed_arrive", "threads256,relaxed_arrive"):  # beside today's plan
+        assert ("64,4,128,128", "float32", "auto", variant) in rows and ("8,4,64,64", "float32", "auto", variant) in rows
+    for shape, dtype, _, _ in rows:
         n_sets, set_bytes = bench_cuda.rotation(tuple(int(s) for s in shape.split(",")), dtype, l2)
         assert n_sets >= 2 and n_sets * set_bytes >= 2 * l2, (shape, dtype)
     assert bench_cuda.rotation((1, 4, 64, 64), "float16", l2)[0] > 64  # the old cap left this in L2
@@ -203,7 +264,9 @@ def test_bench_rows_check_against_eager_and_fail_loudly(tmp_path, monkeypatch, c
     import ssd_toolkit
 
     assert bench_cuda.main([*SMOKE, "--out-dir", str(tmp_path / "ok")]) == 0
-    rows = json.loads((tmp_path / "ok" / "cuda_smoke_on_cpu.json").read_text())["rows"]
+    written = json.loads((tmp_path / "ok" / "cuda_smoke_on_cpu.json").read_text())
+    assert written["params"]["complete"] is True  # rewritten after every row, marked complete at the end
+    rows = written["rows"]
     assert [(r["path"], r["check"]) for r in rows] == [("auto", "ok"), ("no_cluster", "ok"), ("split", "ok")]
     assert all(r["input_sets"] * 4 * r["N"] * 2 * 4 >= 2 * 0.05 * 2**20 for r in rows)  # rotation >= 2x "L2"
     estimate = ssd_toolkit.estimate
