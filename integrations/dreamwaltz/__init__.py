@@ -1,4 +1,4 @@
-"""The DreamWaltz drop-in: DreamWaltz's guidance class backed by ssd_toolkit, one changed import.
+"""The DreamWaltz drop-in: DreamWaltz's guidance class backed by ssd_toolkit (one changed import, one call).
 
 ``ControllableScoreDistillationSampling`` (``dreamwaltz_compat``) replaces DreamWaltz's class
 of that name; ``register_guide_fields`` (``guide_config``) adds the ``guide.*`` fields it

@@ -15,12 +15,11 @@ so a subclass would need DreamWaltz's config file edited as well.
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import sys
 from dataclasses import dataclass
 
 from ssd_toolkit.integrations.guidance.cfg_schedule import check_guidance_adjust
+from ssd_toolkit.integrations.guidance.config_fields import add_dataclass_fields
 from ssd_toolkit.integrations.guidance.prompts import sds_bridge_source_prompt
 
 # DreamWaltz's GuideConfig defaults, for a guide_cfg that lacks a field (or is None)
@@ -121,24 +120,4 @@ def register_guide_fields(config_cls=None):
         config_cls = getattr(module, "GuideConfig", None)
         if config_cls is None:
             return None
-    if not dataclasses.is_dataclass(config_cls):
-        raise TypeError(f"config_cls: expected a dataclass, got {config_cls!r}")
-    present = {f.name: f for f in dataclasses.fields(config_cls)}
-    missing = [(n, t, d) for n, t, d in EXTRA_GUIDE_FIELDS if n not in present]
-    if not missing:
-        return config_cls
-    annotations = config_cls.__dict__.get("__annotations__", {})
-    for f in present.values():  # re-declare every field so re-processing keeps its default
-        setattr(config_cls, f.name, f)
-    for name, typ, default in missing:
-        annotations[name] = typ
-        setattr(config_cls, name, dataclasses.field(default=default))
-    config_cls.__annotations__ = annotations
-    for name in ("__init__", "__repr__", "__eq__", "__match_args__"):
-        # dataclass() keeps methods already in the class: drop the ones it generated
-        method = config_cls.__dict__.get(name)
-        generated = getattr(inspect.unwrap(method), "__code__", None) if callable(method) else None
-        if name == "__match_args__" or (generated is not None and generated.co_filename == "<string>"):
-            if name in config_cls.__dict__:
-                delattr(config_cls, name)
-    return dataclasses.dataclass(config_cls)
+    return add_dataclass_fields(config_cls, EXTRA_GUIDE_FIELDS)
