@@ -73,7 +73,7 @@ class SSDGuidanceMixin:
     ``grad_latent_clip``, ``grad_latent_clip_scale``, ``grad_latent_norm``,
     ``grad_latent_nan_to_num``. Uses from their class: ``loss_type``, ``weight_type``,
     ``timestep`` ([B] long, set by their ``preprocess``), ``guidance_scale``,
-    ``alphas_cumprod``, ``scheduler.scale_model_input``, ``prepare_text_embeddings``,
+    ``alphas_cumprod``, ``prepare_text_embeddings``,
     ``_predict``, and for ISM the plain (no ControlNet) ``_predict`` of their
     ``ScoreDistillation`` / ``ScoreDistillationXL`` (class attribute ``_plain_predict``).
 
@@ -122,8 +122,10 @@ class SSDGuidanceMixin:
         batch, k = latents_noisy.shape[0], len(keys)
         embeds = {key: _rows(text_embeds_dict[key], batch) for key in keys}
         text_embeddings = self.prepare_text_embeddings(text_embeds_dict=embeds, text_keys=keys)
+        # x_t as their add_noise made it (DDPM form), unscaled: their scale_model_input is the
+        # identity for SD's PNDM/DDPM/DDIM schedulers, and SDXL's Euler one fails on a t off
+        # its 50-step grid (and would rescale a DDPM-form input by a stale sigma)
         model_input = torch.cat([latents_noisy] * k, dim=0)
-        model_input = self.scheduler.scale_model_input(model_input, self.timestep)
         if "cond_inputs" in kwargs:
             kwargs["cond_inputs"] = _stack_condition(kwargs["cond_inputs"], batch, k)
         timestep = self.timestep if batch == 1 else self.timestep.repeat(k)
