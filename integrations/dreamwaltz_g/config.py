@@ -12,9 +12,10 @@ imports the guidance, so for the command line the import must come earlier (the 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import sys
+
+from ..guidance.config_fields import add_dataclass_fields
 
 DREAMWALTZ_G_COMMIT = "9164dd7b17bbc83f1732fab888204d8b63d1072a"
 DREAMWALTZ_G_CONFIG_MODULE = "configs"
@@ -76,35 +77,3 @@ def register_guide_fields(config_cls=None):
             return None
     return add_dataclass_fields(config_cls, EXTRA_GUIDE_FIELDS)
 
-
-def add_dataclass_fields(config_cls, fields):
-    """Add ``fields`` (``(name, type, default)`` triples) that ``config_cls`` lacks to that
-    dataclass in place; existing fields, their defaults and ``__post_init__`` are kept.
-
-    Returns:
-        ``config_cls``, processed again by ``dataclasses.dataclass``.
-
-    Raises:
-        TypeError: ``config_cls`` is not a dataclass.
-    """
-    if not dataclasses.is_dataclass(config_cls):
-        raise TypeError(f"config_cls: expected a dataclass, got {config_cls!r}")
-    present = {f.name: f for f in dataclasses.fields(config_cls)}
-    missing = [(n, t, d) for n, t, d in fields if n not in present]
-    if not missing:
-        return config_cls
-    annotations = dict(config_cls.__dict__.get("__annotations__", {}))
-    for f in present.values():  # re-declare every field so re-processing keeps its default
-        setattr(config_cls, f.name, f)
-    for name, typ, default in missing:
-        annotations[name] = typ
-        setattr(config_cls, name, dataclasses.field(default=default))
-    config_cls.__annotations__ = annotations
-    for name in ("__init__", "__repr__", "__eq__", "__match_args__"):
-        # dataclass() keeps methods already in the class: drop the ones it generated
-        method = config_cls.__dict__.get(name)
-        generated = getattr(inspect.unwrap(method), "__code__", None) if callable(method) else None
-        if name == "__match_args__" or (generated is not None and generated.co_filename == "<string>"):
-            if name in config_cls.__dict__:
-                delattr(config_cls, name)
-    return dataclasses.dataclass(config_cls)
