@@ -408,6 +408,8 @@ if [ "$DRY" = 0 ] && selected 2; then
   else
     echo "step 2 builds only where a CUDA device is (use --dry-run here)" | tee -a "$LOG"
   fi
+elif [ "$DRY" = 0 ] && ls ssd_toolkit/_C*.so >/dev/null 2>&1; then
+  make_view  # a rerun without step 2 (--only 3,5 on a warm machine): the module built before
 fi
 
 say "gpu_check $([ "$DRY" = 1 ] && echo "DRY RUN ")$(date -u '+%Y-%m-%d %H:%M:%S') UTC; results in $RESULTS; python $PY; budgets ${BUDGET[*]:0:7} of $TOTAL_S s"
