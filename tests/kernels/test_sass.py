@@ -7,6 +7,7 @@ nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm (``nvidia/cu13/bin``); skipped ot
 - No contracted multiply-add (csrc/build_config.json: nvcc --fmad=false, as -ffp-contract=off
   on the CPU and in the emulation, so GPU and emulation agree to the bit): write_kernel has no
   DFMA/FFMA at all, partial_kernel exactly the explicit fma() of its four sums.
+- The relaxed_arrive variant's cluster arrive has no MEMBAR.ALL.GPU (the release one has).
 - 128-bit vector loads in every vector instantiation; local memory (spills) only where it
   was measured when this gate was written (resident fp16/bf16 at 4 packs per thread: 2
   local accesses in fp16 scalar and bf16 scalar, 9 in bf16 vector).
@@ -69,7 +70,7 @@ def sass(tmp_path_factory):
     functions = {}
     for chunk in re.split(r"\n\s*Function : ", text)[1:]:
         name, body = chunk.split("\n", 1)
-        functions[name.strip()] = collections.Counter(re.findall(r"\b([A-Z][A-Z0-9]*(?:\.[A-Z0-9]+)*)\b", body))
+        functions[name.strip()] = collections.Counter(re.findall(r"\b([A-Z][A-Z0-9_]*(?:\.[A-Z0-9_]+)*)\b", body))
     assert functions, "no function in the sm_90 SASS"
     return functions
 
@@ -110,3 +111,12 @@ def test_vector_kernels_load_128_bits_and_nothing_new_spills(sass):
         local = _count(ops, "LDL") + _count(ops, "STL")
         known = kernel == "resident_kernel" and dtype in ("half", "bf16") and "Li4E" in name  # 2-9 accesses today
         assert local == 0 or known, (name, "local memory (spills)", local)
+
+
+def test_the_relaxed_arrive_has_no_memory_barrier(sass):
+    """Each resident kernel holds three cluster arrives (cluster.sync, the release "done
+    reading" arrive and the relaxed_arrive variant's) and two MEMBAR.ALL.GPU: the relaxed
+    one goes without the GPU-wide memory barrier it exists to save."""
+    for name, ops in sass.items():
+        if _demangled_kind(name)[0] == "resident_kernel":
+            assert (_count(ops, "UCGABAR_ARV"), ops["MEMBAR.ALL.GPU"]) == (3, 2), (name, ops)
