@@ -25,8 +25,8 @@ constexpr int64_t kMaxGridX = INT_MAX;
 // performance leads, not assumed). SSD_TOOLKIT_CUDA_VARIANT (read at the first CUDA call) or
 // _C.cuda_set_variant: a comma-separated list of
 //   threads256      resident blocks of at most 256 threads (two per SM at <= 128 registers,
-//                   so one block's barriers overlap the other's loads; twice the cluster
-//                   size for the same sample, cluster 16 from 32K fp32 elements)
+//                   so one block's barriers overlap the other's loads; a sample needs
+//                   twice the packs per thread or twice the cluster, split from 64K fp32)
 //   relaxed_arrive  the cluster's "done reading" arrive without release semantics (no
 //                   MEMBAR.ALL.GPU before it)
 // "" or "default": today's plan.
