@@ -92,9 +92,17 @@ class GaussianMixture:
         if self.isotropic:
             v = self.variances[None, :] if self._shared_var is None else self._shared_var
             var = a**2 * v + s**2  # [N, K], or [N, 1] with a shared variance
-            sq = np.sum(x * x, axis=1, keepdims=True) - 2.0 * a * (x @ self.means.T) + a**2 * self._mean_sq
-            sq = np.maximum(sq, 0.0)
-            logn = -0.5 * (sq / var + self.dim * np.log(2.0 * np.pi * var))
+            # sum(x^2) - 2 a x.mu + a^2 |mu|^2, then -(sq / var + d log(2 pi var)) / 2, in place on
+            # the [N, K] product (the same operations in the same order as out of place, without
+            # allocating a temporary per operation: the digits' [N, 1797] arrays are 2 MB each)
+            sq = x @ self.means.T
+            np.multiply(2.0 * a, sq, out=sq)
+            np.subtract(np.sum(x * x, axis=1, keepdims=True), sq, out=sq)
+            sq += a**2 * self._mean_sq
+            np.maximum(sq, 0.0, out=sq)
+            np.divide(sq, var, out=sq)
+            sq += self.dim * np.log(2.0 * np.pi * var)
+            logn = np.multiply(-0.5, sq, out=sq)
         else:
             var = a[:, :, None] ** 2 * self.variances[None] + s[:, :, None] ** 2  # [N, K, d]
             diff = x[:, None, :] - a[:, :, None] * self.means[None]
@@ -123,7 +131,7 @@ class GaussianMixture:
     def _score_from(self, x, logn, a, var, logw):
         logj = logw + logn
         m = np.max(logj, axis=1, keepdims=True)  # finite: every row has a component
-        e = np.exp(logj - m)  # unnormalised responsibilities, one exp pass
+        e = np.exp(np.subtract(logj, m, out=logj), out=logj)  # unnormalised responsibilities, in place
         total = e.sum(axis=1, keepdims=True)
         logp = np.log(total[:, 0]) + m[:, 0]
         if self._shared_var is not None:
