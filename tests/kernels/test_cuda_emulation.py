@@ -215,6 +215,10 @@ def test_smoke_launch_plan_variants(emu, variant):
         if variant == "relaxed_arrive":  # same blocks, same sums: the same bits
             assert plan.replace(" arrive=relaxed", "") == default_plan
             _same_bits((E, stats, result), _run(emu, c, u, n, t, dtype), "relaxed vs release arrive")
+
+
+def test_an_unknown_variant_is_a_value_error(emu):
+    """(Not a smoke test: under the AddressSanitizer build a C++ throw aborts the process.)"""
     with pytest.raises(ValueError, match="variant: expected a comma-separated list"):
         emu.plan(1000, "float32", True, "auto", 0, H100, "threads128")
 
