@@ -66,7 +66,8 @@ class JaxArrays(ArrayBackend):
         self.jax, self.jnp = jax, jnp
         self.tracer = jax.core.Tracer
         self.ops = ModuleOps(jnp)
-        self._estimate = _no_gradient(jax, self._compute)
+        # jit-compiled once per (M, route, shapes): eager calls reuse the compiled call
+        self._estimate = jax.jit(_no_gradient(jax, self._compute), static_argnums=(0, 1))
         self._warned_fallback = False
 
     def claims(self, kind):

@@ -36,12 +36,12 @@ def check_shape(shape, B: int) -> None:
 
 def _as_host(t, what):
     """``t`` as a NumPy array; arrays of any supported library are read through their backend."""
+    if type(t) is not np.ndarray and is_refused(t):
+        framework_of(t, "t")  # masked arrays and the like: their own message
     if isinstance(t, (np.ndarray, int, float, list, tuple, np.generic)):
         return np.asarray(t)
     framework = find(t)
     if framework is None:
-        if is_refused(t):
-            framework_of(t, "t")  # masked arrays and the like: their own message
         try:
             return np.asarray(t)
         except Exception:  # noqa: BLE001 - an object NumPy cannot read

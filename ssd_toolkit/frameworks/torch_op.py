@@ -29,7 +29,6 @@ import torch
 from .. import _dispatch, _extension
 from ..reference import estimate_reference
 from .batch import ARRAY_ARGS, FLOAT_DTYPES, STAT_NAMES, stats_dict
-from .registry import framework_of
 from .timesteps import check_kind, check_shape
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -65,18 +64,20 @@ def _estimate_op_cpu(eps_cond, eps_uncond, noise, t, t_scalar, M, return_stats):
     """The compiled CPU kernel called directly on the rows (no second validation)."""
     B, N = eps_cond.shape
     t64 = np.full(B, t_scalar) if t is None else t.to(torch.float64).contiguous().numpy()
-    rows = [x.contiguous() for x in (eps_cond, eps_uncond, noise)]
+    rows = [x if x.is_contiguous() else x.contiguous() for x in (eps_cond, eps_uncond, noise)]
+    out = torch.empty((B, N), dtype=eps_cond.dtype)
+    stats = _empty_stats(eps_cond, B if return_stats else 0)
     kernel = _extension.cpu_kernel()
     if kernel is not None:
-        name = _NAMES[eps_cond.dtype]
-        E, stats = framework_of(eps_cond).cpu_kernel(kernel, [r.data_ptr() for r in rows], t64, M, True, (B, N), B, N, name)
-        return E, torch.stack([stats[s] for s in STAT_NAMES]) if return_stats else _empty_stats(eps_cond, 0)
+        pointers = [r.data_ptr() for r in (*rows, out)]
+        kernel(*pointers, t64, stats.data_ptr() if return_stats else None, B, N, _NAMES[eps_cond.dtype], M)
+        return out, stats
     _extension.warn_fallback_once()
     E64, named = estimate_reference(*(r.to(torch.float64).numpy() for r in rows), t64, M)
-    E = torch.from_numpy(E64).to(eps_cond.dtype)
-    if not return_stats:
-        return E, _empty_stats(eps_cond, 0)
-    return E, torch.from_numpy(np.stack([named[s] for s in STAT_NAMES]))
+    out.copy_(torch.from_numpy(E64))
+    if return_stats:
+        stats.copy_(torch.from_numpy(np.stack([named[s] for s in STAT_NAMES])))
+    return out, stats
 
 
 @estimate_op.register_fake
@@ -146,8 +147,9 @@ def _call_op(eps_cond, eps_uncond, noise, t_dev, t_scalar, M, return_stats, back
         E2d, stats = estimate_torch(*rows, t_vec, M)
     else:
         E2d, stats_rows = torch.ops.ssd_toolkit.estimate(*rows, t_dev, t_scalar, M, return_stats)
-        seeking = torch.full((B,), t_scalar <= M, dtype=torch.bool, device=device) if t_dev is None else t_dev <= M
-        stats = stats_dict(stats_rows, seeking)
+        if return_stats:
+            seeking = torch.full((B,), t_scalar <= M, dtype=torch.bool, device=device) if t_dev is None else t_dev <= M
+            stats = stats_dict(stats_rows, seeking)
     E = E2d.reshape(eps_cond.shape)
     return (E, stats) if return_stats else E
 
