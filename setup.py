@@ -33,6 +33,7 @@ with open(os.path.join(ROOT, "csrc", "build_config.json")) as _config_file:
 
 PACKAGE_DIR = {
     "ssd_toolkit": "ssd_toolkit",
+    "ssd_toolkit.frameworks": "ssd_toolkit/frameworks",
     "ssd_toolkit.toy": "toy",
     "ssd_toolkit.integrations": "integrations",
     "ssd_toolkit.integrations.guidance": "integrations/guidance",

@@ -192,28 +192,30 @@ class _Stubbed:
     with no-ops for the duration of a ``with`` block."""
 
     def __init__(self, cuda):
-        from ssd_toolkit import _extension, core  # noqa: PLC0415
+        from ssd_toolkit import _extension, frameworks  # noqa: PLC0415
 
-        self.cuda, self.ext, self.core = cuda, _extension, core
+        self.cuda, self.ext = cuda, _extension
+        self.torch_backend = frameworks.framework_of(torch.zeros(1))
         self.stub = types.SimpleNamespace(
             estimate_cpu=lambda *a: None, estimate_cuda=lambda *a: None, compiled_with_cuda=lambda: True
         )
 
     def __enter__(self):
-        self.saved = (self.ext.load, self.ext.cpu_kernel, self.ext.has_cuda_kernel, dict(self.core._TORCH_DEVICE_PATHS),
+        self.saved = (self.ext.load, self.ext.cpu_kernel, self.ext.has_cuda_kernel,
                       torch.cuda.current_device, getattr(torch._C, "_cuda_getCurrentRawStream", None))
         self.ext.load = lambda: self.stub
         self.ext.cpu_kernel = lambda: self.stub.estimate_cpu
         if self.cuda:  # CPU tensors take the CUDA route: glue, allocation, argument packing
             self.ext.has_cuda_kernel = lambda: True
-            self.core._TORCH_DEVICE_PATHS["cpu"] = self.core._torch_cuda_fast
+            backend = self.torch_backend
+            backend._fast_cpu = lambda *args: backend._fast_cuda(*args[:-1])  # the CPU tensors' route -> CUDA's
             torch.cuda.current_device = lambda: None  # a CPU tensor's device index
             torch._C._cuda_getCurrentRawStream = lambda index: 0
         return self
 
     def __exit__(self, *exc):
-        self.ext.load, self.ext.cpu_kernel, self.ext.has_cuda_kernel, paths, torch.cuda.current_device, raw = self.saved
-        self.core._TORCH_DEVICE_PATHS.update(paths)
+        self.ext.load, self.ext.cpu_kernel, self.ext.has_cuda_kernel, torch.cuda.current_device, raw = self.saved
+        self.torch_backend.__dict__.pop("_fast_cpu", None)
         if self.cuda and raw is None:
             delattr(torch._C, "_cuda_getCurrentRawStream")
         elif self.cuda:

@@ -81,8 +81,10 @@ def backends() -> dict:
         the CUDA kernel are compiled in); ``cuda_device`` (bool: the compiled CUDA kernel's
         runtime finds a usable driver and device); ``reason`` (why the compiled module
         failed to load, or None); ``cuda_device_reason`` (why no CUDA device is usable, or
-        None).
+        None); ``jax_ffi`` (bool: the optional JAX extension is built, see docs/api.md).
     """
+    from .frameworks.jax_build import LIBRARY  # noqa: PLC0415 - imports no JAX
+
     load()
     usable, why = cuda_device_status()
     return {
@@ -92,4 +94,5 @@ def backends() -> dict:
         "cuda_device": usable,
         "reason": _state["error"],
         "cuda_device_reason": why,
+        "jax_ffi": LIBRARY.exists(),
     }

@@ -1,7 +1,8 @@
 """The per-sample SSD maths, written once for NumPy arrays and torch tensors.
 
 Every Python path computes the estimator here: the float64 NumPy reference, the torch
-backend, the Fig. 6 ablations, ``terms.py`` and the gradient-norm diagnostics. The C++
+backend, the JAX and array-API paths, the Fig. 6 ablations, ``terms.py`` and the
+gradient-norm diagnostics, each through its library's operations (``ops``). The C++
 and CUDA kernels implement the same rules (``csrc/``); ``COLLINEAR_RTOL2`` is the constant
 they share (a test reads it from the C++ source).
 
@@ -26,11 +27,6 @@ whole ``E_b`` NaN; a ``t_b > M`` sample is ``h_b`` (IEEE arithmetic).
 
 from __future__ import annotations
 
-import contextlib
-import sys
-
-import numpy as np
-
 # ||d||^2 <= COLLINEAR_RTOL2 * ||c||^2 (||d|| <= 1e-6 ||c||): the direction is rounding
 # noise. Shared with the C++/CUDA kernels (csrc/; tests/core/test_estimate_properties.py checks).
 COLLINEAR_RTOL2 = 1e-12
@@ -39,52 +35,26 @@ VARIANTS = ("ssd", "no-vr", "sds-vr", "no-rescale")
 STAT_NAMES = ("r", "h_norm", "eps_tilde_norm", "eps_cond_norm", "noise_norm", "scale")
 
 
-class _NumpyOps:
-    where = staticmethod(np.where)
-    sqrt = staticmethod(np.sqrt)
-    isfinite = staticmethod(np.isfinite)
-    full_like = staticmethod(np.full_like)
-
-    @staticmethod
-    def errstate():
-        return np.errstate(all="ignore")
-
-
-class _TorchOps:
-    def __init__(self, torch):
-        self.sqrt = torch.sqrt
-        self.isfinite = torch.isfinite
-        self.full_like = torch.full_like
-        self.where = torch.where
-
-    errstate = staticmethod(contextlib.nullcontext)  # torch never warns about inf/NaN
-
-
-_NUMPY = _NumpyOps()
-_TORCH = []
-
-
 def ops(x):
-    """The array namespace of ``x``: NumPy's, or torch's for a tensor."""
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(x, torch.Tensor):
-        if not _TORCH:
-            _TORCH.append(_TorchOps(torch))
-        return _TORCH[0]
-    return _NUMPY
+    """The array operations for ``x``'s library (``ssd_toolkit.frameworks.math_ops``)."""
+    from .frameworks import namespace  # noqa: PLC0415 - frameworks imports this module's names
+
+    return namespace(x)
 
 
 def per_sample_sums(c, u, n):
     """``(hh, cc, cn, nn)``: the four per-sample sums of ``[B, N]`` rows, each ``[B]``."""
-    with ops(c).errstate():
+    xp = ops(c)
+    with xp.errstate():
         h = c - u
-        return (h * h).sum(1), (c * c).sum(1), *projection_sums(c, n)
+        return xp.row_sum(h * h), xp.row_sum(c * c), *projection_sums(c, n)
 
 
 def projection_sums(c, n):
     """``(cn, nn)``: ``<c, n>`` and ``||n||^2`` per sample, the two sums behind ``r``."""
-    with ops(c).errstate():
-        return (c * n).sum(1), (n * n).sum(1)
+    xp = ops(c)
+    with xp.errstate():
+        return xp.row_sum(c * n), xp.row_sum(n * n)
 
 
 def projection_ratio(cn, nn):

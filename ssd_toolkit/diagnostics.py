@@ -28,15 +28,15 @@ import math
 
 import numpy as np
 
-from . import _arrays, _ssd_math
+from . import _ssd_math, frameworks
 
 MEAN_STATS = ("r", "h_norm", "eps_tilde_norm", "eps_cond_norm", "noise_norm", "scale")
 
 
 def _host(x, B, name):
     """x as a float64 host vector of length B (a scalar is broadcast)."""
-    if _arrays.is_torch_tensor(x):
-        x = x.detach().to("cpu").double().numpy()
+    if not isinstance(x, (np.ndarray, np.generic, int, float, bool)) and frameworks.find(x) is not None:
+        x = frameworks.to_host_float64(x)
     arr = np.asarray(x, dtype=np.float64) if not isinstance(x, np.ndarray) or x.dtype != bool else x.astype(np.float64)
     if arr.ndim == 0:
         arr = np.full(B, float(arr))
@@ -46,16 +46,18 @@ def _host(x, B, name):
 
 
 def _to_host_once(stats, B):
-    """Torch [B] stats copied to the host in one transfer (one sync on a GPU)."""
-    tensors = {k: v for k, v in stats.items() if _arrays.is_torch_tensor(v) and tuple(v.shape) == (B,)}
-    if len(tensors) < 2:
+    """Device [B] stats copied to the host in one transfer (one sync on a GPU)."""
+    arrays = {k: v for k, v in stats.items() if not isinstance(v, np.ndarray) and tuple(getattr(v, "shape", ())) == (B,)}
+    if len(arrays) < 2:
         return dict(stats)
-    torch = _arrays._torch()
-    devices = {v.device for v in tensors.values()}
-    if len(devices) > 1:
+    first = next(iter(arrays.values()))
+    backend = frameworks.find(first)
+    if backend is None or any(frameworks.find(v) is not backend or backend.device(v) != backend.device(first)
+                              for v in arrays.values()):
         return dict(stats)
-    stacked = torch.stack([v.detach().double() for v in tensors.values()]).cpu().numpy()
-    return {**stats, **dict(zip(tensors, stacked))}
+    ops = backend.ops_for(first)
+    stacked = backend.to_host_float64(ops.lib.stack([backend.astype(v, "float64") for v in arrays.values()]))
+    return {**stats, **dict(zip(arrays, stacked))}
 
 
 def _batch_size(stats):

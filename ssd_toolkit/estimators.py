@@ -32,10 +32,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 
-from . import _arrays, _ssd_math
-from ._estimator_base import _check_real, _down, _finish, _prepare, _up, _where_rows
+from . import _ssd_math, checks, frameworks
+from ._estimator_base import _down, _finish, _prepare, _up, _where_rows
 from ._registry import lookup
 from .core import BACKENDS, estimate
 from .estimators_scheduled import ISM, SDS_BRIDGE_SOURCE_MODIFIER, AnnealedCSD, SDSBridge  # noqa: F401 - public here too
@@ -61,7 +60,7 @@ class SSD:
     branches = ("cond", "uncond")
 
     def __post_init__(self):
-        _arrays.validate_threshold(self.M)
+        checks.real("M", self.M, array_0d=True, noun="scalar")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {self.backend!r}")
 
@@ -89,7 +88,7 @@ class SDS:
     branches = ("cond", "uncond")
 
     def __post_init__(self):
-        _check_real("guidance_scale", self.guidance_scale)
+        checks.real("guidance_scale", self.guidance_scale)
         if self.cfg not in CFG_CONVENTIONS:
             raise ValueError(f"cfg: expected one of {CFG_CONVENTIONS}, got {self.cfg!r}")
 
@@ -125,7 +124,7 @@ class CSD:
     branches = ("cond", "uncond")
 
     def __post_init__(self):
-        _check_real("scale", self.scale)
+        checks.real("scale", self.scale)
 
     def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None, return_stats=False):
         batch, _, _ = _prepare(eps_cond, eps_uncond, noise, t)
@@ -148,8 +147,8 @@ class NFSD:
     branches = ("cond", "uncond", "negative")
 
     def __post_init__(self):
-        _check_real("guidance_scale", self.guidance_scale)
-        _check_real("t_threshold", self.t_threshold)
+        checks.real("guidance_scale", self.guidance_scale)
+        checks.real("t_threshold", self.t_threshold)
 
     def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None, return_stats=False):
         batch, t64, neg = _prepare(eps_cond, eps_uncond, noise, t, eps_negative, needs=self.branches)
@@ -174,17 +173,13 @@ class _SSDAblation:
     variant = "ssd"
 
     def __post_init__(self):
-        _arrays.validate_threshold(self.M)
+        checks.real("M", self.M, array_0d=True, noun="scalar")
 
     def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None, return_stats=False):
         batch, t64, _ = _prepare(eps_cond, eps_uncond, noise, t)
         B, N = batch.B, batch.N
-        torch = _arrays._torch() if batch.library == "torch" else None
-        rows = [_arrays.flat_rows(x, B, N) for x in (eps_cond, eps_uncond, noise)]
-        c, u, n = (r.double() for r in rows) if torch is not None else (r.astype(np.float64) for r in rows)
-        seeking = t64 <= float(self.M)
-        if torch is not None:
-            seeking = torch.from_numpy(seeking).to(c.device)
+        c, u, n = (frameworks.astype(frameworks.flat_rows(x, B, N), "float64") for x in (eps_cond, eps_uncond, noise))
+        seeking = frameworks.from_host(t64 <= float(self.M), c)
         E, stats = _ssd_math.estimate_rows(c, u, n, seeking, self.variant)
         out = _down(E.reshape(batch.shape), eps_cond)
         if not return_stats:

@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import _arrays
-from ._estimator_base import _check_real, _check_step, _finish, _prepare, _up
+from . import checks, frameworks
+from ._estimator_base import _check_step, _finish, _prepare, _up
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class AnnealedCSD:
 
     def __post_init__(self):
         if self.progress is not None:
-            _check_real("progress", self.progress)
+            checks.real("progress", self.progress)
 
     def at_step(self, train_step, max_iteration):
         if max_iteration is None:
@@ -76,9 +76,9 @@ class SDSBridge:
     name = "sds-bridge"
 
     def __post_init__(self):
-        _check_real("guidance_scale", self.guidance_scale)
-        _check_real("scale", self.scale)
-        _check_real("stage_two_start_step", self.stage_two_start_step)
+        checks.real("guidance_scale", self.guidance_scale)
+        checks.real("scale", self.scale)
+        checks.real("stage_two_start_step", self.stage_two_start_step)
         if self.stage not in (1, 2):
             raise ValueError(f"stage: expected 1 or 2, got {self.stage!r}")
 
@@ -131,12 +131,12 @@ class ISM:
     needs_denoiser = True
 
     def __post_init__(self):
-        _check_real("guidance_scale", self.guidance_scale)
+        checks.real("guidance_scale", self.guidance_scale)
         for field, least in (("delta_t", 0), ("delta_t_start", 0), ("xs_delta_t", 1), ("xs_inv_steps", 1)):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
                 raise ValueError(f"{field}: expected an integer >= {least}, got {value!r}")
-        _check_real("warmup_fraction", self.warmup_fraction)
+        checks.real("warmup_fraction", self.warmup_fraction)
 
     @property
     def interval(self):
@@ -160,7 +160,7 @@ class ISM:
         if "int" not in kind:
             raise TypeError(f"t: expected integer timesteps [B] (they index alphas_cumprod), got {kind}")
         s = t - self.interval
-        s = s.clamp(min=0) if _arrays.is_torch_tensor(s) else np.maximum(s, 0)
+        s = frameworks.namespace(s).where(s < 0, 0, s)
         return ism_noisy_input(eps_uncond, x0, noise, t, s, alphas_cumprod, self.xs_delta_t, self.xs_inv_steps)
 
     def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None, return_stats=False):

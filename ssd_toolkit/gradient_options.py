@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import checks
+
 
 def _torch():
     import torch  # noqa: PLC0415 - torch is needed only when an option is applied
@@ -56,9 +58,9 @@ class GradientOptions:
         for name in ("grad_latent_clip", "grad_latent_norm", "grad_latent_nan_to_num"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}: expected a bool, got {getattr(self, name)!r}")
-        _check_positive("grad_latent_clip_scale", self.grad_latent_clip_scale)
+        checks.real("grad_latent_clip_scale", self.grad_latent_clip_scale, positive=True)
         if self.grad_clip is not None:
-            _check_positive("grad_clip", self.grad_clip)
+            checks.real("grad_clip", self.grad_clip, positive=True)
 
     def __call__(self, g):
         if self.grad_latent_clip:
@@ -70,11 +72,6 @@ class GradientOptions:
         if self.grad_clip is not None:
             g = g.clamp(-self.grad_clip, self.grad_clip)
         return g
-
-
-def _check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
-        raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
 
 
 def apply_gradient_options(g, options=None, **flags):

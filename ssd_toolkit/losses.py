@@ -32,9 +32,8 @@ from __future__ import annotations
 
 import numbers
 
-import numpy as np
 
-from . import _arrays
+from . import frameworks
 
 
 def _torch():
@@ -50,27 +49,24 @@ def _check_tensor(name, x):
     if x.ndim == 0:
         raise ValueError(f"{name}: expected shape [B, ...] with at least one dimension, got a 0-d tensor")
     if not x.is_floating_point():
-        raise TypeError(f"{name}: expected a floating dtype, got {_arrays.dtype_name(x)}")
+        raise TypeError(f"{name}: expected a floating dtype, got {frameworks.dtype_name(x)}")
 
 
 def _per_sample_factor(g, factor):
     """``g_b * factor_b`` (factor float64 [B]) in g's dtype, the product in float32 or better."""
     shape = (g.shape[0],) + (1,) * (len(g.shape) - 1)
-    if _arrays.is_torch_tensor(g):
-        compute = g.float() if g.dtype in (_torch().float16, _torch().bfloat16) else g
-        return (compute * factor.to(compute.dtype).reshape(shape)).to(g.dtype)
-    compute = g.astype(np.float32) if g.dtype == np.float16 else g
-    return (compute * factor.astype(compute.dtype).reshape(shape)).astype(g.dtype, copy=False)
+    name = frameworks.dtype_name(g)
+    compute = frameworks.astype(g, "float32") if name in ("float16", "bfloat16") else g
+    factor = frameworks.reshape(frameworks.astype(factor, frameworks.dtype_name(compute)), shape)
+    return frameworks.astype(compute * factor, name)
 
 
 def _validate_rows(name, g):
-    lib = _arrays.library_of(g)
-    if lib not in ("numpy", "torch"):
-        raise TypeError(f"{name}: expected a numpy.ndarray or torch.Tensor, got {type(g).__name__}")
+    frameworks.framework_of(g, name)
     if len(g.shape) == 0:
         raise ValueError(f"{name}: expected shape [B, ...] with at least one dimension, got a 0-d array")
-    if _arrays.dtype_name(g) not in _arrays.FLOAT_DTYPES:
-        raise TypeError(f"{name}: expected a floating dtype in {_arrays.FLOAT_DTYPES}, got {_arrays.dtype_name(g)}")
+    if frameworks.dtype_name(g) not in frameworks.FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected a floating dtype in {frameworks.FLOAT_DTYPES}, got {frameworks.dtype_name(g)}")
 
 
 def normalize_per_sample(g):
@@ -83,9 +79,9 @@ def normalize_per_sample(g):
         g's shape, dtype, library and device.
     """
     _validate_rows("g", g)
-    norms = _arrays.row_norms(g, g.shape[0])
-    lib = _torch() if _arrays.is_torch_tensor(g) else np
-    factor = lib.where(norms > 0, 1.0 / lib.where(norms > 0, norms, lib.ones_like(norms)), lib.zeros_like(norms))
+    norms = frameworks.row_norms(g)
+    xp = frameworks.namespace(norms)
+    factor = xp.where(norms > 0, 1.0 / xp.where(norms > 0, norms, 1.0), 0.0)
     return _per_sample_factor(g, factor)
 
 
@@ -102,10 +98,10 @@ def clip_per_sample(g, max_norm):
     _validate_rows("g", g)
     if isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real) or not (0 < max_norm < float("inf")):
         raise ValueError(f"max_norm: expected a positive finite number, got {max_norm!r}")
-    norms = _arrays.row_norms(g, g.shape[0])
-    lib = _torch() if _arrays.is_torch_tensor(g) else np
+    norms = frameworks.row_norms(g)
+    xp = frameworks.namespace(norms)
     over = norms > max_norm
-    factor = lib.where(over, max_norm / lib.where(over, norms, lib.ones_like(norms)), lib.ones_like(norms))
+    factor = xp.where(over, max_norm / xp.where(over, norms, 1.0), 1.0)
     return _per_sample_factor(g, factor)
 
 

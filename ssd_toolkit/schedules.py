@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _arrays
+from . import frameworks
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class NoiseSchedule:
         return int(self.alphas_cumprod.shape[0])
 
     def _index(self, t):
-        return _arrays.timestep_indices(t, self.num_timesteps)
+        return frameworks.timestep_indices(t, self.num_timesteps)
 
     def alpha_bar(self, t):
         """``abar_t`` for integer (or integer-valued) timesteps t."""

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _arrays, _ssd_math
+from . import _ssd_math, frameworks
 
 
 def _rows64(x, B):
     """float64 ``[B, N]`` rows in x's library and device (accumulation precision)."""
-    rows = _arrays.flat_rows(x, B, int(np.prod(x.shape[1:])))
-    return rows.double() if _arrays.is_torch_tensor(rows) else rows.astype(np.float64)
+    return frameworks.astype(frameworks.flat_rows(x, B, int(np.prod(x.shape[1:]))), "float64")
 
 
 def mode_disengaging(eps_cond, eps_uncond):
     """``h = eps_cond - eps_uncond`` (Alg. 1 line 7), in the inputs' dtype."""
-    _arrays.validate_arrays(eps_cond, eps_uncond, eps_cond)
+    frameworks.validate_arrays(eps_cond, eps_uncond, eps_cond, names=("eps_cond", "eps_uncond", "eps_cond"))
     return eps_cond - eps_uncond
 
 
@@ -29,7 +28,7 @@ def projection_ratio(eps_cond, noise):
     Returns:
         float64 ``[B]`` in the inputs' library and device.
     """
-    batch = _arrays.validate_arrays(eps_cond, eps_cond, noise)
+    batch = frameworks.validate_arrays(eps_cond, eps_cond, noise)
     c, n = _rows64(eps_cond, batch.B), _rows64(noise, batch.B)
     cn, nn = _ssd_math.projection_sums(c, n)
     return _ssd_math.projection_ratio(cn, nn)
@@ -37,11 +36,11 @@ def projection_ratio(eps_cond, noise):
 
 def variance_reduced(eps_cond, noise):
     """``eps_tilde = eps_cond - r * noise`` (Eq. 7), in the inputs' dtype and shape."""
-    batch = _arrays.validate_arrays(eps_cond, eps_cond, noise)
+    batch = frameworks.validate_arrays(eps_cond, eps_cond, noise)
     c, n = _rows64(eps_cond, batch.B), _rows64(noise, batch.B)
     cn, nn = _ssd_math.projection_sums(c, n)
     out = (c - _ssd_math.projection_ratio(cn, nn)[:, None] * n).reshape(batch.shape)
-    return out.to(eps_cond.dtype) if _arrays.is_torch_tensor(out) else out.astype(eps_cond.dtype)
+    return frameworks.astype(out, batch.dtype)
 
 
 def optimal_coefficient(eps_hat, noise, assume_standard_noise=True):
@@ -58,11 +57,11 @@ def optimal_coefficient(eps_hat, noise, assume_standard_noise=True):
     Returns:
         A Python float.
     """
-    batch = _arrays.validate_arrays(eps_hat, eps_hat, noise)
+    batch = frameworks.validate_arrays(eps_hat, eps_hat, noise, names=("eps_hat", "eps_hat", "noise"))
     if batch.B < 2:
         raise ValueError(f"eps_hat: expected K >= 2 Monte-Carlo draws along dim 0, got K={batch.B}")
-    e = np.asarray(_arrays.to_float64_numpy(_arrays.flat_rows(eps_hat, batch.B, batch.N)))
-    n = np.asarray(_arrays.to_float64_numpy(_arrays.flat_rows(noise, batch.B, batch.N)))
+    e = frameworks.to_host_float64(frameworks.flat_rows(eps_hat, batch.B, batch.N))
+    n = frameworks.to_host_float64(frameworks.flat_rows(noise, batch.B, batch.N))
     e_c, n_c = e - e.mean(0), n - n.mean(0)
     cross = float((e_c * n_c).sum() / (batch.B - 1))
     denom = float(batch.N) if assume_standard_noise else float((n_c * n_c).sum() / (batch.B - 1))

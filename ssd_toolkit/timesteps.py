@@ -31,21 +31,14 @@ import numbers
 
 import numpy as np
 
+from . import checks
 from ._registry import lookup
 from .schedules import stable_diffusion_schedule
 
 
-def _check_int(name, value, minimum=0):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an integer >= {minimum}, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
-    return int(value)
-
-
 def _check_range(t_min, t_max, what=""):
-    t_min = _check_int(f"{what}t_min", t_min)
-    t_max = _check_int(f"{what}t_max", t_max)
+    t_min = checks.integer(f"{what}t_min", t_min, minimum=0)
+    t_max = checks.integer(f"{what}t_max", t_max, minimum=0)
     if t_max < t_min:
         raise ValueError(f"{what}t_max: expected >= t_min = {t_min}, got {t_max}")
     return t_min, t_max
@@ -72,7 +65,7 @@ class _RangeSampler:
         Raises:
             TypeError / ValueError: batch_size or step not a non-negative integer.
         """
-        batch_size = _check_int("batch_size", batch_size)
+        batch_size = checks.integer("batch_size", batch_size, minimum=0)
         lo, hi = self.t_range(step)
         return self._rng.integers(lo, hi + 1, size=batch_size, dtype=np.int64)
 
@@ -87,7 +80,7 @@ class UniformSampler(_RangeSampler):
         self.t_min, self.t_max = _check_range(t_min, t_max)
 
     def t_range(self, step: int = 0):
-        _check_int("step", step)
+        checks.integer("step", step, minimum=0)
         return self.t_min, self.t_max
 
 
@@ -101,10 +94,10 @@ class PaperSampler(_RangeSampler):
         super().__init__(seed)
         self.t_min, self.t_max = _check_range(t_min, t_max)
         _, self.t_max_annealed = _check_range(t_min, t_max_annealed, "annealed ")
-        self.anneal_step = _check_int("anneal_step", anneal_step)
+        self.anneal_step = checks.integer("anneal_step", anneal_step, minimum=0)
 
     def t_range(self, step: int = 0):
-        step = _check_int("step", step)
+        step = checks.integer("step", step, minimum=0)
         return (self.t_min, self.t_max) if step < self.anneal_step else (self.t_min, self.t_max_annealed)
 
 
@@ -121,8 +114,8 @@ def _check_rule(name, rule):
     if len(rule) != 4:
         raise ValueError(f"{name}: expected a float or a 3/4-element rule [start_step, start_value, end_value, end_step], got {rule!r}")
     start_step, start_value, end_value, end_step = rule
-    start_step = _check_int(f"{name} start_step", start_step)
-    end_step = _check_int(f"{name} end_step", end_step)
+    start_step = checks.integer(f"{name} start_step", start_step, minimum=0)
+    end_step = checks.integer(f"{name} end_step", end_step, minimum=0)
     if end_step <= start_step:
         raise ValueError(f"{name}: expected end_step > start_step = {start_step}, got {end_step}")
     for label, v in (("start_value", start_value), ("end_value", end_value)):
@@ -155,10 +148,10 @@ class PiecewiseLinearSampler(_RangeSampler):
         super().__init__(seed)
         self.min_rule = _check_rule("min_step_percent", min_step_percent)
         self.max_rule = _check_rule("max_step_percent", max_step_percent)
-        self.num_train_timesteps = _check_int("num_train_timesteps", num_train_timesteps, 1)
+        self.num_train_timesteps = checks.integer("num_train_timesteps", num_train_timesteps, minimum=1)
 
     def t_range(self, step: int = 0):
-        step = _check_int("step", step)
+        step = checks.integer("step", step, minimum=0)
         T = self.num_train_timesteps
         lo = int(T * _rule_value(self.min_rule, step))
         hi = int(T * _rule_value(self.max_rule, step))
@@ -194,7 +187,7 @@ class DreamTimeSampler(_RangeSampler):
 
     def __init__(self, total_steps, t_min=20, t_max=980, mean=500.0, std=125.0, alphas_cumprod=None, seed=None):
         super().__init__(seed)
-        self.total_steps = _check_int("total_steps", total_steps, 1)
+        self.total_steps = checks.integer("total_steps", total_steps, minimum=1)
         self.t_min, self.t_max = _check_range(t_min, t_max)
         if not (isinstance(std, numbers.Real) and std > 0):
             raise ValueError(f"std: expected a positive number, got {std!r}")
@@ -216,7 +209,7 @@ class DreamTimeSampler(_RangeSampler):
 
     def t_at(self, step: int) -> int:
         """The annealed timestep at ``step``."""
-        step = _check_int("step", step)
+        step = checks.integer("step", step, minimum=0)
         frac = min(1.0, step / self.total_steps)
         # largest i with tail[i] >= frac; tail is decreasing in i, tail[0] = 1.
         i = int(np.searchsorted(-self._tail, -frac, side="right")) - 1
@@ -228,7 +221,7 @@ class DreamTimeSampler(_RangeSampler):
 
     def sample(self, batch_size: int, step: int = 0) -> np.ndarray:
         """``batch_size`` copies of ``t_at(step)`` (int64)."""
-        batch_size = _check_int("batch_size", batch_size)
+        batch_size = checks.integer("batch_size", batch_size, minimum=0)
         return np.full(batch_size, self.t_at(step), dtype=np.int64)
 
 

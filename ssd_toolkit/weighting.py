@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _arrays
+from . import frameworks
 from ._registry import lookup
 
 
@@ -75,22 +75,25 @@ class Weighting:
 
     def __call__(self, t, alphas_cumprod):
         T = _check_alphas(alphas_cumprod)
-        idx = _arrays.timestep_indices(t, T)
-        if _arrays.is_torch_tensor(t):
-            torch = _arrays._torch()
-            abar = alphas_cumprod
-            if not _arrays.is_torch_tensor(abar):
-                abar = torch.from_numpy(np.asarray(abar, dtype=np.float64))
-            abar = abar.detach().to(t.device)
-            index = torch.from_numpy(idx).to(t.device)
-            return self._formula(abar[index])
-        abar = _arrays.to_float64_numpy(alphas_cumprod) if _arrays.is_torch_tensor(alphas_cumprod) else alphas_cumprod
-        abar = np.asarray(abar, dtype=np.float64)
-        return np.asarray(self._formula(abar[idx]), dtype=np.float64)
+        idx = frameworks.timestep_indices(t, T)
+        host_abar = _host_array(alphas_cumprod)
+        if not _is_host(t):  # t's library and device, in alphas_cumprod's dtype when it has one
+            same_library = not _is_host(alphas_cumprod) and frameworks.find(alphas_cumprod) is frameworks.find(t)
+            dtype = frameworks.dtype_name(alphas_cumprod) if same_library else "float64"
+            return self._formula(frameworks.from_host(host_abar[idx], t, dtype))
+        return np.asarray(self._formula(host_abar[idx]), dtype=np.float64)
+
+
+def _is_host(x) -> bool:
+    return isinstance(x, (np.ndarray, list, tuple, int, float, np.generic))
+
+
+def _host_array(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64) if _is_host(x) else frameworks.to_host_float64(x)
 
 
 def _check_alphas(alphas_cumprod) -> int:
-    if not (_arrays.is_torch_tensor(alphas_cumprod) or isinstance(alphas_cumprod, (np.ndarray, list, tuple))):
+    if not (isinstance(alphas_cumprod, (np.ndarray, list, tuple)) or frameworks.find(alphas_cumprod) is not None):
         raise TypeError(
             f"alphas_cumprod: expected a NumPy array or torch tensor of shape [T], got {type(alphas_cumprod).__name__}"
         )

@@ -215,7 +215,7 @@ def test_fallback_warns_once_without_compiled_module(monkeypatch):
 
 def test_backends_report():
     report = ssd_toolkit.backends()
-    assert set(report) == {"reference", "cpu", "cuda", "cuda_device", "reason", "cuda_device_reason"}
+    assert set(report) == {"reference", "cpu", "cuda", "cuda_device", "reason", "cuda_device_reason", "jax_ffi"}
     assert report["reference"] is True
     # A usable device needs the kernel compiled in; every False says why.
     assert not report["cuda_device"] or report["cuda"]
@@ -346,16 +346,20 @@ def test_bad_backend_and_mixed_devices():
 
 
 def test_cuda_input_without_cuda_build_is_a_clear_error(monkeypatch):
-    """A GPU tensor never silently goes through the host."""
-    from ssd_toolkit import _dispatch, _extension
-    from ssd_toolkit._arrays import Batch
+    """Device data never silently go through the host: a __cuda_array_interface__ array
+    without a CUDA build says how to rebuild; backend='reference' says it reads host memory."""
+    from ssd_toolkit import _extension
+
+    class DeviceArray:  # the interface of a CuPy array, without a GPU
+        shape, dtype = (2, 3), np.dtype("float32")
+        __cuda_array_interface__ = {"shape": (2, 3), "typestr": "<f4", "data": (0, False), "version": 3}
 
     monkeypatch.setattr(_extension, "has_cuda_kernel", lambda: False)
-    batch = Batch(None, None, None, "torch", "cuda:0", "float32", (2, 3), 2, 3)
+    arrays = [DeviceArray() for _ in range(3)]
     with pytest.raises(RuntimeError, match="built without CUDA.*nvcc"):
-        _dispatch.choose_backend(batch, "auto")
-    with pytest.raises(ValueError, match="backend: 'reference' runs on host arrays"):
-        _dispatch.choose_backend(batch, "reference")
+        ssd_toolkit.estimate(*arrays, 0, 1)
+    with pytest.raises(ValueError, match="backend: 'reference' cannot read __cuda_array_interface__ arrays"):
+        ssd_toolkit.estimate(*arrays, 0, 1, backend="reference")
 
 
 @requires_torch

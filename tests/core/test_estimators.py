@@ -200,7 +200,7 @@ def test_call_errors():
     c, u, n, neg = make_inputs("numpy", "float32")
     with pytest.raises(ValueError, match=r"eps_negative: expected the negative-prompt branch .* got None"):
         get_estimator("nfsd")(c, u, n, T)
-    with pytest.raises(ValueError, match=r"noise: expected shape \[5, 3, 4, 7\]"):
+    with pytest.raises(ValueError, match=r"eps_negative: expected shape \[5, 3, 4, 7\]"):
         get_estimator("nfsd")(c, u, n, T, eps_negative=neg[:2])
     with pytest.raises(ValueError, match=r"t: expected a scalar or a vector of length B=5, got shape \[3\]"):
         get_estimator("sds")(c, u, n, T[:3])

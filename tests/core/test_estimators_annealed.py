@@ -61,7 +61,7 @@ def test_sds_bridge_defaults_are_the_authors():
     ("make", "exc", "pattern"),
     [
         (lambda: get_estimator("csd-annealed", progress="0.5"), TypeError, r"progress: expected a finite real number, got str"),
-        (lambda: at_step(get_estimator("csd-annealed"), 3, 0), ValueError, r"max_iteration: expected a positive number, got 0"),
+        (lambda: at_step(get_estimator("csd-annealed"), 3, 0), ValueError, r"max_iteration: expected a finite number > 0, got 0"),
         (lambda: get_estimator("sds-bridge", stage=3), ValueError, r"stage: expected 1 or 2, got 3"),
         (lambda: at_step(get_estimator("sds-bridge"), None), TypeError, r"train_step: expected a finite real number, got NoneType"),
     ],

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import ssd_toolkit
-from ssd_toolkit import _arrays, _cuda_glue, _dispatch, _extension, core
+from ssd_toolkit import _dispatch, _extension, frameworks
+from ssd_toolkit.frameworks import torch_cuda, torch_op
 from ssd_toolkit.reference import STAT_NAMES, estimate_reference
 from ssd_inputs import as_array, make_inputs
 from tolerances import STATS_RTOL, TOLERANCES, assert_close_to_reference
@@ -44,25 +45,10 @@ def test_build_has_cuda_when_nvcc_is_present():
         assert hasattr(module, name), name
 
 
-def _cuda_batch():
-    return _arrays.Batch(None, None, None, "torch", "cuda:0", "float32", (2, 3), 2, 3)
-
-
 def test_cuda_data_without_cuda_build_raises(monkeypatch):
     monkeypatch.setattr(_extension, "has_cuda_kernel", lambda: False)
     with pytest.raises(RuntimeError, match=r"cuda:0 but ssd_toolkit was built without CUDA.*nvcc"):
-        _dispatch.choose_backend(_cuda_batch(), "auto")
-    with pytest.raises(RuntimeError, match="built without CUDA"):
-        _dispatch.choose_backend(_cuda_batch(), "compiled")
-    with pytest.raises(ValueError, match="backend: 'reference' runs on host arrays"):
-        _dispatch.choose_backend(_cuda_batch(), "reference")
-
-
-def test_cuda_data_with_cuda_build_chooses_the_kernel(monkeypatch):
-    monkeypatch.setattr(_extension, "has_cuda_kernel", lambda: True)
-    assert _dispatch.choose_backend(_cuda_batch(), "auto") == "cuda"
-    assert _dispatch.choose_backend(_cuda_batch(), "compiled") == "cuda"
-    assert _dispatch.choose_backend(_cuda_batch(), "torch") == "torch"
+        _dispatch.require_cuda_kernel("cuda:0")
 
 
 class _ForeignCudaArray:
@@ -70,7 +56,10 @@ class _ForeignCudaArray:
 
     def __init__(self, shape):
         self.shape = shape
-        self.__cuda_array_interface__ = {"shape": shape, "typestr": "<f4", "data": (0, False), "version": 3}
+
+    @property
+    def __cuda_array_interface__(self):  # a class property, as CuPy and Numba have it
+        return {"shape": self.shape, "typestr": "<f4", "data": (0, False), "version": 3}
 
 
 def test_unsupported_cuda_array_producer_is_rejected(monkeypatch):
@@ -81,19 +70,19 @@ def test_unsupported_cuda_array_producer_is_rejected(monkeypatch):
 
 
 def test_host_scalar_timestep_needs_no_copy():
-    t_dev, t_scalar = _cuda_glue.torch_timesteps(np.float32(250.0), 4, torch.device("cuda:0"))
+    t_dev, t_scalar = torch_cuda.torch_timesteps(np.float32(250.0), 4, torch.device("cuda:0"))
     assert t_dev is None and t_scalar == 250.0
-    t_dev, t_scalar = _cuda_glue.torch_timesteps(torch.tensor(7), 4, torch.device("cuda:0"))
+    t_dev, t_scalar = torch_cuda.torch_timesteps(torch.tensor(7), 4, torch.device("cuda:0"))
     assert t_dev is None and t_scalar == 7.0
 
 
 def test_timestep_errors_before_any_device_work():
     with pytest.raises(ValueError, match=r"t: expected a scalar or a vector of length B=4, got shape \[3\]"):
-        _cuda_glue.torch_timesteps([1.0, 2.0, 3.0], 4, torch.device("cuda:0"))
+        torch_cuda.torch_timesteps([1.0, 2.0, 3.0], 4, torch.device("cuda:0"))
     with pytest.raises(ValueError, match="t: expected finite timesteps"):
-        _cuda_glue.torch_timesteps(float("nan"), 4, torch.device("cuda:0"))
+        torch_cuda.torch_timesteps(float("nan"), 4, torch.device("cuda:0"))
     with pytest.raises(ValueError, match=r"t: expected a host value or a tensor on cuda:0.*got meta"):
-        _cuda_glue.torch_timesteps(torch.zeros(4, device="meta"), 4, torch.device("cuda:0"))
+        torch_cuda.torch_timesteps(torch.zeros(4, device="meta"), 4, torch.device("cuda:0"))
 
 
 @pytest.mark.skipif(not _extension.has_cpu_kernel(), reason="compiled CPU kernel not built")
@@ -113,13 +102,13 @@ def test_torch_glue_passes_the_binding_what_it_expects(t, return_stats, monkeypa
 
     monkeypatch.setattr(_extension, "load", lambda: types.SimpleNamespace(estimate_cuda=estimate_cuda))
     monkeypatch.setattr(torch.cuda, "current_device", lambda: None)  # host tensors: device index None
-    monkeypatch.setattr(_cuda_glue, "_raw_stream", lambda torch_, index: 1234)
+    monkeypatch.setattr(torch_cuda, "_raw_stream", lambda index: 1234)
     shape = (4, 3, 5)
     c = torch.from_numpy(rng.standard_normal((4, 3, 6)))[:, :, 1:]  # non-contiguous: copied
     u, n = (torch.from_numpy(rng.standard_normal(shape)) for _ in range(2))
     t_arg = torch.tensor([1.0, 900.0, 2.0, 999.0]) if t == "tensor" else t
-    batch = _arrays.validate_arrays(c, u, n)
-    result = _cuda_glue.estimate_cuda(batch, t_arg, M, return_stats)
+    batch = frameworks.validate_arrays(c, u, n)
+    result = torch_cuda.estimate_torch_cuda(c, u, n, t_arg, M, return_stats, batch.shape, batch.N)
     E, stats = result if return_stats else (result, None)
     t_np = np.asarray(t_arg, dtype=np.float64) if t != "tensor" else t_arg.numpy()
     E_ref, stats_ref = _reference(c, u, n, t_np)
@@ -175,8 +164,6 @@ def test_launch_without_a_driver_names_the_cuda_error():
 def test_fake_impl_shapes_and_dtypes(dtype, return_stats):
     from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: PLC0415
 
-    from ssd_toolkit import _torch_op  # noqa: PLC0415, F401 - registers the op
-
     with FakeTensorMode():
         c, u, n = (torch.empty(5, 37, dtype=getattr(torch, dtype)) for _ in range(3))
         E, stats = torch.ops.ssd_toolkit.estimate(c, u, n, None, 1.0, M, return_stats)
@@ -187,11 +174,9 @@ def test_fake_impl_shapes_and_dtypes(dtype, return_stats):
 
 
 def test_torch_library_opcheck_cpu(rng):
-    from ssd_toolkit import _torch_op  # noqa: PLC0415
-
     args = make_inputs((3, 10), "float64", "torch", seed=rng)
-    torch.library.opcheck(_torch_op.estimate_op, (*args, torch.tensor([1.0, 900.0, 2.0], dtype=torch.float64), 0.0, M, True))
-    torch.library.opcheck(_torch_op.estimate_op, (*args, None, 100.0, M, False))
+    torch.library.opcheck(torch_op.estimate_op, (*args, torch.tensor([1.0, 900.0, 2.0], dtype=torch.float64), 0.0, M, True))
+    torch.library.opcheck(torch_op.estimate_op, (*args, None, 100.0, M, False))
 
 
 def _compile_and_capture(fn):
@@ -208,7 +193,7 @@ def _compile_and_capture(fn):
 def _reference(c, u, n, t):
     B = c.shape[0]
     t = np.broadcast_to(np.asarray(t, dtype=np.float64), (B,))
-    return estimate_reference(*(_arrays.to_float64_numpy(x.reshape(B, -1)) for x in (c, u, n)), t, M)
+    return estimate_reference(*(frameworks.to_host_float64(x.reshape(B, -1)) for x in (c, u, n)), t, M)
 
 
 def test_compile_fullgraph_calls_the_custom_op_cpu(rng):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import ssd_toolkit
-from ssd_toolkit import _arrays
+from ssd_toolkit import frameworks
 from ssd_toolkit.reference import COLLINEAR_RTOL2, STAT_NAMES, estimate_reference
 from ssd_inputs import as_array, make_inputs
 from tolerances import STATS_RTOL, assert_close_to_reference
@@ -42,19 +42,19 @@ def mixed_t(rng, B):
 def reference_of(c, u, n, t):
     B = c.shape[0]
     t = np.broadcast_to(np.asarray(t, dtype=np.float64), (B,))
-    return estimate_reference(*(_arrays.to_float64_numpy(x.reshape(B, -1)) for x in (c, u, n)), t, M)
+    return estimate_reference(*(frameworks.to_host_float64(x.reshape(B, -1)) for x in (c, u, n)), t, M)
 
 
 def check(c, u, n, t, dtype):
     """Run the kernel and assert E and every stat agree with the reference."""
     E, stats = ssd_toolkit.estimate(c, u, n, t, M, return_stats=True, backend="compiled")
     assert type(E) is type(c) and tuple(E.shape) == tuple(c.shape)
-    assert _arrays.dtype_name(E) == dtype
+    assert frameworks.dtype_name(E) == dtype
     E_ref, stats_ref = reference_of(c, u, n, t)
     assert_close_to_reference(E, E_ref, dtype)
     rtol = STATS_RTOL[dtype]
     for name in STAT_NAMES:
-        got, ref = _arrays.to_float64_numpy(stats[name]), stats_ref[name]
+        got, ref = frameworks.to_host_float64(stats[name]), stats_ref[name]
         # eps_tilde_norm is a difference of sums: its error scales with ||eps_cond||.
         atol = rtol * stats_ref["eps_cond_norm"] if name == "eps_tilde_norm" else 0.0
         same_nan = np.isnan(got) == np.isnan(ref)
@@ -244,12 +244,12 @@ def test_deterministic_across_runs_threads_and_simd_paths(dtype, rng, monkeypatc
 def test_contiguous_inputs_reach_the_kernel_without_copies(rng):
     """The [B, N] views handed to C++ share memory with contiguous caller arrays."""
     x = rng.standard_normal((4, 3, 5)).astype(np.float32)
-    rows = _arrays.flat_rows(x, 4, 15)
-    view, _ = _arrays.host_view(rows)
+    rows = frameworks.flat_rows(x, 4, 15)
+    view, _ = frameworks.framework_of(x).host_view(rows)
     assert view.ctypes.data == x.ctypes.data
     for dtype in (torch.float16, torch.bfloat16, torch.float32):
         tx = torch.randn(4, 3, 5).to(dtype)
-        tview, name = _arrays.host_view(_arrays.flat_rows(tx, 4, 15))
+        tview, name = frameworks.framework_of(tx).host_view(frameworks.flat_rows(tx, 4, 15))
         assert tview.ctypes.data == tx.data_ptr() and name == str(dtype).replace("torch.", "")
 
 

@@ -1,0 +1,21 @@
+import numpy as np
+import pytest
+
+from ssd_toolkit.reference import estimate_reference
+
+M = 200.0
+T = np.array([100, 300, 50, 900], dtype=np.int32)  # two samples on each side of M
+
+
+@pytest.fixture
+def inputs():
+    """float32 [4, 3, 5, 6] NumPy eps_cond, eps_uncond, noise (seed 0)."""
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal((4, 3, 5, 6)).astype(np.float32) for _ in range(3)]
+
+
+def reference(c, u, n, t=T, M=M):
+    """The float64 NumPy reference: (E [B, N], stats)."""
+    B = np.asarray(c).shape[0]
+    rows = [np.asarray(x, dtype=np.float64).reshape(B, -1) for x in (c, u, n)]
+    return estimate_reference(*rows, np.broadcast_to(np.asarray(t, np.float64), (B,)), M)
