@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import types
 from pathlib import Path
 
 SD15, SD15_POSE = "stable-diffusion-v1-5/stable-diffusion-v1-5", "lllyasviel/control_v11p_sd15_openpose"
@@ -75,7 +76,6 @@ def stub_torchvision():
     the guidance path; a real torchvision does not install beside the CPU torch here.
     Import transformers and diffusers first (they probe for torchvision)."""
     import sys  # noqa: PLC0415
-    import types  # noqa: PLC0415
 
     if "torchvision" in sys.modules:
         return
@@ -86,6 +86,60 @@ def stub_torchvision():
         sys.modules[module.__name__] = module
     sys.modules["torchvision.utils"].save_image = None
     sys.modules["torchvision"] = root
+
+
+# Packages their core/trainer.py pulls in at import (3D, CUDA, mesh tools) that none of the
+# trainer functions the trainer test runs use; stood in by empty modules
+TRAINER_ONLY_IMPORTS = (
+    "pytorch3d", "pytorch3d.renderer", "pytorch3d.renderer.cameras", "pytorch3d.transforms",
+    "pytorch3d.transforms.rotation_conversions", "jaxtyping", "human_body_prior", "human_body_prior.models",
+    "human_body_prior.models.vposer_model", "cv2", "nvdiffrast", "nvdiffrast.torch", "trimesh", "open3d", "igl",
+)  # fmt: skip
+
+
+class EmptyModule(types.ModuleType):
+    """A module whose every public attribute is None (import-time use only)."""
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return None
+
+
+def trainer_import_stubs():
+    """``{name: EmptyModule}`` for ``TRAINER_ONLY_IMPORTS`` not importable here, to put in
+    ``sys.modules`` (a monkeypatch) before importing their ``core.trainer``."""
+    import importlib.util  # noqa: PLC0415
+
+    roots = {name.split(".")[0] for name in TRAINER_ONLY_IMPORTS if importlib.util.find_spec(name.split(".")[0]) is None}
+    return {name: EmptyModule(name) for name in TRAINER_ONLY_IMPORTS if name.split(".")[0] in roots}
+
+
+SWAPPED_IMPORTS = (  # docs/integrations/dreamwaltz-g.md: the change in Trainer.init_diffusion
+    ("            from core.guidance.stable_diffusion import ScoreDistillation\n"
+     "            from core.guidance.controlnet import ControlNetScoreDistillation\n",
+     "            from ssd_toolkit.integrations.dreamwaltz_g import ScoreDistillation, ControlNetScoreDistillation\n"),
+    ("            from core.guidance.stable_diffusion import ScoreDistillationXL as ScoreDistillation\n"
+     "            from core.guidance.controlnet import ControlNetScoreDistillationXL as ControlNetScoreDistillation\n",
+     "            from ssd_toolkit.integrations.dreamwaltz_g import (\n"
+     "                ScoreDistillationXL as ScoreDistillation, ControlNetScoreDistillationXL as ControlNetScoreDistillation)\n"),
+    ("from configs import TrainConfig\n",
+     "from configs import TrainConfig\nimport ssd_toolkit.integrations.dreamwaltz_g  # guide.ssd_M before pyrallis parses\n"),
+)  # fmt: skip
+
+
+def swapped_trainer_source(repo):
+    """Their core/trainer.py with the documented change applied (for a copy outside both repos).
+
+    Raises:
+        ValueError: their file no longer has the lines the docs say to change.
+    """
+    text = (Path(repo) / "core" / "trainer.py").read_text()
+    for old, new in SWAPPED_IMPORTS:
+        if text.count(old) != 1:
+            raise ValueError(f"core/trainer.py: expected the lines {old!r} once, found {text.count(old)}")
+        text = text.replace(old, new)
+    return text
 
 
 def guide_config(configs_module, sdxl=False, **fields):
