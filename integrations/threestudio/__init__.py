@@ -2,7 +2,7 @@
 
 - ``guidance``: the registered threestudio class (imports threestudio).
 - ``adapter``: the same guidance without threestudio (``ThreestudioGuidance``).
-- ``config``: its fields; ``schedule``: threestudio's scheduled scalars.
+- ``config``: its fields; ``scheduled_value``: threestudio's scheduled scalars (its ``C(value)``).
 - ``python -m ssd_toolkit.integrations.threestudio install DIR``: the ``custom/`` folder.
 
 Importing this package imports neither torch nor threestudio. Guide: docs/integrations/threestudio.md.

@@ -29,7 +29,7 @@ from ssd_toolkit.integrations.guidance.controlnet import describe
 from ssd_toolkit.losses import sds_loss
 
 from .config import GuidanceConfig, check_config, estimator_arguments
-from .schedule import scheduled_value
+from .scheduled_value import scheduled_value
 
 CONTROLNET_CALL = (
     "threestudio's ControlNet call guidance(rgb, cond_rgb, prompt_utils) is not supported; pass the "

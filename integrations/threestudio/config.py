@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .schedule import check_schedule
+from .scheduled_value import check_schedule
 
 DEFAULT_LOSS_KEY = "loss_sds"  # the key threestudio's systems weight by system.loss.lambda_sds
 WEIGHTINGS = ("sds", "uniform", "fantasia3d", "ism")  # threestudio's weighting_strategy values, and ISM's

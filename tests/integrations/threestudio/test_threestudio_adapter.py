@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from ssd_toolkit.integrations.threestudio.__main__ import install, main
-from ssd_toolkit.integrations.threestudio.schedule import scheduled_value
+from ssd_toolkit.integrations.threestudio.scheduled_value import scheduled_value
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
