@@ -50,6 +50,10 @@ pip install -q -c .ci/constraints.txt -e ".[all]"
 # controlnet_aux's requirements (torchvision, timm) do not install against this torch; its
 # OpenPose drawing module needs only numpy/cv2 and is loaded by file (see docs/avatar.md).
 pip install -q -c .ci/constraints.txt --no-deps controlnet_aux==0.0.10
+# The JAX extension (csrc/jax) needs jaxlib's FFI headers, which pip's isolated build of
+# the package does not have: built here, after JAX is installed (docs/api.md).
+python -m ssd_toolkit.frameworks.jax_build >/dev/null ||
+  echo "install.sh: the JAX extension did not build; JAX calls use the fallbacks in docs/api.md"
 python - <<'PY'
 import os, torch, ssd_toolkit
 assert torch.__version__.startswith("2.13.0"), torch.__version__
@@ -62,7 +66,8 @@ elif b["cuda_device"]:
     cuda = "CUDA kernel compiled, GPU usable"
 else:  # e.g. cudaErrorInsufficientDriver on a machine without a GPU driver: expected, not an error
     cuda = "CUDA kernel compiled; no usable GPU here (CPU runs are unaffected)"
-print(f"install.sh: ssd_toolkit installed in .venv; {cpu}; {cuda} (details: .venv/bin/ssd-toolkit backends)")
+jax = "JAX extension built" if b["jax_ffi"] else "no JAX extension"
+print(f"install.sh: ssd_toolkit installed in .venv; {cpu}; {cuda}; {jax} (details: .venv/bin/ssd-toolkit backends)")
 PY
 compiled=$(python -c "import ssd_toolkit._C" 2>/dev/null && echo yes || echo no)
 echo "$want $compiled" > "$STAMP"
