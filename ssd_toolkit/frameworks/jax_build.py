@@ -68,6 +68,6 @@ def build(output=LIBRARY, quiet=False):
 
 if __name__ == "__main__":
     try:
-        print(f"built {build()}")
+        print(f"built {build(quiet=True)}")
     except RuntimeError as exc:
         raise SystemExit(f"jax_build: {exc}") from None
