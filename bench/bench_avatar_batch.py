@@ -3,7 +3,7 @@
 For each K, K avatar trainers (their own prompt, seed, field and random streams, batch 1
 camera each, on ONE set of networks) are stepped two ways:
 
-- stacked: ``batch.stacked_step`` - every avatar renders, then ONE ControlNet + UNet call
+- stacked: ``avatar.batch.runner.stacked_step`` - every avatar renders, then ONE ControlNet + UNet call
   on the K avatars' stacked inputs, then each avatar's estimator, backward and Adam step
   (what ``ssd-toolkit avatar-batch`` runs);
 - sequential: ``Trainer.step_once`` of each avatar in turn (K separate network calls; what
@@ -195,7 +195,7 @@ def main(argv=None):
               "warmup": args.warmup, "torch_threads": args.threads or torch.get_num_threads(),
               "cameras_per_avatar": 1, "wall_s": round(time.perf_counter() - started, 1)}
     notes = ("Same networks for both modes, rounds alternating; sequential = each avatar's Trainer.step_once in "
-             "turn, stacked = batch.stacked_step (one ControlNet + UNet call). Peak memory: "
+             "turn, stacked = avatar.batch.runner.stacked_step (one ControlNet + UNet call). Peak memory: "
              + ("each (K, mode) in its own process, the RSS high-water mark over its rounds (reset before them via "
                 "/proc/self/clear_refs; includes torch and the networks) and its rise over the RSS before them."
                 if device.type == "cpu"
