@@ -123,21 +123,25 @@ class JaxArrays(ArrayBackend):
         return (E, stats_dict(stats, seeking)) if return_stats else E
 
     def _timesteps(self, t, B):
-        jnp = self.jnp
-        if not isinstance(t, self.tracer):
-            host_timesteps(t, B)  # the one validator: kind, shape, finiteness
-        t = jnp.asarray(t)
-        check_kind(np.dtype(t.dtype).name)
-        check_shape(t.shape, B)
-        if np.dtype(t.dtype).name not in ("int32", "int64", "float32", "float64"):
-            t = t.astype(jnp.float32)
-        return jnp.broadcast_to(t, (B,))
+        """``t`` checked (kind, shape; finiteness when concrete), as a JAX or NumPy value:
+        broadcasting and casting happen inside the compiled call (eager JAX ops are slow)."""
+        if isinstance(t, (self.jax.Array, self.tracer)):
+            check_kind(np.dtype(t.dtype).name)
+            check_shape(t.shape, B)
+            if not isinstance(t, self.tracer):
+                host_timesteps(t, B)  # finiteness: one host read of B values
+            return t
+        wide = np.float64 if self.jax.config.jax_enable_x64 else np.float32
+        return host_timesteps(t, B).astype(wide)
 
     def _compute(self, M, route, c, u, n, t_vec):
         """``(E, stats [6, B], mode_seeking [B])`` for a validated batch (traceable)."""
         jax, jnp = self.jax, self.jnp
         B = c.shape[0]
         wide = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+        if np.dtype(t_vec.dtype).name not in ("int32", "int64", "float32", "float64"):
+            t_vec = t_vec.astype(wide)
+        t_vec = jnp.broadcast_to(t_vec, (B,))
         if route == "ffi":
             shapes = (jax.ShapeDtypeStruct(c.shape, c.dtype), jax.ShapeDtypeStruct((len(STAT_NAMES), B), wide))
             call = jax.ffi.ffi_call(TARGET, shapes, vmap_method="broadcast_all")
