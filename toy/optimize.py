@@ -149,7 +149,7 @@ def distill(
         for i, est in enumerate(ests):
             if getattr(est, "needs_denoiser", False):
                 x_t[i], noises[i], _ = est.noisy_input(
-                    _exact_uncond(mixture, schedule, cond_logw[i * n_seeds:(i + 1) * n_seeds]), theta[i], noise,
+                    _exact_uncond(mixture, schedule), theta[i], noise,
                     np.asarray(t, dtype=np.int64), schedule.alphas_cumprod,
                 )
         a_all, s_all = np.tile(alpha, n_est), np.tile(sigma, n_est)
@@ -189,10 +189,11 @@ class _GroupedSampler:
         return np.concatenate([drawn[id(s)] for s in self.samplers])
 
 
-def _exact_uncond(mixture, schedule, logw):
-    """``eps_uncond(x, t)`` with integer ``t`` ``[n]``, from the mixture (or learned model)."""
+def _exact_uncond(mixture, schedule):
+    """``eps_uncond(x, t)`` with integer ``t`` ``[n]``, from the exact mixture: one pass over
+    the components for the unconditional branch alone (ISM's inversion reads nothing else)."""
 
     def eps(x, t):
-        return mixture.eps_hat_pair(x, schedule.alpha(t), schedule.sigma(t), logw)[1]
+        return mixture.eps_hat(x, schedule.alpha(t), schedule.sigma(t))
 
     return eps
