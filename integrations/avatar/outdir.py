@@ -1,19 +1,37 @@
 """The output directory of an avatar run: checked before anything is written, locked for
-the whole run, and cleared of the temporary files a killed run leaves behind.
+the whole run, and cleared of the temporary files a killed run of this app leaves behind.
 
 The lock is an exclusive ``flock`` on ``<out>/.lock``: the kernel drops it when the process
-exits, however it exits (SIGKILL included), so a stale lock cannot block a later run. On
-systems without ``fcntl`` runs are not locked.
+exits, however it exits (SIGKILL included), so a stale lock cannot block a later run. The
+lock file is opened without following symbolic links, so a planted ``.lock`` link cannot
+make a run truncate the file it points to. On systems without ``fcntl`` runs are not
+locked.
+
+Only this app's own temporaries are removed, by exact name: ``atomic_write_bytes`` writes
+``<dir>/.<output>.<random>.tmp`` next to each output (``OUTPUT_NAMES``), the mp4 writer
+``.turntable.tmp.mp4``, ``run.prepare_tiny_assets`` half-built ``tiny_assets/.models.*`` and
+``.body.*`` folders. Anything else under ``--out`` is the user's and stays.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import shutil
+import stat
 from pathlib import Path
 
 LOCK_NAME = ".lock"
 TEMP_DIR_PREFIXES = (".models.", ".body.")  # run.prepare_tiny_assets builds in <out>/tiny_assets under these
+# the files a run writes atomically, by folder under --out (patterns of the final names)
+OUTPUT_NAMES = {
+    ".": r"config\.json|metrics\.json|log\.jsonl|SMOKE_RUN\.txt|turntable\.gif",
+    "checkpoints": r"last\.pt",
+    "previews": r"step_\d{6}\.png",
+    "turntable": r"\d{3}\.png",
+}
+MP4_TEMPORARY = ".turntable.tmp.mp4"  # turntable.write_turntable's, in --out
 
 
 def check_output_location(out) -> Path:
@@ -40,7 +58,8 @@ class OutputLock:
     """An exclusive lock on ``<out>/.lock`` (use as a context manager or acquire/release).
 
     Raises:
-        ValueError: from ``acquire``, when another process holds the lock (names its pid).
+        ValueError: from ``acquire``, when another process holds the lock (names its pid), or
+            when ``.lock`` is not a regular file (a symbolic link, a directory, a FIFO ...).
     """
 
     def __init__(self, out):
@@ -52,7 +71,17 @@ class OutputLock:
             import fcntl  # noqa: PLC0415 - POSIX only
         except ImportError:  # pragma: no cover - Windows: no lock
             return self
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        # O_NONBLOCK: opening a FIFO planted as .lock returns at once (fstat then refuses it)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.path, flags, 0o666)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):  # a symbolic link, a directory, a socket
+                raise _foreign_lock(self.path) from exc
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise _foreign_lock(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -67,6 +96,11 @@ class OutputLock:
         self._fd = fd
         return self
 
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock now."""
+        return self._fd is not None
+
     def release(self):
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the flock
@@ -79,22 +113,48 @@ class OutputLock:
         self.release()
 
 
+def _foreign_lock(path) -> ValueError:
+    return ValueError(
+        f"out: expected {LOCK_NAME!r} in {str(path.parent)!r} to be a regular file this app writes, "
+        f"got {_kind(path)}; remove it or choose another --out"
+    )
+
+
+def _kind(path) -> str:
+    if path.is_symlink():
+        return f"a symbolic link to {os.readlink(path)!r}"
+    return "a directory" if path.is_dir() else "a special file"
+
+
+def is_own_temporary(folder: str, name: str) -> bool:
+    """Whether ``name`` in ``<out>/<folder>`` is the temporary of one of this app's outputs."""
+    if folder == "." and name == MP4_TEMPORARY:
+        return True
+    targets = OUTPUT_NAMES.get(folder)
+    return targets is not None and re.fullmatch(rf"\.(?:{targets})\.[A-Za-z0-9_]+\.tmp", name) is not None
+
+
 def remove_stale_temporaries(out) -> list:
-    """Delete what interrupted atomic writes leave: hidden ``.*.tmp`` files anywhere under
-    ``out`` and half-built hidden folders in ``out/tiny_assets``. Call only while holding the lock.
+    """Delete what this app's interrupted writes leave in ``out`` (see the module docstring);
+    call only while holding the lock.
 
     Returns:
         The removed paths.
     """
+    out = Path(out)
     removed = []
-    for root, dirs, files in os.walk(out):
-        for name in files:
-            if name.startswith(".") and name.endswith(".tmp") or name.startswith(".write_probe."):
-                (Path(root) / name).unlink(missing_ok=True)
-                removed.append(Path(root) / name)
-        for name in list(dirs):
-            if Path(root).name == "tiny_assets" and name.startswith(TEMP_DIR_PREFIXES):
-                shutil.rmtree(Path(root) / name, ignore_errors=True)
-                removed.append(Path(root) / name)
-                dirs.remove(name)
+    for folder in OUTPUT_NAMES:
+        directory = out / folder
+        if not directory.is_dir() or directory.is_symlink():
+            continue
+        for path in directory.iterdir():
+            if is_own_temporary(folder, path.name) and path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    assets = out / "tiny_assets"
+    if assets.is_dir() and not assets.is_symlink():
+        for path in assets.iterdir():
+            if path.name.startswith(TEMP_DIR_PREFIXES) and path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
     return removed

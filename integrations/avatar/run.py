@@ -179,6 +179,33 @@ class PreparedRun:
     log_lines: list  # on resume: the records of log.jsonl up to the checkpoint's step
 
 
+def check_previous_run(out: Path, resume: bool):
+    """A fresh run needs ``out`` without a checkpoint, a resume needs one.
+
+    Raises:
+        ValueError: a fresh run into a directory that holds a run.
+        FileNotFoundError: ``--resume`` without a checkpoint.
+    """
+    checkpoint = out / "checkpoints" / CHECKPOINT_NAME
+    if not resume and checkpoint.exists():
+        raise ValueError(
+            f"out: {str(out)!r} already holds a run ({checkpoint}); pass --resume to continue it or choose another --out"
+        )
+    if resume and not checkpoint.is_file():
+        raise FileNotFoundError(f"--resume: expected a checkpoint at {str(checkpoint)!r}, got none")
+
+
+def _create_directory(out: Path) -> bool:
+    """Make ``out``; True only when this call created it (``mkdir`` is atomic, so of two runs
+    starting together exactly one gets True)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir()
+    except FileExistsError:
+        return False
+    return True
+
+
 def check_inputs(cfg, resume: bool):
     """The checks that need no output directory: location, previous run, device, files, drawing.
 
@@ -188,13 +215,7 @@ def check_inputs(cfg, resume: bool):
     from .body.openpose import load_openpose_drawing  # noqa: PLC0415
 
     out = check_output_location(cfg.out)
-    checkpoint = out / "checkpoints" / CHECKPOINT_NAME
-    if not resume and checkpoint.exists():
-        raise ValueError(
-            f"out: {str(out)!r} already holds a run ({checkpoint}); pass --resume to continue it or choose another --out"
-        )
-    if resume and not checkpoint.is_file():
-        raise FileNotFoundError(f"--resume: expected a checkpoint at {str(checkpoint)!r}, got none")
+    check_previous_run(out, resume)  # early, for a clear error before anything loads; again under the lock
     device, amp = pick_device(cfg)
     check_body_path(cfg)
     for name in ("sd_model", "controlnet"):  # a local path must exist; anything else is a hub id
@@ -210,7 +231,8 @@ def prepare_run(cfg, resume: bool = False, progress: bool = True, log=print, mod
     checkpoint; nothing in ``cfg.out`` is written except the lock and, for --tiny, its assets.
     ``models`` (``models.GuidanceModels``) skips loading the networks: a batch shares them.
 
-    A fresh run whose preparation fails removes the output directory if it created it.
+    The directory is locked before its contents are judged. A fresh run whose preparation
+    fails removes the output directory only if this call created it and held its lock.
 
     Raises:
         ValueError: unwritable or locked output, bad body model type, device/precision
@@ -224,11 +246,11 @@ def prepare_run(cfg, resume: bool = False, progress: bool = True, log=print, mod
 
     started = time.perf_counter()
     out, device, amp = check_inputs(cfg, resume)
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    created = _create_directory(out)
     lock = OutputLock(out)
     try:
-        lock.acquire()
+        lock.acquire()  # before deciding anything about the directory's contents
+        check_previous_run(out, resume)  # another run may have finished in it since check_inputs
         remove_stale_temporaries(out)
         if resume:  # cheap checks first: checksum, keys, settings, log
             state, state_path = load_resume_state(out / "checkpoints", cfg)
@@ -247,9 +269,11 @@ def prepare_run(cfg, resume: bool = False, progress: bool = True, log=print, mod
         else:
             log_lines = []
     except BaseException:
-        lock.release()
-        if created:
+        if created and lock.held:
+            # ours alone: this call made it and has held the lock since, so no other run is in it;
+            # removed before the lock is released, so none can enter before it is gone
             shutil.rmtree(out, ignore_errors=True)
+        lock.release()
         raise
     return PreparedRun(cfg, out, resume, device, amp, body, guidance, trainer, lock, log, started, log_lines)
 

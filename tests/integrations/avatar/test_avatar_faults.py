@@ -164,7 +164,8 @@ def test_fresh_run_into_a_locked_new_directory_leaves_nothing(tmp_path, capsys):
 
 
 def test_stale_temporaries_of_a_killed_run_are_removed(run_dir, capsys):
-    stale = [run_dir / "checkpoints" / ".last.pt.k1ll3d.tmp", run_dir / ".config.json.x.tmp", run_dir / ".write_probe.y"]
+    stale = [run_dir / "checkpoints" / ".last.pt.k1ll3d.tmp", run_dir / ".config.json.x.tmp",
+             run_dir / ".turntable.tmp.mp4", run_dir / "turntable" / ".001.png.a1b2c3d4.tmp"]
     for path in stale:
         path.write_bytes(b"half")
     half_built = run_dir / "tiny_assets" / ".models.abc123"
@@ -172,6 +173,50 @@ def test_stale_temporaries_of_a_killed_run_are_removed(run_dir, capsys):
     code, err = avatar(capsys, "--resume", "--out", run_dir, "--steps", 5)
     assert code == 0, err
     assert not any(p.exists() for p in stale) and not half_built.exists()
+
+
+def test_temporaries_that_are_not_this_apps_stay(run_dir, capsys):
+    """Only the temporaries of the app's own outputs go, by exact name and folder."""
+    foreign = [run_dir / ".notes.tmp", run_dir / ".write_probe.y", run_dir / "checkpoints" / ".config.json.x.tmp",
+               run_dir / "mine" / "deep" / ".last.pt.k1ll3d.tmp", run_dir / "tiny_assets" / "models" / ".body.x.tmp"]
+    for path in foreign:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"keep")
+    code, err = avatar(capsys, "--resume", "--out", run_dir, "--steps", 5)
+    assert code == 0, err
+    assert all(p.read_bytes() == b"keep" for p in foreign)
+
+
+def test_a_symlinked_lock_file_is_refused_and_its_target_untouched(run_dir, tmp_path, capsys):
+    target = tmp_path / "precious.txt"
+    target.write_text("do not truncate")
+    (run_dir / ".lock").unlink(missing_ok=True)
+    (run_dir / ".lock").symlink_to(target)
+    message = refused(capsys, run_dir, "--steps", 6, match="'.lock' in")
+    assert "to be a regular file this app writes, got a symbolic link" in message
+    assert target.read_text() == "do not truncate"
+
+
+def test_a_run_that_loses_the_lock_race_removes_nothing(tmp_path, capsys, monkeypatch):
+    """Run A creates the directory, run B takes its lock first and writes; A must leave B's
+    directory alone (it removes only what it created and locked)."""
+    out = tmp_path / "race"
+    other = OutputLock(out)
+    create = run._create_directory
+
+    def create_then_lose_the_race(path):
+        created = create(path)
+        other.acquire()  # run B enters between A's mkdir and A's lock
+        (path / "config.json").write_text("run B's")
+        return created
+
+    monkeypatch.setattr(run, "_create_directory", create_then_lose_the_race)
+    try:
+        code, err = avatar(capsys, "--tiny", "--out", out, *BASE)
+        assert code == 2 and len(err) == 1 and "locked by process" in err[0], err
+        assert (out / "config.json").read_text() == "run B's"
+    finally:
+        other.release()
 
 
 def test_zero_step_resume_keeps_the_final_loss(run_dir, capsys):
