@@ -11,8 +11,8 @@
 # every step), details.tar.gz (each finished step's log, pytest junit XML, sanitizer logs,
 # ncu report; re-packed after every step), cuda_<gpu>.{json,md} (row by row),
 # avatar_<gpu>.{json,md}.
-# At t = 0 the module build (one `setup.py build_ext --inplace`, SSD_TOOLKIT_CUDA_ARCHS=90)
-# and the CPU emulation build start in the background; steps, most valuable first, each
+# At t = 0 the module build (one `setup.py build_ext --inplace`, SSD_TOOLKIT_CUDA_ARCHS=90),
+# the CPU emulation build and the optional JAX extension's start in the background; steps, most valuable first, each
 # under `timeout` until its cumulative deadline (time a step leaves unused goes to the next):
 #   1 env       nvidia-smi, python/torch/CuPy/JAX, nvcc, compute-sanitizer, ncu (versions only)
 #   2 build     waits for the build; the package view (setup.py's package_dir, symlinked);
@@ -203,10 +203,16 @@ step_build() {
   local rc
   rc=$(cat "$WORK/build.rc")
   [ "$rc" = 0 ] || { key "build failed (exit $rc)"; return 1; }
+  local jax="no JAX extension in this tree"
+  if [ -f "$WORK/jax_build.started" ]; then  # before the view, which links what is built
+    while [ ! -f "$WORK/jax_build.rc" ]; do sleep 1; done
+    cat "$WORK/jax_build.log"
+    jax=$([ "$(cat "$WORK/jax_build.rc")" = 0 ] && echo "JAX extension built" || echo "JAX extension FAILED to build (log above)")
+  fi
   make_view || return 1
   PYTHONPATH=$(pypath) "$PY" -P -c "import ssd_toolkit, ssd_toolkit._C as m; print('backends:', ssd_toolkit.backends()); assert m.compiled_with_cuda(), 'no CUDA kernel'" || return 1
   PYTHONPATH=$(pypath) "$PY" bench/bench_cuda.py --plans || return 1
-  key "built in $(cat "$WORK/build.secs") s (in the background from t=0); CUDA kernel in"
+  key "built in $(cat "$WORK/build.secs") s (in the background from t=0); CUDA kernel in; $jax"
 }
 
 # pytest of the GPU test files, one line per test as it finishes (the log keeps them if the
@@ -405,6 +411,10 @@ if [ "$DRY" = 0 ] && selected 2; then
     ) &
     echo $! >"$WORK/build.pid"
     (PYTHONPATH=tests "$PY" -c "import cuda_emulation_build as b; b.module_path()" >"$WORK/emulation_build.log" 2>&1) &
+    if [ -f ssd_toolkit/frameworks/jax_build.py ]; then  # the optional JAX extension (csrc/jax/), if the tree has one
+      : >"$WORK/jax_build.started"
+      ("$PY" -m ssd_toolkit.frameworks.jax_build >"$WORK/jax_build.log" 2>&1; echo $? >"$WORK/jax_build.rc") &
+    fi
   else
     echo "step 2 builds only where a CUDA device is (use --dry-run here)" | tee -a "$LOG"
   fi
