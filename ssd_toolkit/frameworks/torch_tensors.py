@@ -26,7 +26,7 @@ from .base import ArrayBackend
 from .batch import GRAD_WARNING, prepare, stats_dict
 from .math_ops import ModuleOps
 from .numpy_arrays import fast_threshold
-from .timesteps import fast_timesteps
+from .timesteps import check_kind, check_shape, fast_timesteps, host_timesteps
 
 _DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
 
@@ -120,18 +120,25 @@ class TorchTensors(ArrayBackend):
         return _dispatch.run_host(self, batch, backend, return_stats)
 
     def _run_eager(self, batch, return_stats):
+        """``backend="torch"``: PyTorch eager ops where the data are (float32 sums on MPS,
+        which has no float64; stats then stay float32 too)."""
         from .._torch_impl import estimate_torch  # noqa: PLC0415
 
         torch = self.torch
         rows = [self.flat_rows(a, batch.B, batch.N) for a in batch.arrays]
         device = rows[0].device
-        t = torch.from_numpy(batch.t64) if batch.t64 is not None else _device_timesteps(self, batch.t, batch.B, device)
         accum = torch.float32 if device.type == "mps" else torch.float64
-        E, stats = estimate_torch(*rows, t.to(device), batch.M, accum_dtype=accum)
+        t = batch.t
+        if isinstance(t, self.tensor) and t.device == device and device.type != "cpu":  # stays on its device
+            check_kind(self.dtype_name(t))
+            check_shape(t.shape, batch.B)
+            t_vec = t.detach().to(accum).reshape(-1).expand(batch.B)
+        else:
+            t64 = batch.t64 if batch.t64 is not None else host_timesteps(t, batch.B)
+            t_vec = torch.from_numpy(t64).to(device=device, dtype=accum)
+        E, stats = estimate_torch(*rows, t_vec, batch.M, accum_dtype=accum)
         E = E.reshape(batch.shape)
-        if not return_stats:
-            return E
-        return E, {k: v.to(torch.float64) if v.dtype.is_floating_point else v for k, v in stats.items()}
+        return (E, stats) if return_stats else E
 
     # -- conversions -------------------------------------------------------------------------
     def flat_rows(self, x, B, N):
@@ -233,11 +240,3 @@ class TorchTensors(ArrayBackend):
         from .torch_cuda import estimate_torch_cuda  # noqa: PLC0415
 
         return estimate_torch_cuda(eps_cond, eps_uncond, noise, t, M, return_stats, shape, size // B)
-
-
-def _device_timesteps(backend, t, B, device):
-    """float64 ``[B]`` timesteps on ``device`` from a tensor there (or a host value)."""
-    from .torch_op import tensor_timesteps  # noqa: PLC0415
-
-    t_dev, t_scalar = tensor_timesteps(t, B, device)
-    return t_dev if t_dev is not None else backend.torch.full((B,), t_scalar, dtype=backend.torch.float64, device=device)

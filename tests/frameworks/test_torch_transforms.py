@@ -115,3 +115,13 @@ def test_requires_grad_warning_points_at_the_caller(inputs):
         warnings.simplefilter("always")
         ssd_toolkit.estimate(c, u, n, 10, M)
     assert caught and caught[0].filename == __file__
+
+
+def test_backend_torch_keeps_device_timesteps_on_their_device():
+    """backend='torch' runs where the data are: a device ``t`` is used there (meta stands in
+    for a device without the compiled kernels)."""
+    meta = [torch.empty(3, 4, device="meta") for _ in range(3)]
+    E, stats = ssd_toolkit.estimate(*meta, torch.zeros(3, device="meta"), M, backend="torch", return_stats=True)
+    assert E.device.type == "meta" and E.shape == (3, 4) and stats["scale"].shape == (3,)
+    with pytest.raises(ValueError, match=r"t: expected a scalar or a vector of length B=3, got shape \[2\]"):
+        ssd_toolkit.estimate(*meta, torch.zeros(2, device="meta"), M, backend="torch")
