@@ -34,7 +34,7 @@ cd "$ROOT"
 TOTAL_S=${SSD_GPU_CHECK_TOTAL_S:-560}  # the whole script: the device tool's 600 s, less 40 s
 RESERVE_S=8                            # the last packing and the summary
 STEPS=(env build tests sanitize bench gpu-tests avatar extra)
-BUDGET=(15 45 90 100 85 90 90 0)       # step 8 gets what is left before TOTAL_S - RESERVE_S
+BUDGET=(15 45 100 100 85 90 90 0)       # step 8 gets what is left before TOTAL_S - RESERVE_S
 [ -n "${SSD_GPU_CHECK_BUDGETS:-}" ] && IFS=, read -r -a BUDGET <<<"${SSD_GPU_CHECK_BUDGETS},0"
 EXTRA_MIN_S=45    # step 8 runs only with at least this much left
 TEST_TIMEOUT_S=60 # per test (pytest-timeout), torch.compile tests 150
