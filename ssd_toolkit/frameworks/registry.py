@@ -8,29 +8,33 @@ before the generic CUDA-array-interface, array-API and DLPack ones.
 
 from __future__ import annotations
 
-import importlib
-
 _BY_TYPE = {}  # type -> backend instance, or a Refused backend that raises a clear TypeError
 
-# (module that must be imported for the backend to apply, backend module, class) in order.
-_DETECTORS = (
-    (None, "refused", "Refused"),
-    ("numpy", "numpy_arrays", "NumpyArrays"),
-    ("torch", "torch_tensors", "TorchTensors"),
-    ("jax", "jax_arrays", "JaxArrays"),
-    (None, "cuda_arrays", "CudaArrays"),
-    (None, "array_api", "ArrayApi"),
-    (None, "dlpack", "DLPackOnly"),
-)
+
+
+def _detectors():
+    """(module that must be imported for the backend to apply, backend class), in order.
+    Plain import statements (not importlib): Dynamo traces them on a first call inside
+    ``torch.compile``."""
+    from . import array_api, cuda_arrays, dlpack, jax_arrays, numpy_arrays, refused, torch_tensors  # noqa: PLC0415
+
+    return (
+        (None, refused.Refused),
+        ("numpy", numpy_arrays.NumpyArrays),
+        ("torch", torch_tensors.TorchTensors),
+        ("jax", jax_arrays.JaxArrays),
+        (None, cuda_arrays.CudaArrays),
+        (None, array_api.ArrayApi),
+        (None, dlpack.DLPackOnly),
+    )
+
 _instances = {}
 
 
-def _backend(module_name, class_name):
-    key = (module_name, class_name)
-    if key not in _instances:
-        module = importlib.import_module(f"{__package__}.{module_name}")
-        _instances[key] = getattr(module, class_name)()
-    return _instances[key]
+def _backend(cls):
+    if cls not in _instances:
+        _instances[cls] = cls()
+    return _instances[cls]
 
 
 def find(x):
@@ -76,10 +80,10 @@ def framework_of(x, name="eps_cond"):
 def _detect(kind):
     import sys  # noqa: PLC0415
 
-    for required, module_name, class_name in _DETECTORS:
+    for required, cls in _detectors():
         if required is not None and required not in sys.modules:
             continue
-        backend = _backend(module_name, class_name)
+        backend = _backend(cls)
         if backend.claims(kind):
             return backend
     return None

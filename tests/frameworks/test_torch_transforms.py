@@ -125,3 +125,20 @@ def test_backend_torch_keeps_device_timesteps_on_their_device():
     assert E.device.type == "meta" and E.shape == (3, 4) and stats["scale"].shape == (3,)
     with pytest.raises(ValueError, match=r"t: expected a scalar or a vector of length B=3, got shape \[2\]"):
         ssd_toolkit.estimate(*meta, torch.zeros(2, device="meta"), M, backend="torch")
+
+
+def test_first_call_of_a_process_may_be_inside_torch_compile():
+    """The backend registry's first look-up of torch.Tensor happens while Dynamo traces."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    code = (
+        "import torch, ssd_toolkit\n"
+        "c, u, n = (torch.randn(3, 4) for _ in range(3))\n"
+        "t = torch.tensor([1.0, 300.0, 2.0])\n"
+        "f = torch.compile(lambda c, u, n: ssd_toolkit.estimate(c, u, n, t, 200.0), fullgraph=True, backend='eager')\n"
+        "got = f(torch._neg_view(c), u, n)\n"
+        "torch.testing.assert_close(got, ssd_toolkit.estimate(-c, u, n, t, 200.0), rtol=0, atol=0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
