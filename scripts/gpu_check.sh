@@ -188,11 +188,12 @@ step_env() {
 step_build() {
   fake_hang 2
   if [ "$DRY" = 1 ]; then
-    "$PY" -c "import pybind11, setuptools" || return 1
+    "$PY" -c "import pybind11, setuptools" || { echo "no pybind11/setuptools for the build"; return 1; }
     grep -q SSD_TOOLKIT_REQUIRE_BUILD setup.py && grep -q SSD_TOOLKIT_CUDA_ARCHS setup.py || { echo "setup.py lost its build switches"; return 1; }
-    make_view || return 1
-    PYTHONPATH=$(pypath) "$PY" -P -c "import ssd_toolkit, sys; p = ssd_toolkit.__file__; sys.exit(0 if p.startswith('$VIEW') else f'ssd_toolkit from {p}, not the package view')" || return 1
-    "$PY" bench/bench_cuda.py --help >/dev/null || return 1
+    make_view || { echo "the package view failed"; return 1; }
+    PYTHONPATH=$(pypath) "$PY" -P -c "import ssd_toolkit, sys; p = ssd_toolkit.__file__; sys.exit(0 if p.startswith('$VIEW') else f'ssd_toolkit from {p}, not the package view')" ||
+      { echo "importing ssd_toolkit from the package view failed"; return 1; }
+    "$PY" bench/bench_cuda.py --help >/dev/null || { echo "bench_cuda.py --help failed"; return 1; }
     key "build switches present; package view imports; bench_cuda --plans parses"
     return 0
   fi
