@@ -136,7 +136,7 @@ ensure_wheels() {  # the carried wheels into $SITE, once (kept for --only reruns
 
 # The GPU test selection: every test file of tests/kernels but the CPU-only ones (so a new file
 # there is picked up), and tests/frameworks when present.
-CPU_ONLY_TESTS=" test_cuda_emulation.py test_barrier_mutants.py test_build.py test_gpu_check.py test_install_stamp.py test_kernel_cpu.py test_sass.py "
+CPU_ONLY_TESTS=" test_cuda_emulation.py test_barrier_mutants.py test_build.py test_gpu_check.py test_install_stamp.py test_kernel_cpu.py "
 gpu_test_files() {
   local f
   for f in tests/kernels/test_*.py; do [[ "$CPU_ONLY_TESTS" == *" ${f##*/} "* ]] || echo "$f"; done
