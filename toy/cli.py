@@ -95,36 +95,50 @@ def _command(name, func):
     return run
 
 
+def _done(stem, start, out, detail=""):
+    """The one line an experiment prints: its wall time (figure included) and its outputs."""
+    detail = f" ({detail})" if detail else ""
+    print(f"{stem.split('_')[0]}: {time.perf_counter() - start:.1f} s{detail} -> {out}/{stem}.{{png,json,md}}")
+
+
 def _trajectories(args):
     from . import trajectories  # noqa: PLC0415
 
     if args.denoiser == "learned":
         require("torch")
+    start = time.perf_counter()
     s = trajectories.run(args.out, args.seed, args.seeds, args.steps, args.lr, args.M, args.weighting,
                          denoiser=args.denoiser, progress=True)  # fmt: skip
     stem = "trajectories" if args.denoiser == "exact" else "trajectories_learned"
-    print(f"trajectories: {s['seconds_both_runs']:.2f} s -> {args.out}/{stem}.{{png,json,md}}")
+    parts = f"the Eq. 3 runs {s['seconds_both_runs']:.1f} s"
+    if isinstance(s["denoiser"], dict):
+        learned = s["denoiser"]
+        parts += ", the denoiser " + ("from the cache" if learned["cached"] else f"trained in {learned['train_seconds']:.0f} s")
+    _done(stem, start, args.out, parts)
 
 
 def _sweep(args):
     from . import sweep  # noqa: PLC0415
 
-    s = sweep.run(args.out, args.seed, args.Ms, args.lrs, args.steps, args.seeds)
-    print(f"sweep: {s['seconds']:.1f} s -> {args.out}/sweep.{{png,json,md}}")
+    start = time.perf_counter()
+    sweep.run(args.out, args.seed, args.Ms, args.lrs, args.steps, args.seeds)
+    _done("sweep", start, args.out)
 
 
 def _statistics(args):
     from . import score_statistics  # noqa: PLC0415
 
-    s = score_statistics.run(args.out, args.seed, args.dim, args.noises, args.num_t)
-    print(f"statistics: {s['seconds']:.1f} s -> {args.out}/statistics.{{png,json,md}}")
+    start = time.perf_counter()
+    score_statistics.run(args.out, args.seed, args.dim, args.noises, args.num_t)
+    _done("statistics", start, args.out)
 
 
 def _digits(args):
     from . import digits  # noqa: PLC0415
 
-    s = digits.run(args.out, args.seed, args.steps, args.lr, args.weighting, args.per_class)
-    print(f"digits: {s['seconds']:.1f} s -> {args.out}/digits.{{png,json,md}}")
+    start = time.perf_counter()
+    digits.run(args.out, args.seed, args.steps, args.lr, args.weighting, args.per_class)
+    _done("digits", start, args.out)
 
 
 _RUNS = {"trajectories": _trajectories, "sweep": _sweep, "statistics": _statistics, "digits": _digits}
