@@ -39,6 +39,7 @@ from . import config as config_mod
 from .atomic import atomic_write_bytes
 from .checkpoint import CHECKPOINT_NAME
 from .outdir import OutputLock, check_output_location, remove_stale_temporaries
+from .provenance import environment_changes, run_environment
 
 SCALE_TAKERS = ("sds", "ism", "sds-bridge")  # the estimators --guidance-scale reaches
 SMOKE_NOTE = (
@@ -252,9 +253,11 @@ def prepare_run(cfg, resume: bool = False, progress: bool = True, log=print, mod
         lock.acquire()  # before deciding anything about the directory's contents
         check_previous_run(out, resume)  # another run may have finished in it since check_inputs
         remove_stale_temporaries(out)
-        if resume:  # cheap checks first: checksum, keys, settings, log
+        if resume:  # cheap checks first: checksum, keys, settings, model fingerprints, log
             state, state_path = load_resume_state(out / "checkpoints", cfg)
             log_lines = read_log(out / "log.jsonl", int(state["step"]))
+            for note in environment_changes(state.get("environment"), run_environment(cfg, torch.get_num_threads()))[1]:
+                log(f"note: {note}")
         if cfg.tiny:
             cfg = prepare_tiny_assets(cfg, out)
             log(SMOKE_NOTE.strip())

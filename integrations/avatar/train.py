@@ -42,6 +42,7 @@ from .checkpoint import (
 )
 from .config import RESUME_FIXED
 from .field import FieldConfig, LatentField
+from .provenance import environment_changes, run_environment
 from ssd_toolkit.integrations.guidance.prompts import view_prompts
 from .render import render_latents
 from .body.skeleton import draw_conditions
@@ -87,6 +88,7 @@ class Trainer:
         if amp and torch.device(device).type != "cuda":
             raise ValueError(f"amp: float16 mixed precision needs a CUDA device, got {device}")
         self.cfg = cfg
+        self.environment = run_environment(cfg, torch.get_num_threads())  # checkpointed; compared on resume
         self.guidance = guidance
         self.body = body
         self.device = torch.device(device)
@@ -206,6 +208,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": capture_rng(self._numpy_streams(), self._torch_streams()),
             "config": dataclasses.asdict(self.cfg),
+            "environment": self.environment,
         }
 
     def load_state_dict(self, state: dict):
@@ -274,6 +277,8 @@ def check_settings(state: dict, cfg, path):
     lrs = sorted({g.get("lr") for g in groups})
     if lrs != [cfg.lr]:
         differ.append(f"Adam lr: checkpoint {lrs}, config {cfg.lr!r}")
+    refusals, _ = environment_changes(state.get("environment"), run_environment(cfg, torch.get_num_threads()))
+    differ += refusals
     if differ:
         raise CheckpointError(
             f"--resume: expected a checkpoint of the run in config.json, got one from other settings at {str(path)!r} "

@@ -219,6 +219,28 @@ def test_a_run_that_loses_the_lock_race_removes_nothing(tmp_path, capsys, monkey
         other.release()
 
 
+def test_resume_refuses_swapped_model_weights(tiny_dir, tmp_path, capsys):
+    models, out = tmp_path / "models", tmp_path / "run"
+    shutil.copytree(tiny_dir, models)
+    args = ["--tiny", "--sd-model", models, "--controlnet", models / "controlnet", *BASE]
+    assert avatar(capsys, "--out", out, *args)[0] == 0
+    weights = models / "unet" / "diffusion_pytorch_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-100:] = bytes(255 - b for b in data[-100:])  # other weights, same size and name
+    weights.write_bytes(bytes(data))
+    message = refused(capsys, out, "--steps", 6, match="sd_model: the files changed since the checkpoint")
+    assert "controlnet" not in message.split("nothing was changed")[0].split("(", 1)[1]
+
+
+def test_resume_with_another_thread_count_says_it_is_not_bitwise(run_dir, capsys, monkeypatch):
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads + 1)
+    code = cli.main(["avatar", "--no-progress", "--resume", "--out", str(run_dir), "--steps", "5"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert f"torch threads: the checkpoint was written with {threads}, this run uses {threads + 1}" in captured.out
+
+
 def test_zero_step_resume_keeps_the_final_loss(run_dir, capsys):
     final = json.loads((run_dir / "metrics.json").read_text())["final_loss"]
     code, err = avatar(capsys, "--resume", "--out", run_dir)
