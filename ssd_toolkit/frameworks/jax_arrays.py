@@ -3,12 +3,14 @@
 Routes, chosen per call:
 
 - the JAX extension is built (``_ssd_jax_ffi.so``, see ``jax_build.py``): the compiled CPU
-  kernel through the XLA FFI (``jax.ffi.ffi_call``) on CPU arrays, eager and traced alike.
+  kernel through the XLA FFI (``jax.ffi.ffi_call``) on CPU arrays, eager and traced alike;
+  on GPU arrays the fused CUDA kernel on XLA's stream where ``_ssd_jax_ffi_cuda.so`` is
+  built (else the ``jax.numpy`` route below).
   Under ``jax.vmap`` every leading axis indexes samples ("broadcast_all": each vmapped
   index is one kernel call on its own ``[B, N]`` block), so samples never mix.
 - no extension, concrete CPU arrays: DLPack / buffer views into the compiled CPU kernel
   (the NumPy reference without it), the result copied back into a ``jax.Array``.
-- no extension and traced (or off the CPU): the shared maths (``_ssd_math``) in
+- no extension and traced (or a GPU without the CUDA handler): the shared maths (``_ssd_math``) in
   ``jax.numpy``, accumulating in float64 when ``jax_enable_x64`` is on, float32 otherwise.
 
 ``M`` must be a static Python number under ``jit`` (it selects the branch per sample on
@@ -29,27 +31,35 @@ import numpy as np
 from .. import _dispatch
 from .base import ArrayBackend
 from .batch import GRAD_WARNING, STAT_NAMES, prepare, stats_dict
-from .jax_build import LIBRARY
+from .jax_build import CUDA_LIBRARY, LIBRARY
 from .math_ops import ModuleOps
 from .timesteps import check_kind, check_shape, host_timesteps
 
 TARGET = "ssd_toolkit_estimate"
-_ffi = {"tried": False, "ok": False, "reason": None}
+_ffi = {"tried": False, "ok": False, "reason": None, "cuda": False}
 
 
-def ffi_available() -> bool:
-    """Registers the FFI target once; False (with the reason kept) when it cannot be."""
+def ffi_available(platform="cpu") -> bool:
+    """Registers the FFI targets once (CPU, and CUDA where its handler is built); False
+    (with the reason kept) when the ``platform``'s handler cannot be used."""
     if not _ffi["tried"]:
         _ffi["tried"] = True
-        try:
-            import jax  # noqa: PLC0415
+        import jax  # noqa: PLC0415
 
+        try:
             library = ctypes.cdll.LoadLibrary(str(LIBRARY))
             jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.SsdEstimateCpu), platform="cpu")
             _ffi["ok"] = True
         except (OSError, AttributeError) as exc:
             _ffi["reason"] = f"{type(exc).__name__}: {exc}"
-    return _ffi["ok"]
+        if _ffi["ok"] and CUDA_LIBRARY.exists():
+            try:
+                library = ctypes.cdll.LoadLibrary(str(CUDA_LIBRARY))
+                jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.SsdEstimateCuda), platform="CUDA")
+                _ffi["cuda"] = True
+            except (OSError, AttributeError, ValueError, RuntimeError):  # no CUDA backend in this JAX
+                _ffi["cuda"] = False
+    return _ffi["ok"] if platform == "cpu" else _ffi["ok"] and _ffi["cuda"] and platform == "gpu"
 
 
 def ffi_reason():
@@ -98,7 +108,7 @@ class JaxArrays(ArrayBackend):
             raise ValueError("backend: 'torch' needs torch tensors, got jax arrays")
         traced = any(isinstance(a, self.tracer) for a in (*batch.arrays, batch.t))
         on_cpu = batch.device == "cpu"
-        if backend == "reference" or (not traced and on_cpu and not ffi_available()):
+        if backend == "reference" or (not traced and on_cpu and not ffi_available("cpu")):
             if traced:
                 raise ValueError("backend: 'reference' reads host memory, got traced jax values; use backend='auto'")
             if backend != "reference" and not self._warned_fallback:
@@ -112,12 +122,12 @@ class JaxArrays(ArrayBackend):
                 )
             batch.t64 = host_timesteps(batch.t, batch.B)
             return _dispatch.run_host(self, batch, backend, return_stats)
-        if backend == "compiled" and not (on_cpu and ffi_available()):
+        if backend == "compiled" and not ffi_available(batch.device):
             raise RuntimeError(
-                f"backend: 'compiled' for jax arrays needs the JAX extension on the CPU ({ffi_reason()}, device "
-                f"{batch.device}); build it with `python -m ssd_toolkit.frameworks.jax_build` or use backend='auto'"
+                f"backend: 'compiled' for jax arrays needs the JAX extension's {batch.device} handler "
+                f"({ffi_reason()}); build it with `python -m ssd_toolkit.frameworks.jax_build` or use backend='auto'"
             )
-        route = "ffi" if on_cpu and ffi_available() else "jnp"
+        route = "ffi" if ffi_available(batch.device) else "jnp"
         t_vec = self._timesteps(batch.t, batch.B)
         E, stats, seeking = self._estimate(batch.M, route, *batch.arrays, t_vec)
         return (E, stats_dict(stats, seeking)) if return_stats else E
