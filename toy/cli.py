@@ -21,8 +21,10 @@ EXPERIMENTS = ("trajectories", "sweep", "statistics", "digits")
 NEEDS = {"trajectories": ("matplotlib",), "sweep": ("matplotlib",), "statistics": ("matplotlib",),
          "digits": ("matplotlib", "sklearn")}  # fmt: skip
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as the avatar commands
-# What an avatar run keeps in its --out (docs/avatar.md); the toy never writes these names.
-AVATAR_RUN_FILES = (".lock", "config.json", "log.jsonl", "checkpoints")
+# What an avatar run keeps in its --out (docs/avatar.md); the toy never writes these names. Any
+# of the first three marks an avatar run (its lock file stays after the run); a config.json
+# alone does not (other tools write one too), but is named when it is there.
+AVATAR_RUN_FILES = (".lock", "log.jsonl", "checkpoints", "config.json")
 # --out names that look like one output file, not the folder of NAME.{png,json,md}
 FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg", ".json", ".md")
 
@@ -39,7 +41,7 @@ def check_out(path, flag="--out"):
         raise expected(flag, "a folder (each command writes NAME.png, NAME.json and NAME.md into it)",
                        f"{str(path)!r}, a file name")  # fmt: skip
     found = [name for name in AVATAR_RUN_FILES if os.path.lexists(os.path.join(path, name))]
-    if found:
+    if set(found) - {"config.json"}:
         raise expected(flag, "a folder that holds no avatar run",
                        f"{str(path)!r}, which holds {', '.join(found)}; choose another {flag}")  # fmt: skip
     return path

@@ -71,18 +71,25 @@ def test_an_existing_folder_with_a_dot_is_fine(tmp_path):
     assert main(["toy", "statistics", "--dim", "4", "--noises", "64", "--num-t", "3", "--out", str(tmp_path / "figs.png")]) == 0
 
 
-@pytest.mark.parametrize("marker", [".lock", "config.json", "log.jsonl", "checkpoints"])
+@pytest.mark.parametrize("markers", [[".lock"], ["log.jsonl"], ["checkpoints"], [".lock", "config.json"],
+                                     ["log.jsonl", "config.json"]])  # fmt: skip
 @pytest.mark.parametrize("flag", ["--out", "--docs"])
-def test_a_folder_holding_an_avatar_run_is_refused(tmp_path, capsys, marker, flag):
+def test_a_folder_holding_an_avatar_run_is_refused(tmp_path, capsys, markers, flag):
     run = tmp_path / "avatar_run"
     run.mkdir()
-    (run / marker).mkdir() if marker == "checkpoints" else (run / marker).write_text("{}")
+    for marker in markers:
+        (run / marker).mkdir() if marker == "checkpoints" else (run / marker).write_text("{}")
     before = sorted(p.name for p in run.iterdir())
     argv = ["toy", "all", "--out", str(run)] if flag == "--out" else ["toy", "all", "--out", str(tmp_path / "o"), "--docs", str(run)]
     assert main(argv) == 2
     assert capsys.readouterr().err == (f"ssd-toolkit toy all: error: {flag}: expected a folder that holds no avatar run, "
-                                       f"got {str(run)!r}, which holds {marker}; choose another {flag}\n")  # fmt: skip
+                                       f"got {str(run)!r}, which holds {', '.join(markers)}; choose another {flag}\n")  # fmt: skip
     assert sorted(p.name for p in run.iterdir()) == before and not (tmp_path / "o").exists()
+
+
+def test_a_lone_config_json_is_no_avatar_run(tmp_path):
+    (tmp_path / "config.json").write_text("{}")  # other tools write one too
+    assert main(["toy", "statistics", "--dim", "4", "--noises", "64", "--num-t", "3", "--out", str(tmp_path)]) == 0
 
 
 def test_ctrl_c_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
