@@ -2,7 +2,9 @@
 
 Needs a CUDA build of ssd_toolkit._C (nvcc is enough, no GPU) and cuobjdump + nvdisasm: on
 PATH, under $CUDA_HOME/bin or /usr/local/cuda/bin, or from the PyPI packages
-nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm (``nvidia/cu13/bin``); skipped otherwise.
+nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm (``nvidia/cu13/bin``; 13.2.86 of both, 6 MB,
+read nvcc 13.0's cubins: ``pip install nvidia-cuda-cuobjdump==13.2.86
+nvidia-cuda-nvdisasm==13.2.86`` makes this gate run in CI); skipped otherwise.
 
 - No contracted multiply-add (csrc/build_config.json: nvcc --fmad=false, as -ffp-contract=off
   on the CPU and in the emulation, so GPU and emulation agree to the bit): write_kernel has no
