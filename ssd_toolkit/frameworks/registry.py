@@ -8,8 +8,7 @@ before the generic CUDA-array-interface, array-API and DLPack ones.
 
 from __future__ import annotations
 
-_BY_TYPE = {}  # type -> backend instance, or a Refused backend that raises a clear TypeError
-
+_BY_TYPE = {}  # type -> backend instance, a Refused backend that raises a clear TypeError, or None (no backend takes it)
 
 
 def _detectors():
@@ -37,21 +36,25 @@ def _backend(cls):
     return _instances[cls]
 
 
+def _lookup(kind):
+    """The cached backend of ``kind`` (None for types no backend takes; cached too, since
+    detecting them is the slow part: lists, scalars and strings reach here as ``t``)."""
+    try:
+        return _BY_TYPE[kind]
+    except KeyError:
+        backend = _BY_TYPE[kind] = _detect(kind)
+        return backend
+
+
 def find(x):
     """The backend of ``x``, or None when no backend takes its type (never raises)."""
-    kind = type(x)
-    backend = _BY_TYPE.get(kind)
-    if backend is None:
-        backend = _detect(kind)
-        if backend is None:
-            return None
-        _BY_TYPE[kind] = backend
-    return None if backend.refuses else backend
+    backend = _lookup(type(x))
+    return None if backend is None or backend.refuses else backend
 
 
 def is_refused(x) -> bool:
     """True for array types refused with a message of their own (``refused.py``)."""
-    backend = _BY_TYPE.get(type(x)) or _detect(type(x))
+    backend = _lookup(type(x))
     return backend is not None and backend.refuses
 
 
@@ -62,16 +65,15 @@ def framework_of(x, name="eps_cond"):
         TypeError: ``x`` is of a type no backend takes, or one that is refused (masked
             arrays, ``np.matrix``, TensorFlow tensors, ...), with what to pass instead.
     """
-    kind = type(x)
-    backend = _BY_TYPE.get(kind)
+    backend = _BY_TYPE.get(type(x))  # the hot path: one dict look-up
     if backend is None:
-        backend = _detect(kind)
+        backend = _lookup(type(x))
         if backend is None:
+            kind = type(x)
             raise TypeError(
                 f"{name}: expected a numpy.ndarray, a torch.Tensor, a jax.Array, a __cuda_array_interface__ "
                 f"array or an array-API array, got {kind.__module__}.{kind.__qualname__}"
             )
-        _BY_TYPE[kind] = backend
     if backend.refuses:
         backend.refuse(x, name)
     return backend
