@@ -194,7 +194,7 @@ def _no_gradient(jax, compute):
     fn = jax.custom_jvp(compute, nondiff_argnums=(0, 1))
 
     def jvp(M, route, primals, tangents):
-        warnings.warn(GRAD_WARNING.replace("detached (no autograd link)", "a constant (zero gradient)"), UserWarning)
+        warnings.warn(GRAD_WARNING.replace("detached (no autograd link)", "a constant (zero gradient)"), UserWarning, stacklevel=2)
         out = fn(M, route, *primals)
         return out, jax.tree_util.tree_map(_zero_tangent, out)
 

@@ -3,7 +3,6 @@ torch.func.vmap / grad, meta and fake tensors, neg-bit views, unsupported device
 
 import warnings
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
