@@ -11,7 +11,9 @@ stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import signal
 import sys
 
 from ssd_toolkit.cli_args import CommandError, as_command_error, integer, number, require
@@ -20,6 +22,7 @@ from . import config as config_mod
 
 EXIT_NON_FINITE = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 NEEDS = ("torch", "diffusers", "transformers", "smplx", "cv2", "imageio", "scipy")
 
@@ -108,7 +111,47 @@ def disk_error(exc: OSError):
     return CommandError(f"--out: expected room to write the run, got {type(exc).__name__}: {exc}")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised wherever the run is, so that it stops as Ctrl-C stops it: the last
+    checkpoint kept, the log closed, the lock released, a fresh start's directory removed."""
+
+
+@contextlib.contextmanager
+def stop_on_sigterm():
+    """Within the block SIGTERM raises ``Terminated``; the previous handler comes back after."""
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: signals stay as they are
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def interrupted(prog: str, exc: KeyboardInterrupt) -> int:
+    """Say that ``prog`` stopped on Ctrl-C (exit 130) or SIGTERM (exit 143), in one line."""
+    terminated = isinstance(exc, Terminated)
+    print(f"{prog}: {'terminated (SIGTERM)' if terminated else 'interrupted'}; the last checkpoint, if any, is kept",
+          file=sys.stderr)
+    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+
 def run_command(args):
+    """``_run_command`` with Ctrl-C and SIGTERM, at start-up as in training, as one line and an exit code."""
+    with stop_on_sigterm():
+        try:
+            return _run_command(args)
+        except KeyboardInterrupt as exc:
+            return interrupted("ssd-toolkit avatar", exc)
+
+
+def _run_command(args):
     """Resolve and check the settings, run, and map failures to one clear line and an exit code."""
     try:
         cfg = config_mod.resolve(settings_from_args(args), args.config, resume=args.resume)
@@ -135,8 +178,6 @@ def run_command(args):
     except NonFiniteError as exc:
         print(f"ssd-toolkit avatar: stopped: {exc}", file=sys.stderr)
         return EXIT_NON_FINITE
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
     except OSError as exc:
         if exc.errno in DISK_ERRNOS:
             raise disk_error(exc) from exc

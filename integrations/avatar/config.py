@@ -25,6 +25,8 @@ MODEL_TYPES = ("smpl", "smplx")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp16", "fp32")
 SEED_LIMIT = 2**63 - 8  # the run seeds torch with seed + 0..2
+# 64x the default; a view's field query grows linearly with it (16.7M points at 64x64 latents)
+MAX_SAMPLES_PER_RAY = 4096
 
 
 @dataclass
@@ -269,6 +271,8 @@ def validate(cfg: AvatarConfig) -> AvatarConfig:
     for name in ("steps", "batch", "body_init_batch", "latent_size", "samples_per_ray", "field_features", "field_hidden", "turntable_frames", "turntable_fps"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name}: expected an integer >= 1, got {getattr(cfg, name)}")
+    if cfg.samples_per_ray > MAX_SAMPLES_PER_RAY:
+        raise ValueError(f"samples_per_ray: expected an integer in [1, {MAX_SAMPLES_PER_RAY}], got {cfg.samples_per_ray}")
     for name in ("body_init_steps", "preview_every", "checkpoint_every"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"{name}: expected an integer >= 0, got {getattr(cfg, name)}")

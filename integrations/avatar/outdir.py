@@ -32,6 +32,9 @@ OUTPUT_NAMES = {
     "turntable": r"\d{3}\.png",
 }
 MP4_TEMPORARY = ".turntable.tmp.mp4"  # turntable.write_turntable's, in --out
+OUTPUT_FILES = ("config.json", "log.jsonl", "metrics.json", "SMOKE_RUN.txt", "turntable.gif", "turntable.mp4",
+                "checkpoints/last.pt")
+OUTPUT_DIRS = ("checkpoints", "previews", "turntable", "tiny_assets")
 
 
 def check_output_location(out) -> Path:
@@ -111,6 +114,23 @@ class OutputLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def check_output_files(out):
+    """Each output path that already exists under ``out`` has the kind the run writes there (a
+    ``log.jsonl`` directory would otherwise stop the run half-way with a traceback).
+
+    Raises:
+        ValueError: names the path and what it is.
+    """
+    out = Path(out)
+    for rel, wanted, ok in [(d, "a directory", Path.is_dir) for d in OUTPUT_DIRS] + \
+            [(f, "a file", Path.is_file) for f in OUTPUT_FILES]:  # fmt: skip
+        path = out / rel
+        if (path.exists() or path.is_symlink()) and not ok(path):
+            got = "a file" if path.is_file() else _kind(path)
+            raise ValueError(f"out: expected {rel} in {str(out)!r} to be {wanted} this app writes, got {got}; "
+                             "remove it or choose another --out")
 
 
 def _foreign_lock(path) -> ValueError:

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from . import config as config_mod
 from .atomic import atomic_write_bytes
 from .checkpoint import CHECKPOINT_NAME
-from .outdir import OutputLock, check_output_location, remove_stale_temporaries
+from .outdir import OutputLock, check_output_files, check_output_location, remove_stale_temporaries
 from .provenance import environment_changes, run_environment
 
 SCALE_TAKERS = ("sds", "ism", "sds-bridge")  # the estimators --guidance-scale reaches
@@ -251,6 +251,7 @@ def prepare_run(cfg, resume: bool = False, progress: bool = True, log=print, mod
     lock = OutputLock(out)
     try:
         lock.acquire()  # before deciding anything about the directory's contents
+        check_output_files(out)
         check_previous_run(out, resume)  # another run may have finished in it since check_inputs
         remove_stale_temporaries(out)
         if resume:  # cheap checks first: checksum, keys, settings, model fingerprints, log

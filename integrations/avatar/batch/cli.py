@@ -10,7 +10,7 @@ skips finished jobs and resumes the others from their checkpoints.
 Under torchrun (``torchrun --nproc_per_node=N -m ssd_toolkit.cli avatar-batch ...``) the
 jobs are shared out over the ranks, each on cuda:LOCAL_RANK; rank 0 writes DIR/summary.json.
 Exit codes: 0 every job done or skipped, 1 a job could not start, 3 a job stopped on
-non-finite values, 2 a user error (one line), 130 interrupted.
+non-finite values, 2 a user error (one line), 130 interrupted, 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -82,6 +82,15 @@ def _check_job_inputs(jobs):
 
 
 def run_command(args):
+    """``_run_command`` with Ctrl-C and SIGTERM as one line and an exit code (130, 143)."""
+    with avatar_cli.stop_on_sigterm():
+        try:
+            return _run_command(args)
+        except KeyboardInterrupt as exc:
+            return avatar_cli.interrupted("ssd-toolkit avatar-batch", exc)
+
+
+def _run_command(args):
     """Resolve the jobs, load the networks once, train this rank's share, write the summary."""
     from . import ranks as dist  # noqa: PLC0415
 
@@ -115,8 +124,6 @@ def run_command(args):
         raise
     try:
         results = _train_shard(jobs, ranks, device, amp, args.max_concurrent, progress)
-    except KeyboardInterrupt:
-        return avatar_cli.EXIT_INTERRUPTED
     except OSError as exc:
         if exc.errno in avatar_cli.DISK_ERRNOS:
             raise avatar_cli.disk_error(exc) from exc

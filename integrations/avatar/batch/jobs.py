@@ -21,6 +21,7 @@ from pathlib import Path
 from .. import config as config_mod
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
+RESERVED_NAMES = ("summary.json", "tiny_assets")  # what the batch itself writes in --out
 # one process loads the networks once and stacks every avatar into one call: these must agree
 SHARED = ("sd_model", "controlnet", "device", "precision", "latent_size", "tiny")
 
@@ -90,6 +91,8 @@ def read_jobs(path) -> list:
             name = f"{number:03d}-{_slug(settings.get('prompt', ''))}"
         if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
             raise ValueError(f"{where}: expected a name of letters, digits, '.', '_', '-' (at most 80), got {name!r}")
+        if name in RESERVED_NAMES:
+            raise ValueError(f"{where}: expected a name other than {', '.join(RESERVED_NAMES)} (the batch's own), got {name!r}")
         if name in seen:
             raise ValueError(f"{where}: expected a unique name, got {name!r} (also item {seen[name]})")
         seen[name] = number

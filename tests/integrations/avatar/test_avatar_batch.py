@@ -174,6 +174,7 @@ def test_torchrun_two_gloo_processes_share_the_jobs(assets, tmp_path):
         ([{"prompt": "a", "steps": "many"}], [], r"steps: expected an integer, got str 'many'"),
         ([{"prompt": "a", "name": "x"}, {"prompt": "b", "name": "x"}], [], r"expected a unique name, got 'x' \(also item 1\)"),
         ([{"prompt": "a", "name": "../up"}], [], r"expected a name of letters, digits"),
+        ([{"prompt": "a", "name": "summary.json"}], [], r"expected a name other than summary.json, tiny_assets"),
         ([{"prompt": "a", "out": "elsewhere"}], [], r"expected no 'out'"),
         ([{"prompt": "a"}, {"prompt": "b", "latent_size": 16}], [],
          r"JOBS: expected every job to share latent_size .*got 8 in job '001-a' and 16 in job '002-b'"),
@@ -232,3 +233,16 @@ def test_a_corrupt_or_locked_job_fails_alone_on_resume(assets, tmp_path, capsys)
     assert entries["b"]["status"] == "failed" and "locked by process" in entries["b"]["message"]
     assert entries["c"]["status"] == "done" and entries["c"]["steps"] == 4
     assert ckpt.read_bytes() == bytes(data)  # left as it was
+
+
+def test_ctrl_c_at_start_up_is_one_line_exit_130(assets, tmp_path, capsys, monkeypatch):
+    from ssd_toolkit.integrations.avatar import run
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "check_inputs", interrupt)  # while the jobs are checked
+    jobs = write_jobs(tmp_path / "jobs.json", [{"prompt": "a"}])
+    code = cli.main(["avatar-batch", str(jobs), "--out", str(tmp_path / "out"), *assets, *SHORT])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 130 and err[-1] == "ssd-toolkit avatar-batch: interrupted; the last checkpoint, if any, is kept"

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 
 import pytest
 import torch
@@ -46,9 +47,8 @@ def run_dir(finished, tmp_path):
     return copy
 
 
-def digests(out):
-    files = [out / "config.json", out / "log.jsonl", out / "checkpoints" / "last.pt", out / "metrics.json"]
-    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+def digests(out, names=("config.json", "log.jsonl", "checkpoints/last.pt", "metrics.json")):
+    return {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in names}
 
 
 def records(out):
@@ -239,6 +239,45 @@ def test_resume_with_another_thread_count_says_it_is_not_bitwise(run_dir, capsys
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert f"torch threads: the checkpoint was written with {threads}, this run uses {threads + 1}" in captured.out
+
+
+def test_an_output_path_of_the_wrong_kind_is_one_line(run_dir, capsys):
+    (run_dir / "log.jsonl").unlink()
+    (run_dir / "log.jsonl").mkdir()
+    kept = ("config.json", "checkpoints/last.pt", "metrics.json")
+    before = digests(run_dir, kept)
+    code, err = avatar(capsys, "--resume", "--out", run_dir, "--steps", 6)
+    assert code == 2 and len(err) == 1, err
+    assert "out: expected log.jsonl in" in err[0] and "to be a file this app writes, got a directory" in err[0]
+    assert digests(run_dir, kept) == before
+
+
+def test_ctrl_c_at_start_up_is_one_line_exit_130(tmp_path, capsys, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "load_guidance_for", interrupt)  # while the networks load
+    code, err = avatar(capsys, "--tiny", "--out", tmp_path / "new", *BASE)
+    assert code == 130 and err == ["ssd-toolkit avatar: interrupted; the last checkpoint, if any, is kept"]
+    assert not (tmp_path / "new").exists()  # the fresh start's directory went with it
+
+
+def test_sigterm_stops_like_ctrl_c_with_a_message_exit_143(run_dir, capsys, monkeypatch):
+    step_once = Trainer.step_once
+
+    def terminated_at_step_6(self):
+        if self.step == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step_once(self)
+
+    monkeypatch.setattr(Trainer, "step_once", terminated_at_step_6)
+    code = cli.main(["avatar", "--no-progress", "--resume", "--out", str(run_dir), "--steps", "8"])
+    captured = capsys.readouterr()
+    assert code == 143
+    assert captured.err.strip().splitlines()[-1] == (
+        "ssd-toolkit avatar: terminated (SIGTERM); the last checkpoint, if any, is kept")
+    assert "continue with --resume" in captured.out
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is only the command's
 
 
 def test_zero_step_resume_keeps_the_final_loss(run_dir, capsys):

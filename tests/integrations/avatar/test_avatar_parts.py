@@ -212,6 +212,8 @@ def test_config_errors_name_the_setting(tmp_path):
     for name in ("lr", "box_margin", "M", "guidance_scale", "lambda_entropy"):  # what a JSON "Infinity" gives
         with pytest.raises(ValueError, match=rf"^{name}: expected .*got inf"):
             config.resolve({"prompt": "p", "body": "b", name: float("inf")})
+    with pytest.raises(ValueError, match=r"samples_per_ray: expected an integer in \[1, 4096\], got 10000000000"):
+        config.resolve({"prompt": "p", "body": "b", "samples_per_ray": 10**10})  # not a traceback at render time
     with pytest.raises(ValueError, match="unknown setting 'stepz'"):
         config.resolve({"prompt": "p", "body": "b", "stepz": 3})
     with pytest.raises(TypeError, match="steps: expected an integer, got str '3'"):
