@@ -73,9 +73,10 @@ class SSDGuidanceMixin:
     ``grad_latent_clip``, ``grad_latent_clip_scale``, ``grad_latent_norm``,
     ``grad_latent_nan_to_num``. Uses from their class: ``loss_type``, ``weight_type``,
     ``timestep`` ([B] long, set by their ``preprocess``), ``guidance_scale``,
-    ``alphas_cumprod``, ``prepare_text_embeddings``,
-    ``_predict``, and for ISM the plain (no ControlNet) ``_predict`` of their
-    ``ScoreDistillation`` / ``ScoreDistillationXL`` (class attribute ``_plain_predict``).
+    ``alphas_cumprod``, ``prepare_text_embeddings``, ``_predict``, and for ISM the plain (no
+    ControlNet) ``_predict`` of their ``ScoreDistillation`` / ``ScoreDistillationXL`` (class
+    attribute ``_plain_predict``). x_t goes to ``_predict`` without their
+    ``scheduler.scale_model_input`` (see ``_branch_predictions``).
 
     Attributes:
         ssd_M: SSD's threshold.

@@ -27,33 +27,16 @@ STEPS = 3
 
 
 @pytest.fixture(scope="module")
-def trainers(tmp_path_factory):
-    """(their core.trainer module, the swapped copy) with the stand-ins in place."""
-    root = tmp_path_factory.mktemp("hf")
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in S.offline_env(root).items():
-            mp.setenv(key, value)
-        S.hub_cache(root)
-        import diffusers  # noqa: F401, PLC0415 - before the torchvision stub
-        import transformers  # noqa: F401, PLC0415
+def trainers(dwg_env, tmp_path_factory):
+    """(their core.trainer module, the same file with the documented change) (conftest's stand-ins)."""
+    import core.trainer as theirs  # noqa: PLC0415
 
-        S.stub_torchvision()
-        for name, module in S.trainer_import_stubs().items():
-            mp.setitem(__import__("sys").modules, name, module)
-        mp.syspath_prepend(str(DWG))
-        mp.chdir(tmp_path_factory.mktemp("run"))
-        try:
-            import core.trainer as theirs  # noqa: PLC0415
-        except ImportError as exc:
-            pytest.skip(f"DreamWaltz-G's trainer does not import here ({exc})")
-        S.offline_pipelines()
-        path = tmp_path_factory.mktemp("swapped") / "trainer_swapped.py"
-        path.write_text(S.swapped_trainer_source(DWG))
-        spec = importlib.util.spec_from_file_location("core.trainer_swapped", path)
-        swapped = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(swapped)
-        torch.set_num_threads(1)
-        yield theirs, swapped
+    path = tmp_path_factory.mktemp("swapped") / "trainer_swapped.py"
+    path.write_text(S.swapped_trainer_source(dwg_env))
+    spec = importlib.util.spec_from_file_location("core.trainer_swapped", path)
+    swapped = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(swapped)
+    return theirs, swapped
 
 
 def train(module, *flags):

@@ -25,30 +25,15 @@ T_PAIRS = {1: [[120], [700]], 2: [[120, 700], [450, 60]]}
 
 
 @pytest.fixture(scope="module")
-def up(tmp_path_factory):
-    """Their modules, imported from the checkout with the stand-ins in place."""
-    root = tmp_path_factory.mktemp("hf")
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in S.offline_env(root).items():
-            mp.setenv(key, value)
-        S.hub_cache(root)
-        import diffusers  # noqa: F401, PLC0415 - before the torchvision stub
-        import transformers  # noqa: F401, PLC0415
+def up(dwg_env):
+    """Their modules, imported from the checkout with the stand-ins in place (conftest)."""
+    import configs  # noqa: PLC0415
+    import core.guidance.controlnet as controlnet  # noqa: PLC0415
+    import core.guidance.stable_diffusion as stable_diffusion  # noqa: PLC0415
 
-        S.stub_torchvision()
-        mp.syspath_prepend(str(DWG))
-        try:
-            import configs  # noqa: PLC0415
-            import core.guidance.controlnet as controlnet  # noqa: PLC0415
-            import core.guidance.stable_diffusion as stable_diffusion  # noqa: PLC0415
-        except ImportError as exc:
-            pytest.skip(f"DreamWaltz-G's guidance does not import here ({exc}); it pins diffusers 0.24")
-        S.offline_pipelines()
-        import ssd_toolkit.integrations.dreamwaltz_g as ours  # noqa: PLC0415
+    import ssd_toolkit.integrations.dreamwaltz_g as ours  # noqa: PLC0415
 
-        ours.register_guide_fields()
-        torch.set_num_threads(1)
-        yield {"configs": configs, "controlnet": controlnet, "sd": stable_diffusion, "ours": ours}
+    return {"configs": configs, "controlnet": controlnet, "sd": stable_diffusion, "ours": ours}
 
 
 _GUIDES = {}
