@@ -391,20 +391,15 @@ class ControlNetGuidance:
         return torch.as_tensor(t, dtype=torch.long).to(self.device)
 
     def _timesteps(self, t, B):
+        """A caller's ``t`` (a scalar or ``[B]``) as int64 ``[B]`` on the models' device; the
+        integer and range checks are the core's one validator of schedule indices."""
+        from ssd_toolkit.frameworks.timesteps import timestep_indices  # noqa: PLC0415
+
         torch = _torch()
-        t = torch.as_tensor(t).to(self.device)
-        if t.is_floating_point() and not torch.equal(t, t.round()):
-            raise ValueError(f"t: expected integer timesteps, got {t.tolist()}")
-        t = t.long().reshape(-1)
-        if t.numel() == 1:
-            t = t.expand(B)
-        if t.numel() != B:
-            raise ValueError(f"t: expected a scalar or {B} timesteps, got {t.numel()}")
-        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.num_train_timesteps):
-            raise ValueError(
-                f"t: expected timesteps in [0, {self.num_train_timesteps - 1}], got min {int(t.min())} max {int(t.max())}"
-            )
-        return t.contiguous()
+        idx = timestep_indices(t, self.num_train_timesteps).reshape(-1)
+        if idx.size not in (1, B):
+            raise ValueError(f"t: expected a scalar or {B} timesteps, got {idx.size}")
+        return torch.from_numpy(idx).to(self.device).expand(B).contiguous()
 
     def _conditions(self, conditions, B, latents):
         """``conditions`` as guide() documents it -> float32 ``[B, 3, 8h, 8w]`` (a list of
