@@ -41,6 +41,7 @@ PACKAGE_DIR = {
     "ssd_toolkit.integrations.avatar.body": "integrations/avatar/body",
     "ssd_toolkit.integrations.avatar.batch": "integrations/avatar/batch",
     "ssd_toolkit.integrations.dreamwaltz": "integrations/dreamwaltz",
+    "ssd_toolkit.integrations.dreamwaltz_g": "integrations/dreamwaltz_g",
     "ssd_toolkit.integrations.threestudio": "integrations/threestudio",
 }
 
