@@ -206,6 +206,7 @@ class _Stubbed:
         self.ext.load = lambda: self.stub
         self.ext.cpu_kernel = lambda: self.stub.estimate_cpu
         if self.cuda:  # CPU tensors take the CUDA route: glue, allocation, argument packing
+            os.environ["SSD_TOOLKIT_CUDA_SELFTEST"] = "0"  # the stub computes nothing to test
             self.ext.has_cuda_kernel = lambda: True
             backend = self.torch_backend
             backend._fast_cpu = lambda *args: backend._fast_cuda(*args[:-1])  # the CPU tensors' route -> CUDA's
@@ -216,6 +217,7 @@ class _Stubbed:
     def __exit__(self, *exc):
         self.ext.load, self.ext.cpu_kernel, self.ext.has_cuda_kernel, torch.cuda.current_device, raw = self.saved
         self.torch_backend.__dict__.pop("_fast_cpu", None)
+        os.environ.pop("SSD_TOOLKIT_CUDA_SELFTEST", None)
         if self.cuda and raw is None:
             delattr(torch._C, "_cuda_getCurrentRawStream")
         elif self.cuda:

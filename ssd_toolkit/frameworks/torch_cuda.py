@@ -6,11 +6,18 @@ Nothing here synchronises the device or copies array data to the host. Timesteps
 scalar travels as ``t_scalar``; a device tensor is used in place (cast to float64 on the
 device if needed; its values are not checked for finiteness, which would need a host
 round trip); a host vector is copied to the device once (asynchronously).
+
+Self-test: the first launch on each device first runs a small random batch per dtype
+through the kernel and compares it with PyTorch eager (``_torch_impl``); on a mismatch it
+warns once with the numbers and that device uses the eager ops from then on (a guard for
+an architecture the kernel has not been run on). ``SSD_TOOLKIT_CUDA_SELFTEST=0`` skips it.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import warnings
 
 import numpy as np
 import torch
@@ -50,10 +57,67 @@ def launch_torch(c, u, n, out, t_dev, t_scalar, M, stats, B, N):
     )
     module = _extension.load()
     if torch.cuda.current_device() == index:
+        if not _self_test_passed(module, c.device):
+            return _launch_eager(c, u, n, out, t_dev, t_scalar, M, stats, B, N)
         module.estimate_cuda(*args, _raw_stream(index))
     else:
         with torch.cuda.device(index):
+            if not _self_test_passed(module, c.device):
+                return _launch_eager(c, u, n, out, t_dev, t_scalar, M, stats, B, N)
             module.estimate_cuda(*args, _raw_stream(index))
+
+
+# ----------------------------------------------------------------------------- self-test
+_SELF_TEST = {}  # device -> True (the kernel agrees with eager PyTorch) or False (eager ops used)
+_SELF_TEST_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+def _self_test_passed(module, device):
+    passed = _SELF_TEST.get(device)
+    if passed is None:
+        passed = _SELF_TEST[device] = os.environ.get("SSD_TOOLKIT_CUDA_SELFTEST", "1") == "0" or _self_test(module, device)
+    return passed
+
+
+def _self_test(module, device):
+    """Every dtype, both branches, odd sizes: the kernel's E against eager PyTorch (float64
+    sums) within the dtype's tolerance (relative to each sample's rms)."""
+    from .._torch_impl import estimate_torch  # noqa: PLC0415
+
+    generator = torch.Generator().manual_seed(0)
+    t = torch.tensor([0.0, 999.0, 100.0, 600.0], dtype=torch.float64)
+    for dtype, rtol in _SELF_TEST_TOLERANCE.items():
+        for N in (37, 4099):
+            c, u, n = (torch.randn(4, N, generator=generator, dtype=torch.float64).to(dtype).to(device) for _ in range(3))
+            t_dev = t.to(device)
+            out = torch.empty_like(c)
+            module.estimate_cuda(c.data_ptr(), u.data_ptr(), n.data_ptr(), out.data_ptr(), t_dev.data_ptr(), 0.0, 0,
+                                 4, N, _DTYPE_NAMES[dtype], 500.0, _raw_stream(device.index))
+            ref, _ = estimate_torch(c, u, n, t_dev, 500.0)
+            ref64, got = ref.double(), out.double()
+            rms = ref64.pow(2).mean(1, keepdim=True).sqrt()
+            error = ((got - ref64).abs() / (ref64.abs() + rms)).nan_to_num(float("inf")).max().item()
+            if not error <= rtol:
+                warnings.warn(
+                    f"ssd_toolkit: the CUDA kernel disagrees with PyTorch eager on {device} ({_DTYPE_NAMES[dtype]}, "
+                    f"[4, {N}]: relative error {error:.3g} > {rtol:g}); this device uses backend='torch' from now on "
+                    "(please report it with `ssd-toolkit backends`; SSD_TOOLKIT_CUDA_SELFTEST=0 skips this check)",
+                    RuntimeWarning,
+                    stacklevel=5,
+                )
+                return False
+    return True
+
+
+def _launch_eager(c, u, n, out, t_dev, t_scalar, M, stats, B, N):
+    """What ``launch_torch`` writes, computed by PyTorch eager ops (a failed self-test)."""
+    from .._torch_impl import estimate_torch  # noqa: PLC0415
+
+    t_vec = t_dev if t_dev is not None else torch.full((B,), float(t_scalar), dtype=torch.float64, device=c.device)
+    E, named = estimate_torch(c.reshape(B, N), u.reshape(B, N), n.reshape(B, N), t_vec, float(M))
+    out.view(B, N).copy_(E)
+    if stats is not None:
+        stats.copy_(torch.stack([named[name] for name in STAT_NAMES]))
 
 
 def _raw_stream(index):

@@ -5,9 +5,11 @@ others (build, backend choice, error paths, the custom op's fake implementation 
 torch.compile route) run everywhere.
 """
 
+import contextlib
 import os
 import shutil
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -103,6 +105,8 @@ def test_torch_glue_passes_the_binding_what_it_expects(t, return_stats, monkeypa
     monkeypatch.setattr(_extension, "load", lambda: types.SimpleNamespace(estimate_cuda=estimate_cuda))
     monkeypatch.setattr(torch.cuda, "current_device", lambda: None)  # host tensors: device index None
     monkeypatch.setattr(torch_cuda, "_raw_stream", lambda index: 1234)
+    monkeypatch.setattr(torch_cuda, "_SELF_TEST", {})
+    monkeypatch.setenv("SSD_TOOLKIT_CUDA_SELFTEST", "0")  # the first-use self-test has its own tests
     shape = (4, 3, 5)
     c = torch.from_numpy(rng.standard_normal((4, 3, 6)))[:, :, 1:]  # non-contiguous: copied
     u, n = (torch.from_numpy(rng.standard_normal(shape)) for _ in range(2))
@@ -568,3 +572,83 @@ def test_gpu_agrees_with_the_cpu_emulation(dtype, path, rng):
         ulps = np.abs(gpu_bits.astype(np.int64) - out.view(bits).astype(np.int64))
         assert ulps.max() == 0, (f"{dtype} {shape} {plan}: {int((ulps > 0).sum())} elements differ, up to "
                                  f"{int(ulps.max())} ulp")
+
+
+# ------------------------------------------------------------------ first-use self-test
+def _emulated_binding(emu, plant=None):
+    """estimate_cuda backed by the CPU emulation of the kernels (host tensors stand in for
+    device ones); ``plant(out_ptr, B, N, dtype)`` may corrupt the result after the launch."""
+    launches = []
+
+    def estimate_cuda(c, u, n, out, t_ptr, t_scalar, stats_ptr, B, N, dtype, M_, stream):
+        launches.append((B, N, dtype))
+        emu.estimate(c, u, n, out, t_ptr, t_scalar, stats_ptr, B, N, dtype, M_)
+        if plant is not None:
+            plant(out, B, N, dtype)
+
+    return types.SimpleNamespace(estimate_cuda=estimate_cuda, compiled_with_cuda=lambda: True), launches
+
+
+@pytest.fixture
+def emulated_device(monkeypatch):
+    import cuda_emulation_build  # noqa: PLC0415 - tests/ helper
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: None)  # host tensors: device index None
+    monkeypatch.setattr(torch_cuda, "_raw_stream", lambda index: 0)
+    monkeypatch.setattr(torch_cuda, "_SELF_TEST", {})
+    monkeypatch.delenv("SSD_TOOLKIT_CUDA_SELFTEST", raising=False)
+    return cuda_emulation_build.load()
+
+
+def _glue_call(rng, t=(1.0, 900.0, 2.0, 999.0)):
+    c, u, n = (torch.from_numpy(rng.standard_normal((4, 3, 5))).float() for _ in range(3))
+    return torch_cuda.estimate_torch_cuda(c, u, n, torch.tensor(t), M, True, (4, 3, 5), 15), (c, u, n)
+
+
+def test_self_test_passes_on_the_emulated_kernel_and_runs_once(emulated_device, monkeypatch, rng):
+    binding, launches = _emulated_binding(emulated_device)
+    monkeypatch.setattr(_extension, "load", lambda: binding)
+    with warnings_as_errors():
+        (E, stats), (c, u, n) = _glue_call(rng)
+        _glue_call(rng)
+    tested = {(N, dtype) for B, N, dtype in launches if B == 4 and N in (37, 4099)}
+    assert tested == {(N, d) for N in (37, 4099) for d in DTYPES}  # once, every dtype, odd sizes
+    assert len(launches) == len(tested) + 2  # then the two real calls
+    E_ref, _ = _reference(c, u, n, np.array([1.0, 900.0, 2.0, 999.0]))
+    assert_close_to_reference(E, E_ref, "float32")
+
+
+def test_self_test_mismatch_warns_once_and_uses_eager_torch(emulated_device, monkeypatch, rng):
+    import ctypes  # noqa: PLC0415
+
+    def plant(out, B, N, dtype):  # a wrong first element in every float32 result
+        if dtype == "float32":
+            ctypes.c_float.from_address(out).value += 1.0
+
+    binding, launches = _emulated_binding(emulated_device, plant)
+    monkeypatch.setattr(_extension, "load", lambda: binding)
+    with pytest.warns(RuntimeWarning, match=r"CUDA kernel disagrees with PyTorch eager on cpu \(float32, \[4, 37\].*"
+                                            r"backend='torch' from now on.*SSD_TOOLKIT_CUDA_SELFTEST=0"):
+        (E, stats), (c, u, n) = _glue_call(rng)
+    count = len(launches)
+    with warnings_as_errors():  # once per device
+        (E2, _), _ = _glue_call(rng)
+    assert len(launches) == count  # the kernel is not launched again on that device
+    E_ref, stats_ref = _reference(c, u, n, np.array([1.0, 900.0, 2.0, 999.0]))
+    assert_close_to_reference(E, E_ref, "float32")  # the eager result, not the planted one
+    np.testing.assert_allclose(stats["scale"].numpy(), stats_ref["scale"], rtol=1e-6)
+
+
+def test_self_test_can_be_switched_off(emulated_device, monkeypatch, rng):
+    binding, launches = _emulated_binding(emulated_device, lambda *a: None)
+    monkeypatch.setattr(_extension, "load", lambda: binding)
+    monkeypatch.setenv("SSD_TOOLKIT_CUDA_SELFTEST", "0")
+    _glue_call(rng)
+    assert len(launches) == 1
+
+
+@contextlib.contextmanager
+def warnings_as_errors():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
