@@ -50,6 +50,12 @@ pip install -q -c .ci/constraints.txt -e ".[all]"
 # controlnet_aux's requirements (torchvision, timm) do not install against this torch; its
 # OpenPose drawing module needs only numpy/cv2 and is loaded by file (see docs/avatar.md).
 pip install -q -c .ci/constraints.txt --no-deps controlnet_aux==0.0.10
+# cuobjdump + nvdisasm (6 MB) for the SASS gate (tests/kernels/test_sass.py) where the CUDA
+# kernel is compiled: 13.2.86 reads nvcc 13.0's cubins.
+if [ "${SSD_TOOLKIT_CUDA:-1}" != 0 ] && command -v nvcc >/dev/null; then
+  pip install -q -c .ci/constraints.txt nvidia-cuda-cuobjdump==13.2.86 nvidia-cuda-nvdisasm==13.2.86 ||
+    echo "install.sh: cuobjdump/nvdisasm not installed; the SASS gate will skip"
+fi
 # The JAX extension (csrc/jax) needs jaxlib's FFI headers, which pip's isolated build of
 # the package does not have: built here, after JAX is installed (docs/api.md).
 python -m ssd_toolkit.frameworks.jax_build >/dev/null ||
