@@ -228,3 +228,11 @@ def test_ssd_M_on_their_guide_config(up):
     cfg = up["configs"].GuideConfig(sds_loss_type="ssd", ssd_M=450)
     assert cfg.ssd_M == 450 and up["configs"].GuideConfig().ssd_M == 200.0
     assert os.environ.get("HF_HUB_OFFLINE") == "1" and "core.guidance.basic" in sys.modules
+
+
+def test_ssd_with_their_grad_viz(up):
+    g, emb = guide(up, False, False, True, sds_loss_type="ssd")
+    torch.manual_seed(0)
+    out = g(inputs=torch.randn(1, 4, 64, 64, requires_grad=True), text_embeds_dict=emb, train_step=1, max_iteration=2,
+            grad_viz=True, scaler=None, cond_inputs=condition(), timestep=torch.tensor([700]))  # fmt: skip
+    assert out["latents_final"].shape == (1, 4, 64, 64) and torch.isfinite(out["latents_final"]).all()
