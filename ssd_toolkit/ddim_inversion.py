@@ -1,6 +1,7 @@
 """ISM's noisy input (LucidDreamer, Liang et al. 2024): deterministic DDIM inversion from the
-clean latent to ``x_s``, then one DDIM step ``s -> t``. Array-generic (NumPy or torch): the
-denoiser is a callable and the arithmetic is plain operators.
+clean latent to ``x_s``, then one DDIM step ``s -> t``. Array-generic (any library
+``ssd_toolkit.frameworks`` takes): the denoiser is a callable and the arithmetic is plain
+operators.
 
 With ``abar`` the cumulative alphas, a DDIM step (eta = 0) from timestep ``a`` to ``b`` with
 noise prediction ``e`` is ``sqrt(abar_b) (x - sqrt(1 - abar_a) e) / sqrt(abar_a) +
@@ -9,15 +10,11 @@ sqrt(1 - abar_b) e``; inversion runs it towards larger t.
 
 from __future__ import annotations
 
-import numpy as np
+from . import frameworks
 
 
 def _lib(x):
-    if isinstance(x, np.ndarray):
-        return np
-    import torch  # noqa: PLC0415 - only torch inputs reach here
-
-    return torch
+    return frameworks.namespace(x).lib
 
 
 def _at(alphas_cumprod, t, like):
@@ -53,7 +50,8 @@ def ism_noisy_input(eps_uncond, x0, noise, t, s, alphas_cumprod, interval=200, m
         ``(x_t, eps_s, calls)``: calls is the number of denoiser calls on the batch.
     """
     lib = _lib(x0)
-    start = lib.clip(s - interval * max_steps, 0, None) if lib is np else (s - interval * max_steps).clamp(min=0)
+    start = s - interval * max_steps
+    start = frameworks.namespace(start).where(start < 0, 0, start)
     a = _at(alphas_cumprod, start, x0)
     x = lib.sqrt(a) * x0 + lib.sqrt(1 - a) * noise
     cur, calls = start, 0
