@@ -133,4 +133,4 @@ def test_stale_metadata_without_command_groups_says_how_to_fix_it(monkeypatch, c
 def test_every_command_group_is_registered_through_entry_points():
     from ssd_toolkit.cli import command_groups
 
-    assert {ep.name for ep in command_groups()} >= {"toy", "dreamwaltz", "avatar"}
+    assert {ep.name for ep in command_groups()} >= {"toy", "skeleton", "convert-smpl", "avatar", "avatar-batch"}
