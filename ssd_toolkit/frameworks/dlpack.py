@@ -21,7 +21,7 @@ class DLPackOnly(ArrayBackend):
         return hasattr(kind, "__dlpack__") and hasattr(kind, "__dlpack_device__")
 
     def estimate(self, eps_cond, eps_uncond, noise, t, M, return_stats, backend):
-        from .. import core  # noqa: PLC0415
+        from .registry import framework_of  # noqa: PLC0415
 
         arrays = []
         for name, x in zip(("eps_cond", "eps_uncond", "noise"), (eps_cond, eps_uncond, noise)):
@@ -34,4 +34,4 @@ class DLPackOnly(ArrayBackend):
                     "pass a torch, CuPy or JAX array for device data"
                 )
             arrays.append(np.from_dlpack(x))
-        return core.estimate(*arrays, t, M, return_stats=return_stats, backend=backend)
+        return framework_of(arrays[0]).estimate(*arrays, t, M, return_stats, backend)
