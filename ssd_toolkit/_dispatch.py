@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _extension
-from .frameworks.batch import STAT_NAMES, stats_dict
+from ._ssd_math import STAT_NAMES, stats_dict
 from .reference import estimate_reference
 
 BACKENDS = ("auto", "compiled", "reference", "torch")

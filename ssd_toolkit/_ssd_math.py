@@ -42,6 +42,15 @@ def ops(x):
     return namespace(x)
 
 
+def stats_dict(rows, mode_seeking):
+    """The stats of one pass by name, assembled here for every backend: ``rows`` is
+    ``[6, B]`` (``STAT_NAMES`` order) in any library, ``mode_seeking`` the bool ``[B]`` mask
+    in the same library."""
+    stats = {name: rows[i, ...] for i, name in enumerate(STAT_NAMES)}
+    stats["mode_seeking"] = mode_seeking
+    return stats
+
+
 def per_sample_sums(c, u, n):
     """``(hh, cc, cn, nn)``: the four per-sample sums of ``[B, N]`` rows, each ``[B]``."""
     xp = ops(c)

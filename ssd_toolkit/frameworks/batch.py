@@ -11,7 +11,7 @@ import warnings
 from dataclasses import dataclass
 
 from .. import checks
-from .._ssd_math import STAT_NAMES
+from .._ssd_math import STAT_NAMES, stats_dict  # noqa: F401 - the backends' one import point
 from .registry import framework_of
 from .timesteps import host_timesteps
 
@@ -103,14 +103,6 @@ def prepare(eps_cond, eps_uncond, noise, t, M) -> Batch:
         )
     batch.framework.warn_if_differentiated(batch)
     return batch
-
-
-def stats_dict(rows, mode_seeking):
-    """The stats of one pass by name: ``rows`` is ``[6, B]`` (``STAT_NAMES`` order) in any
-    library, ``mode_seeking`` the bool ``[B]`` mask in the same library."""
-    stats = {name: rows[i, ...] for i, name in enumerate(STAT_NAMES)}
-    stats["mode_seeking"] = mode_seeking
-    return stats
 
 
 GRAD_WARNING = (
