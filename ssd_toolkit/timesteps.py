@@ -185,8 +185,11 @@ class DreamTimeSampler(_RangeSampler):
 
     name = "dreamtime"
 
-    def __init__(self, total_steps, t_min=20, t_max=980, mean=500.0, std=125.0, alphas_cumprod=None, seed=None):
+    def __init__(self, total_steps=None, t_min=20, t_max=980, mean=500.0, std=125.0, alphas_cumprod=None, seed=None):
         super().__init__(seed)
+        if total_steps is None:
+            raise TypeError("total_steps: expected an integer >= 1, the run's number of training steps over which "
+                            "dreamtime anneals t (get_sampler('dreamtime', total_steps=...)), got None")
         self.total_steps = checks.integer("total_steps", total_steps, minimum=1)
         self.t_min, self.t_max = _check_range(t_min, t_max)
         if not (isinstance(std, numbers.Real) and std > 0):

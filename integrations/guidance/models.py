@@ -71,11 +71,13 @@ def _load(what, loader, source, subfolder=None, **kwargs):
         return loader.from_pretrained(source, **args, **kwargs)
     except (OSError, EnvironmentError) as exc:
         where = f"{source!r}" + (f" (subfolder {subfolder!r})" if subfolder else "")
+        detail = " ".join(str(exc).split())  # one line: the CLIs print the first line only
         raise OSError(
-            f"{what}: could not load {loader.__name__} from {where}: {exc}. "
-            "A hub id needs network access or the Hugging Face cache (HF_HUB_OFFLINE=1 forbids "
+            f"{what}: could not load {loader.__name__} from {where}; "
+            "a hub id needs network access or the Hugging Face cache (HF_HUB_OFFLINE=1 forbids "
             "downloads); to run offline pass a local directory in the diffusers layout instead, "
-            "e.g. one written by `save_pretrained` or `huggingface-cli download <id> --local-dir DIR`."
+            "e.g. one written by `save_pretrained` or `hf download <id> --local-dir DIR` "
+            f"({type(exc).__name__}: {detail})"
         ) from exc
 
 
