@@ -1,6 +1,6 @@
 """CPU benchmark: compiled kernel vs plain NumPy, the NumPy reference and PyTorch eager.
 
-    python bench/bench_cpu.py            # writes bench/results/cpu.json and cpu.md
+    python bench/bench_cpu.py            # writes bench/results/cpu_local.json and .md (--name cpu: the committed ones)
 
 The speed target is against a plain vectorised NumPy SSD (``plain_numpy_ssd``: float32
 ops, per-sample sums, what a user would write) with int64 ``t`` as samplers return it,
@@ -258,7 +258,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15, help="timed runs per kernel measurement")
     parser.add_argument("--threads", type=int, default=0, help="kernel and torch threads (0: all cores)")
-    parser.add_argument("--name", default="cpu", help="results/<name>.json and .md")
+    parser.add_argument("--name", default="cpu_local",
+                        help="results/<name>.json and .md (default cpu_local; --name cpu replaces the committed results)")
     args = parser.parse_args()
     if not ssd_toolkit.backends()["cpu"]:
         raise SystemExit(f"compiled CPU kernel not built: {ssd_toolkit.backends()['reason']}")
