@@ -13,6 +13,7 @@ raise ``cli_args.CommandError``. Anything else (an internal bug) keeps its trace
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import re
 import sys
@@ -20,6 +21,7 @@ import sys
 from .cli_args import EXIT_USAGE, CommandError, missing_dependency_message
 
 ENTRY_POINT_GROUP = "ssd_toolkit.commands"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as the toy and avatar commands
 NO_GROUPS_HINT = (
     f"no '{ENTRY_POINT_GROUP}' entry points are installed (metadata from an older install): "
     "reinstall with bash scripts/install.sh or pip install -e ."
@@ -66,7 +68,18 @@ class Parser(argparse.ArgumentParser):
                     and message == f"the following arguments are required: {action.metavar}"):  # fmt: skip
                 return f"{action.metavar}: expected one of {', '.join(action.choices)}, got none"
         hint = next((getattr(a, "choices_hint", None) for a in self._actions if getattr(a, "choices_hint", None)), None)
-        return rephrase(message) + (f" ({hint})" if hint and "invalid choice" in message else "")
+        return rephrase(message) + (f" ({hint})" if hint and "invalid choice" in message else self._did_you_mean(message))
+
+    def _did_you_mean(self, message):
+        """`` (did you mean 'toy'?)`` for an invalid choice close to a valid one, else ''."""
+        got = re.fullmatch(r"argument (\S+): invalid choice: '?([^' ]*)'? \(choose from .*\)", message, flags=re.DOTALL)
+        if not got:
+            return ""
+        for action in self._actions:
+            if action.choices and got.group(1) in (action.metavar, action.dest, *action.option_strings):
+                close = difflib.get_close_matches(got.group(2), [str(c) for c in action.choices], n=1)
+                return f" (did you mean {close[0]!r}?)" if close else ""
+        return ""
 
 
 def _backends(args):
@@ -93,7 +106,10 @@ def _tag_parsers(parser):
 
 
 def build_parser():
+    from . import __version__  # noqa: PLC0415
+
     parser = Parser(prog="ssd-toolkit", description="Stable Score Distillation toolkit")
+    parser.add_argument("--version", action="version", version=f"ssd-toolkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     p = sub.add_parser("backends", help="report which compiled kernels are available")
     p.set_defaults(func=_backends)
@@ -113,6 +129,15 @@ def build_parser():
 
 
 def main(argv=None):
+    """Run the command; Ctrl-C before or during it prints one line and returns 130."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("ssd-toolkit: interrupted (Ctrl-C)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv):
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     command = args._parser
