@@ -17,21 +17,12 @@
 #include <vector>
 
 #include "ssd_core.h"
+#include "ssd_ffi_layout.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
-
-bool kernel_dtype(ffi::DataType type, ssd::DType* out) {
-  switch (type) {
-    case ffi::DataType::F16: *out = ssd::DType::kFloat16; return true;
-    case ffi::DataType::BF16: *out = ssd::DType::kBFloat16; return true;
-    case ffi::DataType::F32: *out = ssd::DType::kFloat32; return true;
-    case ffi::DataType::F64: *out = ssd::DType::kFloat64; return true;
-    default: return false;
-  }
-}
 
 // Timesteps of one block as doubles (the kernel reads float64).
 bool read_timesteps(const ffi::AnyBuffer& t, int64_t offset, int64_t B, std::vector<double>* out) {
@@ -53,23 +44,12 @@ bool read_timesteps(const ffi::AnyBuffer& t, int64_t offset, int64_t B, std::vec
 ffi::Error Estimate(ffi::AnyBuffer eps_cond, ffi::AnyBuffer eps_uncond, ffi::AnyBuffer noise, ffi::AnyBuffer t,
                     ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> stats, double M,
                     int64_t sample_ndim) {
-  ssd::DType dtype;
-  if (!kernel_dtype(eps_cond.element_type(), &dtype))
-    return ffi::Error::InvalidArgument("eps_cond: expected float16, bfloat16, float32 or float64");
-  const auto dims = eps_cond.dimensions();
-  const int64_t rank = static_cast<int64_t>(dims.size());
-  if (sample_ndim < 0 || sample_ndim + 1 > rank)
-    return ffi::Error::InvalidArgument("sample_ndim: expected 0 <= sample_ndim < rank of eps_cond");
-  int64_t N = 1, outer = 1;
-  for (int64_t i = rank - sample_ndim; i < rank; ++i) N *= dims[i];
-  for (int64_t i = 0; i < rank - sample_ndim - 1; ++i) outer *= dims[i];
-  const int64_t B = dims[rank - sample_ndim - 1];
-  if (static_cast<int64_t>(t.element_count()) != outer * B)
-    return ffi::Error::InvalidArgument("t: expected one timestep per sample");
-  const bool stats64 = stats->element_type() == ffi::DataType::F64;
-  if (!stats64 && stats->element_type() != ffi::DataType::F32)
-    return ffi::Error::InvalidArgument("stats: expected float32 or float64");
-  const int64_t bytes = B * N * ssd::item_size(dtype);
+  ssd_ffi::Layout layout;
+  ffi::Error error = ssd_ffi::read_layout(eps_cond, t, stats->element_type(), sample_ndim, &layout);
+  if (error.failure()) return error;
+  const int64_t B = layout.B, N = layout.N, outer = layout.outer, bytes = layout.block_bytes;
+  const bool stats64 = layout.stats64;
+  const ssd::DType dtype = layout.dtype;
   std::vector<double> t_block, stats_block(ssd::kNumStats * B);
   try {
     for (int64_t o = 0; o < outer; ++o) {

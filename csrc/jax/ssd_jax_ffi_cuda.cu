@@ -14,6 +14,7 @@
 
 #include "../cuda/ssd_cuda_api.h"
 #include "../ssd_core.h"
+#include "ssd_ffi_layout.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -34,16 +35,6 @@ __global__ void to_float(const double* in, float* out, int64_t n) {
 constexpr int kThreads = 256;
 unsigned blocks(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
-bool kernel_dtype(ffi::DataType type, ssd::DType* out) {
-  switch (type) {
-    case ffi::DataType::F16: *out = ssd::DType::kFloat16; return true;
-    case ffi::DataType::BF16: *out = ssd::DType::kBFloat16; return true;
-    case ffi::DataType::F32: *out = ssd::DType::kFloat32; return true;
-    case ffi::DataType::F64: *out = ssd::DType::kFloat64; return true;
-    default: return false;
-  }
-}
-
 // All timesteps as float64 in `dst` (device), converted on `stream`.
 bool timesteps_to_double(const ffi::AnyBuffer& t, double* dst, int64_t n, cudaStream_t stream) {
   if (n == 0) return true;
@@ -60,23 +51,13 @@ bool timesteps_to_double(const ffi::AnyBuffer& t, double* dst, int64_t n, cudaSt
 ffi::Error Estimate(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer eps_cond,
                     ffi::AnyBuffer eps_uncond, ffi::AnyBuffer noise, ffi::AnyBuffer t, ffi::Result<ffi::AnyBuffer> out,
                     ffi::Result<ffi::AnyBuffer> stats, double M, int64_t sample_ndim) {
-  ssd::DType dtype;
-  if (!kernel_dtype(eps_cond.element_type(), &dtype))
-    return ffi::Error::InvalidArgument("eps_cond: expected float16, bfloat16, float32 or float64");
-  const auto dims = eps_cond.dimensions();
-  const int64_t rank = static_cast<int64_t>(dims.size());
-  if (sample_ndim < 0 || sample_ndim + 1 > rank)
-    return ffi::Error::InvalidArgument("sample_ndim: expected 0 <= sample_ndim < rank of eps_cond");
-  int64_t N = 1, outer = 1;
-  for (int64_t i = rank - sample_ndim; i < rank; ++i) N *= dims[i];
-  for (int64_t i = 0; i < rank - sample_ndim - 1; ++i) outer *= dims[i];
-  const int64_t B = dims[rank - sample_ndim - 1];
+  ssd_ffi::Layout layout;
+  ffi::Error error = ssd_ffi::read_layout(eps_cond, t, stats->element_type(), sample_ndim, &layout);
+  if (error.failure()) return error;
+  const int64_t B = layout.B, N = layout.N, outer = layout.outer, bytes = layout.block_bytes;
+  const bool stats64 = layout.stats64;
+  const ssd::DType dtype = layout.dtype;
   const int64_t samples = outer * B;
-  if (static_cast<int64_t>(t.element_count()) != samples)
-    return ffi::Error::InvalidArgument("t: expected one timestep per sample");
-  const bool stats64 = stats->element_type() == ffi::DataType::F64;
-  if (!stats64 && stats->element_type() != ffi::DataType::F32)
-    return ffi::Error::InvalidArgument("stats: expected float32 or float64");
   const int64_t stat_count = ssd::kNumStats * samples;
   auto t_buffer = scratch.Allocate(samples * sizeof(double) + 8);
   auto s_buffer = stats64 ? std::optional<void*>(stats->untyped_data()) : scratch.Allocate(stat_count * sizeof(double) + 8);
@@ -85,7 +66,6 @@ ffi::Error Estimate(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::Any
   double* stats_out = static_cast<double*>(*s_buffer);
   if (!timesteps_to_double(t, t64, samples, stream))
     return ffi::Error::InvalidArgument("t: expected int32, int64, float32 or float64 timesteps");
-  const int64_t bytes = B * N * ssd::item_size(dtype);
   try {
     for (int64_t o = 0; o < outer; ++o) {
       ssd::EstimateParams p{};
