@@ -17,12 +17,16 @@ EXTENSION = (
 def install(threestudio_dir):
     """Write ``<threestudio_dir>/custom/ssd-toolkit/__init__.py``; returns its path.
 
+    ``threestudio_dir`` is the checkout or its ``custom/`` folder.
+
     Raises:
         ValueError: ``threestudio_dir`` has no ``launch.py`` and ``custom/`` (not a checkout).
     """
     root = Path(threestudio_dir)
+    if root.name == "custom" and (root.parent / "launch.py").is_file():
+        root = root.parent
     if not (root / "launch.py").is_file() or not (root / "custom").is_dir():
-        raise ValueError(f"threestudio_dir: expected a threestudio checkout (launch.py and custom/), got {str(root)!r}")
+        raise ValueError(f"threestudio_dir: expected a threestudio checkout (launch.py and custom/) or its custom/, got {str(root)!r}")
     target = root / "custom" / FOLDER / "__init__.py"
     target.parent.mkdir(exist_ok=True)
     target.write_text(EXTENSION)

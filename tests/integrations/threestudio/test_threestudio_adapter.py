@@ -97,6 +97,16 @@ def test_nfsd_keeps_null_text_and_negative_prompt_apart(tiny_dir):
         step(g, 1)
 
 
+def test_nfsd_empty_negative_warning_under_half_precision_embeddings(tiny_dir, monkeypatch):
+    # half_precision_weights=true: threestudio's prompt embeddings are float16, the null text
+    # float32; an empty negative prompt must still be recognised (was an exact torch.equal)
+    g = make(tiny_dir, estimator="nfsd")
+    encode = g.guidance.encode_prompts
+    monkeypatch.setattr(g.guidance, "encode_prompts", lambda prompts: encode(prompts).half().float())
+    with pytest.warns(UserWarning, match="negative prompt is empty"):
+        step(g, 1)
+
+
 def test_update_step_follows_schedules_and_clips(tiny_dir):
     g = make(tiny_dir, max_step_percent=[0, 0.98, 0.5, 100], grad_clip=[0, 1e-6, 1e-6, 10], estimator="sds")
     g.update_step(0, 50)
@@ -196,6 +206,7 @@ def test_install_writes_the_custom_folder(tmp_path, capsys):
     (tmp_path / "launch.py").write_text("")
     path = install(tmp_path)
     assert path == tmp_path / "custom" / "ssd-toolkit" / "__init__.py"
+    assert install(tmp_path / "custom") == path  # the custom/ folder itself is accepted too
     assert "import ssd_toolkit.integrations.threestudio.guidance" in path.read_text()
     with pytest.raises(SystemExit) as exit_info:
         main(["install", str(tmp_path / "nowhere")])
