@@ -17,6 +17,7 @@ import signal
 import sys
 
 from ssd_toolkit.cli_args import CommandError, as_command_error, integer, number, require
+from ssd_toolkit.integrations.guidance.prompts import one_line_prompt_warnings
 
 from . import config as config_mod
 
@@ -146,7 +147,8 @@ def run_command(args):
     """``_run_command`` with Ctrl-C and SIGTERM, at start-up as in training, as one line and an exit code."""
     with stop_on_sigterm():
         try:
-            return _run_command(args)
+            with one_line_prompt_warnings("ssd-toolkit avatar"):  # prompt truncation: one stderr line
+                return _run_command(args)
         except KeyboardInterrupt as exc:
             return interrupted("ssd-toolkit avatar", exc)
 

@@ -27,6 +27,7 @@ from ssd_toolkit.losses import normalize_per_sample, sds_loss
 from . import estimator_choice
 from .cfg_schedule import check_guidance_adjust, guidance_scale_at
 from .models import DEFAULT_CONTROLNET, DEFAULT_SD_MODEL, load_models
+from .prompts import warn_if_truncated
 
 BRANCH_ORDER = ("uncond", "cond", "negative")
 
@@ -303,6 +304,7 @@ class ControlNetGuidance:
         self.alphas_cumprod = torch.as_tensor(abar, dtype=torch.float32).to(self.device)
         self.num_train_timesteps = int(self.alphas_cumprod.shape[0])
         self._prompt_cache = {}
+        self._truncation_warned = set()  # limits already warned about (once per guidance)
         self._returns_stats = _accepts(self.estimator.__call__, "return_stats")
 
     # ----------------------------------------------------------------- encoders
@@ -328,6 +330,7 @@ class ControlNetGuidance:
         missing = [p for p in dict.fromkeys(prompts) if p not in self._prompt_cache]
         if missing:
             tok = self.models.tokenizer
+            warn_if_truncated(tok, missing, self._truncation_warned)
             ids = tok(
                 missing, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
             ).input_ids.to(self.device)

@@ -8,6 +8,10 @@ degrees "bottom", whatever the azimuth.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import warnings
+
 import numpy as np
 
 OVERHEAD_MAX_POLAR = 30.0
@@ -81,3 +85,41 @@ def sds_bridge_source_prompt(prompt, source_prompt=""):
     from ssd_toolkit.estimators import SDS_BRIDGE_SOURCE_MODIFIER  # noqa: PLC0415
 
     return source_prompt or f"{prompt}, {SDS_BRIDGE_SOURCE_MODIFIER}"
+
+
+class PromptTruncatedWarning(UserWarning):
+    """A prompt longer than the text encoder's context (77 CLIP tokens) was cut."""
+
+
+def warn_if_truncated(tokenizer, prompts, warned: set) -> None:
+    """Warn once per limit (tracked in ``warned``) when a prompt has more tokens than
+    ``tokenizer.model_max_length``; counts include CLIP's start and end tokens, as the limit does."""
+    limit = int(tokenizer.model_max_length)
+    if limit in warned:
+        return
+    for prompt in prompts:
+        count = len(tokenizer(prompt, truncation=False, verbose=False).input_ids)
+        if count > limit:
+            warned.add(limit)
+            warnings.warn(f"prompt: {count} tokens, CLIP keeps the first {limit}; the rest is ignored",
+                          PromptTruncatedWarning, stacklevel=3)
+            return
+
+
+@contextlib.contextmanager
+def one_line_prompt_warnings(prog: str, stream=None):
+    """Within the block, a ``PromptTruncatedWarning`` prints as ``<prog>: warning: <message>`` (one
+    line on stderr) instead of Python's two-line form; other warnings are shown as before."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, PromptTruncatedWarning):
+            print(f"{prog}: warning: {message}", file=stream or sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown

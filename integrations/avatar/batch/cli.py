@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 
 from ssd_toolkit.cli_args import as_command_error, integer, require
+from ssd_toolkit.integrations.guidance.prompts import one_line_prompt_warnings
 
 from .. import cli as avatar_cli
 
@@ -85,7 +86,8 @@ def run_command(args):
     """``_run_command`` with Ctrl-C and SIGTERM as one line and an exit code (130, 143)."""
     with avatar_cli.stop_on_sigterm():
         try:
-            return _run_command(args)
+            with one_line_prompt_warnings("ssd-toolkit avatar-batch"):  # prompt truncation: one stderr line
+                return _run_command(args)
         except KeyboardInterrupt as exc:
             return avatar_cli.interrupted("ssd-toolkit avatar-batch", exc)
 
