@@ -9,6 +9,7 @@ are written back as ``<out>/config.json``; ``--config <out>/config.json`` repeat
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 from dataclasses import dataclass, field
@@ -193,8 +194,16 @@ def normalize_keys(values: dict, source: str) -> dict:
     for key, value in values.items():
         name = str(key).replace("-", "_")
         if name not in known:
-            raise ValueError(f"{source}: unknown setting {key!r}; expected one of {known}")
-        out[name] = _check_value(name, value)
+            close = difflib.get_close_matches(name, known, n=1)
+            if close:
+                raise ValueError(f"{source}: unknown setting {key!r} (did you mean {close[0]!r}?)")
+            raise ValueError(f"{source}: unknown setting {key!r}; expected one of {', '.join(known)}")
+        try:
+            out[name] = _check_value(name, value)
+        except (TypeError, ValueError) as exc:
+            if source == "command line":  # 'name: ...', which the CLI turns into the flag
+                raise
+            raise type(exc)(f"{source}: key {exc}") from None  # a file's key, not the flag
     return out
 
 
@@ -254,7 +263,8 @@ def validate(cfg: AvatarConfig) -> AvatarConfig:
     import ssd_toolkit  # noqa: PLC0415 - light import
 
     if not cfg.prompt.strip():
-        raise ValueError(f"prompt: expected a non-empty text prompt (or --tiny for a smoke run), got {cfg.prompt!r}")
+        hint = "" if cfg.tiny else " (or --tiny for a smoke run)"  # --tiny has a default prompt, not an empty one
+        raise ValueError(f"prompt: expected a non-empty text prompt{hint}, got {cfg.prompt!r}")
     if not cfg.tiny and not cfg.body:
         raise ValueError("body: expected an SMPL/SMPL-X model directory or file (or --tiny), got ''")
     if cfg.model_type is not None and cfg.model_type not in MODEL_TYPES:
@@ -328,7 +338,13 @@ def resolve(cli: dict, config_file=None, resume: bool = False) -> AvatarConfig:
             raise ValueError(f"--resume: these settings must match the saved run to continue it exactly: {details}")
         values.update(saved)
     values.update(explicit)
-    return validate(AvatarConfig(**values))
+    try:
+        return validate(AvatarConfig(**values))
+    except ValueError as exc:
+        name = str(exc).partition(":")[0]
+        if name in from_file and name not in cli:  # the file's key, not a flag the user did not type
+            raise ValueError(f"config file {str(config_file)!r}: key {exc}") from None
+        raise
 
 
 def write_config(cfg: AvatarConfig, directory) -> Path:

@@ -297,7 +297,7 @@ def test_infinite_setting_in_a_config_file_is_refused(tmp_path, capsys, key):
     settings.write_text('{"%s": Infinity}' % key)  # what json.dumps(float("inf")) writes
     out = tmp_path / "out"
     code, err = avatar(capsys, "--tiny", "--out", out, "--config", settings)
-    assert code == 2 and err == [f"ssd-toolkit avatar: error: --{key.replace('_', '-')}: expected a finite number, got inf"]
+    assert code == 2 and err == [f"ssd-toolkit avatar: error: config file {str(settings)!r}: key {key}: expected a finite number, got inf"]
     assert not out.exists()
 
 

@@ -1,0 +1,69 @@
+"""Avatar inputs (issue 24): config-file errors name the file's key, unknown keys get a
+"did you mean", --prompt '' with --tiny, a directory given as JOBS, a fresh run into a
+directory that holds another run."""
+
+import pytest
+
+from ssd_toolkit import cli
+from ssd_toolkit.integrations.avatar import config
+
+
+def avatar(capsys, *args):
+    """``ssd-toolkit avatar --no-progress ARGS`` -> (exit code, stderr lines)."""
+    code = cli.main(["avatar", "--no-progress", *map(str, args)])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_yaml_type_error_names_the_key_and_file_not_the_flag(tmp_path, capsys):
+    pytest.importorskip("yaml")
+    f = tmp_path / "c.yaml"
+    f.write_text("steps: ten\n")
+    with pytest.raises(TypeError, match=r"^config file '.*c\.yaml': key steps: expected an integer, got str 'ten'$"):
+        config.resolve({"tiny": True}, f)
+    code, err = avatar(capsys, "--tiny", "--out", tmp_path / "out", "--config", f)
+    assert code == 2 and len(err) == 1, err
+    assert "--steps" not in err[0] and f"config file {str(f)!r}: key steps: expected an integer" in err[0]
+
+
+def test_yaml_range_error_names_the_key_a_flag_overrides_it(tmp_path):
+    pytest.importorskip("yaml")
+    f = tmp_path / "c.yaml"
+    f.write_text("batch: 0\n")
+    with pytest.raises(ValueError, match=r"^config file '.*c\.yaml': key batch: expected an integer >= 1, got 0$"):
+        config.resolve({"tiny": True}, f)
+    with pytest.raises(ValueError, match=r"^batch: expected an integer >= 1, got -1$"):  # the flag's value: the flag's name
+        config.resolve({"tiny": True, "batch": -1}, f)
+    assert config.resolve({"tiny": True, "batch": 3}, f).batch == 3
+
+
+def test_flag_type_error_still_names_the_setting():
+    with pytest.raises(TypeError, match=r"^steps: expected an integer, got str '3'$"):
+        config.resolve({"prompt": "p", "body": "b", "steps": "3"})
+
+
+def test_unknown_key_suggests_the_close_name_on_one_line(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text('{"guidance-scal": 7}')
+    with pytest.raises(ValueError) as info:
+        config.resolve({"tiny": True}, f)
+    message = str(info.value)
+    assert message.endswith("unknown setting 'guidance-scal' (did you mean 'guidance_scale'?)"), message
+    assert "\n" not in message and "lambda_entropy" not in message  # not the list of every name
+
+
+def test_unknown_key_without_a_close_name_lists_the_names():
+    with pytest.raises(ValueError) as info:
+        config.resolve({"tiny": True, "zzzqqq": 1})
+    message = str(info.value)
+    assert "did you mean" not in message and "\n" not in message
+    assert all(name in message for name in config.field_names())
+
+
+def test_empty_prompt_with_tiny_does_not_suggest_tiny(capsys, tmp_path):
+    with pytest.raises(ValueError) as info:
+        config.resolve({"tiny": True, "prompt": ""})
+    assert str(info.value) == "prompt: expected a non-empty text prompt, got ''"
+    with pytest.raises(ValueError, match=r"\(or --tiny for a smoke run\)"):  # without --tiny the hint stays
+        config.resolve({"prompt": " ", "body": "b"})
+    code, err = avatar(capsys, "--tiny", "--prompt", "", "--out", tmp_path / "out")
+    assert code == 2 and err == ["ssd-toolkit avatar: error: --prompt: expected a non-empty text prompt, got ''"]
