@@ -63,12 +63,14 @@ def read_jobs(path) -> list:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError / TypeError: an empty list, an item that is neither a prompt nor a
+        ValueError / TypeError: a directory, an empty list, an item that is neither a prompt nor a
             mapping, an unknown or ill-typed setting, a bad or repeated name (the message
             names the item).
         ImportError: a YAML file without PyYAML.
     """
     path = Path(path)
+    if path.is_dir():  # no jobs-file-inside-a-directory convention: refused, not "no such file"
+        raise ValueError(f"jobs: expected a text, JSON or YAML file of avatar jobs, got {str(path)!r} (a directory)")
     if not path.is_file():
         raise FileNotFoundError(f"jobs: expected a text, JSON or YAML file of avatar jobs, got {str(path)!r} (no such file)")
     items = _parse(path)

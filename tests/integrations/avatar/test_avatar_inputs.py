@@ -67,3 +67,16 @@ def test_empty_prompt_with_tiny_does_not_suggest_tiny(capsys, tmp_path):
         config.resolve({"prompt": " ", "body": "b"})
     code, err = avatar(capsys, "--tiny", "--prompt", "", "--out", tmp_path / "out")
     assert code == 2 and err == ["ssd-toolkit avatar: error: --prompt: expected a non-empty text prompt, got ''"]
+
+
+def test_batch_refuses_a_directory_as_jobs(tmp_path, capsys, monkeypatch):
+    from ssd_toolkit.integrations.avatar.batch.jobs import read_jobs
+
+    with pytest.raises(ValueError, match=r"^jobs: expected a text, JSON or YAML file of avatar jobs, got '.*' \(a directory\)$"):
+        read_jobs(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["avatar-batch", ".", "--tiny", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "(a directory)" in err[0] and "no such file" not in err[0] and "file of avatar jobs" in err[0]
+    assert not (tmp_path / "out").exists()
