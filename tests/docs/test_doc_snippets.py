@@ -14,9 +14,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-# docs/avatar.md belongs to the avatar app's work (issue 25); its snippet uses an
-# undefined ``rng`` until that is fixed there.
-NOT_YET = {"docs/avatar.md": "issue 25: the snippet's rng is undefined"}
+NOT_YET = {}  # rel path -> why its blocks cannot run yet (docs/avatar.md runs since issue 24)
 BLOCK = re.compile(r"(<!-- snippet: skip \(([^)]*)\) -->\s*\n)?[ \t]*```python\n(.*?)[ \t]*```", re.DOTALL)
 
 
