@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch.nn import functional as F
-from tqdm.auto import tqdm
+
+from .quiet import progress_bar
 
 
 @dataclass
@@ -132,7 +133,7 @@ def fit_body_density(field, body, steps: int, generator, batch: int = 8192, eval
         return F.binary_cross_entropy(occupancy, inside), occupancy
 
     optimizer = torch.optim.Adam(field.parameters(), lr=lr)
-    bar = tqdm(range(steps), desc="body init", disable=not progress, leave=False)
+    bar = progress_bar(range(steps), desc="body init", disable=not progress, leave=False)
     for _ in bar:
         loss, _ = bce(*occupancy_samples(vertices, normals, field.center, field.half_extent, batch, generator))
         optimizer.zero_grad(set_to_none=True)

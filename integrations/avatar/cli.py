@@ -80,6 +80,8 @@ def add_arguments(parser, exclude=()):
         parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--config", default=None, help="JSON/YAML file of settings (flags given override it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show the warnings, logs and progress bars of diffusers/transformers/huggingface_hub")
 
 
 def register(subparsers):
@@ -145,7 +147,9 @@ def interrupted(prog: str, exc: KeyboardInterrupt) -> int:
 
 def run_command(args):
     """``_run_command`` with Ctrl-C and SIGTERM, at start-up as in training, as one line and an exit code."""
-    with stop_on_sigterm():
+    from .quiet import quiet_third_party  # noqa: PLC0415
+
+    with stop_on_sigterm(), quiet_third_party(args.verbose):
         try:
             with one_line_prompt_warnings("ssd-toolkit avatar"):  # prompt truncation: one stderr line
                 return _run_command(args)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
-import math
 import resource
 import shutil
 import tempfile
@@ -33,13 +32,13 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from . import config as config_mod
 from .atomic import atomic_write_bytes
 from .checkpoint import CHECKPOINT_NAME
 from .outdir import OutputLock, check_output_files, check_output_location, remove_stale_temporaries
 from .provenance import environment_changes, run_environment
+from .quiet import progress_bar
 
 SCALE_TAKERS = ("sds", "ism", "sds-bridge")  # the estimators --guidance-scale reaches
 SMOKE_NOTE = (
@@ -196,6 +195,16 @@ def check_previous_run(out: Path, resume: bool):
         raise FileNotFoundError(f"--resume: expected a checkpoint at {str(checkpoint)!r}, got none")
 
 
+def check_steps_left(steps: int, checkpoint_step: int, finished: bool):
+    """A resume needs steps left to train, or (a run stopped after its last checkpoint, before
+    metrics.json) the turntable and metrics still to write; ValueError naming --steps otherwise."""
+    if steps < checkpoint_step or (steps == checkpoint_step and finished):
+        raise ValueError(
+            f"--steps: expected more than the checkpoint's step {checkpoint_step} to continue the run, got {steps}; "
+            f"pass --resume --steps N with N > {checkpoint_step}, or choose another --out for a new run"
+        )
+
+
 def _create_directory(out: Path) -> bool:
     """Make ``out``; True only when this call created it (``mkdir`` is atomic, so of two runs
     starting together exactly one gets True)."""
@@ -256,6 +265,7 @@ def prepare_run(cfg, resume: bool = False, progress: bool = True, log=print, mod
         remove_stale_temporaries(out)
         if resume:  # cheap checks first: checksum, keys, settings, model fingerprints, log
             state, state_path = load_resume_state(out / "checkpoints", cfg)
+            check_steps_left(cfg.steps, int(state["step"]), (out / "metrics.json").is_file())
             log_lines = read_log(out / "log.jsonl", int(state["step"]))
             for note in environment_changes(state.get("environment"), run_environment(cfg, torch.get_num_threads()))[1]:
                 log(f"note: {note}")
@@ -369,7 +379,7 @@ class RunSession:
         self.preview_cams = view_cameras(PREVIEW_AZIMUTHS)
         self.losses = []
         self.log_file = open(self.log_path, "a")  # noqa: SIM115 - closed by close()
-        self.bar = tqdm(total=cfg.steps, initial=self.start, position=position, leave=True,
+        self.bar = progress_bar(total=cfg.steps, initial=self.start, position=position, leave=True,
                         desc=desc or ("SMOKE avatar" if cfg.tiny else "avatar"), disable=not progress)
         self.train_started = time.perf_counter()
         self.train_wall = None
@@ -399,8 +409,7 @@ class RunSession:
         if (cfg.checkpoint_every and s % cfg.checkpoint_every == 0) or s == cfg.steps:
             trainer.save(self.ckpt_dir)
         self.bar.update(1)
-        elapsed = time.perf_counter() - self.train_started
-        self.bar.set_postfix(**_postfix(record), its=f"{len(self.losses) / max(elapsed, 1e-9):.2f}")
+        self.bar.set_postfix(**_postfix(record))  # the rate is tqdm's own
 
     def close(self):
         """Close the log and the bar; stops the training clock. Idempotent."""
@@ -438,7 +447,7 @@ class RunSession:
             "resumed_from_step": self.start if p.resume else None,
             "train_wall_s": self.train_wall,
             "total_wall_s": time.perf_counter() - p.started,
-            "it_per_s": steps_run / self.train_wall if steps_run and self.train_wall > 0 else math.nan,
+            "it_per_s": steps_run / self.train_wall if steps_run and self.train_wall > 0 else None,  # JSON: no NaN
             "peak_memory": peak_memory(device),
             "final_loss": logged[-1] if logged else None,
             "first_loss": logged[0] if logged else None,
@@ -451,7 +460,8 @@ class RunSession:
             "turntable": {"frames": tt.frames, "gif": tt.gif.name, "mp4": tt.mp4.name if tt.mp4 else None},
         }
         atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
-        p.log(f"done: {trainer.step} steps, {metrics['it_per_s']:.2f} it/s, outputs in {out}")
+        rate = f"{metrics['it_per_s']:.2f} it/s" if metrics["it_per_s"] is not None else "no steps this session"
+        p.log(f"done: {trainer.step} steps, {rate}, outputs in {out}")
         return RunResult(metrics, out)
 
 

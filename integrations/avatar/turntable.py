@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .atomic import atomic_write_bytes
 from .preview import label_smoke, render_views, view_cameras
+from .quiet import progress_bar
 
 OVERLAY_ALPHA = 0.7
 
@@ -65,7 +65,7 @@ def turntable_frames(field_, guidance, body, frames: int, latent_size: int, samp
         raise ValueError(f"frames: expected an integer >= 1, got {frames!r}")
     azimuths = np.arange(frames) * (360.0 / frames)
     out = []
-    for k in tqdm(range(frames), desc="turntable", disable=not progress, leave=False):
+    for k in progress_bar(range(frames), desc="turntable", disable=not progress, leave=False):
         rgb, skeleton = render_views(field_, guidance, body, view_cameras([azimuths[k]]), latent_size, samples_per_ray, amp)
         frame = overlay_skeleton(rgb[0], skeleton[0]) if overlay else rgb[0].copy()
         if smoke:

@@ -84,7 +84,9 @@ def _check_job_inputs(jobs):
 
 def run_command(args):
     """``_run_command`` with Ctrl-C and SIGTERM as one line and an exit code (130, 143)."""
-    with avatar_cli.stop_on_sigterm():
+    from ..quiet import quiet_third_party  # noqa: PLC0415
+
+    with avatar_cli.stop_on_sigterm(), quiet_third_party(args.verbose):
         try:
             with one_line_prompt_warnings("ssd-toolkit avatar-batch"):  # prompt truncation: one stderr line
                 return _run_command(args)

@@ -212,3 +212,28 @@ def test_tiny_run_with_mixed_precision_on_cuda(assets, tmp_path):
     shutil.copytree(out, resumed)
     result = run_tiny({"out": str(resumed), "steps": SHORT["steps"] + 2}, resume=True)
     assert result.metrics["resumed_from_step"] == SHORT["steps"] and result.metrics["steps"] == SHORT["steps"] + 2
+
+
+def test_resume_of_a_finished_run_with_fewer_steps_is_refused_without_writing(uninterrupted, tmp_path, capsys):
+    """A finished 6-step run resumed with --steps 2: one line naming --steps and the step, exit 2."""
+    out = tmp_path / "finished"
+    shutil.copytree(uninterrupted, out)
+    before = {p.name: digest(p) for p in (out / "config.json", out / "metrics.json", out / "log.jsonl")}
+    for steps in ("2", "6"):  # fewer steps, and the same number (nothing left to do)
+        code, err = _cli(["--resume", "--out", str(out), "--steps", steps], capsys)
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"--steps: expected more than the checkpoint's step 6 to continue the run, got {steps}" in err
+    assert {p.name: digest(p) for p in (out / "config.json", out / "metrics.json", out / "log.jsonl")} == before
+
+
+def test_resume_stopped_after_the_last_checkpoint_writes_finite_metrics(uninterrupted, tmp_path):
+    """Killed after the final checkpoint, before metrics.json: the resume runs zero steps and
+    writes the turntable and a metrics.json without NaN (it_per_s is null)."""
+    out = tmp_path / "no_metrics"
+    shutil.copytree(uninterrupted, out)
+    (out / "metrics.json").unlink()
+    result = run_tiny({"out": str(out)}, resume=True)
+    text = (out / "metrics.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    metrics = json.loads(text)
+    assert metrics["steps_this_session"] == 0 and metrics["it_per_s"] is None and result.metrics["steps"] == 6
