@@ -118,7 +118,8 @@ class OutputLock:
 
 def check_output_files(out):
     """Each output path that already exists under ``out`` has the kind the run writes there (a
-    ``log.jsonl`` directory would otherwise stop the run half-way with a traceback).
+    ``log.jsonl`` directory would otherwise stop the run half-way with a traceback), and no
+    other run's outputs lie there without a checkpoint (``check_no_unfinished_run``).
 
     Raises:
         ValueError: names the path and what it is.
@@ -131,6 +132,30 @@ def check_output_files(out):
             got = "a file" if path.is_file() else _kind(path)
             raise ValueError(f"out: expected {rel} in {str(out)!r} to be {wanted} this app writes, got {got}; "
                              "remove it or choose another --out")
+    check_no_unfinished_run(out)
+
+
+# what a run writes before its first checkpoint; any of them without one is another run's
+RUN_TRACES = ("config.json", "log.jsonl", "metrics.json", "previews", "turntable", "turntable.gif", "turntable.mp4")
+
+
+def check_no_unfinished_run(out):
+    """A directory holding a run's outputs but no checkpoint (killed before its first one, or
+    another tool's) is refused: a fresh run would overwrite them and nothing can resume it.
+
+    Raises:
+        ValueError: names the directory and what it holds.
+    """
+    out = Path(out)
+    if (out / "checkpoints" / "last.pt").exists():
+        return  # a run to resume, or refused by run.check_previous_run
+    found = [name for name in RUN_TRACES if (out / name).is_file() or (
+        (out / name).is_dir() and any(not is_own_temporary(name, p.name) for p in (out / name).iterdir()))]
+    if found:
+        raise ValueError(
+            f"out: expected a directory without another run's outputs, got {str(out)!r} holding {', '.join(found)} "
+            "and no checkpoints/last.pt (nothing to --resume); remove them or choose another --out"
+        )
 
 
 def _foreign_lock(path) -> ValueError:

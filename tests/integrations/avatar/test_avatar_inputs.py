@@ -80,3 +80,31 @@ def test_batch_refuses_a_directory_as_jobs(tmp_path, capsys, monkeypatch):
     assert code == 2 and len(err) == 1, err
     assert "(a directory)" in err[0] and "no such file" not in err[0] and "file of avatar jobs" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_fresh_run_into_another_runs_outputs_without_checkpoint_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "previews").mkdir(parents=True)
+    kept = {"config.json": '{"prompt": "theirs"}\n', "log.jsonl": '{"step": 1}\n', "previews/step_000001.png": "png"}
+    for rel, text in kept.items():
+        (out / rel).write_text(text)
+    code, err = avatar(capsys, "--tiny", "--out", out, "--steps", "2", "--preview-every", "0")
+    assert code == 2 and len(err) == 1, err
+    assert str(out) in err[0] and "config.json, log.jsonl, previews and no checkpoints/last.pt" in err[0]
+    assert "choose another --out" in err[0]
+    assert {rel: (out / rel).read_text() for rel in kept} == kept  # untouched
+
+
+def test_only_this_apps_temporaries_or_empty_folders_are_not_another_run(tmp_path):
+    from ssd_toolkit.integrations.avatar.outdir import check_no_unfinished_run
+
+    (tmp_path / "previews").mkdir()
+    (tmp_path / "previews" / ".step_000004.png.ab12.tmp").write_text("")
+    (tmp_path / "notes.txt").write_text("mine")
+    check_no_unfinished_run(tmp_path)  # nothing of a run's: accepted
+    (tmp_path / "log.jsonl").write_text("")
+    with pytest.raises(ValueError, match=r"holding log\.jsonl and no checkpoints/last\.pt"):
+        check_no_unfinished_run(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"")
+    check_no_unfinished_run(tmp_path)  # a run with a checkpoint: --resume's (or check_previous_run's) case
