@@ -18,6 +18,11 @@ Text: threestudio's prompt processor gives ``[cond; uncond]``, its "uncond" bein
 negative prompt's embedding (empty by default); it is the CFG uncond of SSD/SDS/CSD, as in
 threestudio. An estimator with a "negative" branch (NFSD) gets the null text ``""`` as
 uncond (encoded here once) and the negative prompt as negative, so ``u - neg`` is real.
+
+Parity (``config.GuidanceConfig.parity``; on by default for SDS): the latents, ``t`` and
+the noise come from torch's global generator in threestudio's order (VAE sample, randint,
+randn_like) at its fixed 512x512 / 64x64 sizes, so that threestudio's own seeding decides
+the run; otherwise from this guidance's seeded generators at the UNet's native size.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ from dataclasses import fields
 from ssd_toolkit.integrations.guidance.controlnet import describe
 from ssd_toolkit.losses import sds_loss
 
-from .config import GuidanceConfig, check_config, estimator_arguments
+from .config import KEY, GuidanceConfig, check_config, did_you_mean, estimator_arguments, parity_on
 from .scheduled_value import scheduled_value
 
+PARITY_IMAGE_SIDE, PARITY_LATENT_SIDE = 512, 64  # threestudio's stable-diffusion-guidance sizes
 CONTROLNET_CALL = (
     "threestudio's ControlNet call guidance(rgb, cond_rgb, prompt_utils) is not supported; pass the "
     "condition image as guidance(rgb, prompt_utils, elevation, azimuth, camera_distances, cond_rgb=...) "
@@ -66,11 +72,12 @@ class GuidanceAdapter:
         torch = _torch()
         cfg = self.cfg
         check_config(cfg)
+        name, params = estimator_arguments(cfg)  # a bad name fails here, before the networks load
+        self.parity = parity_on(cfg, name)
         dtype = "float16" if cfg.half_precision_weights else "float32"
         models = load_models(
             cfg.pretrained_model_name_or_path, cfg.controlnet_name_or_path, device=self.device, dtype=dtype
         )
-        name, params = estimator_arguments(cfg)
         self.guidance = ControlNetGuidance(
             models, estimator=name, estimator_params=params, weighting=cfg.weighting_strategy, seed=int(cfg.seed),
             source_prompt=cfg.source_prompt, gradient_options=cfg.gradient_options,
@@ -114,8 +121,8 @@ class GuidanceAdapter:
         cfg = self.cfg
         self.global_step = int(global_step)
         if cfg.grad_clip is not None:
-            self.grad_clip_val = scheduled_value("grad_clip", cfg.grad_clip, epoch, global_step)
-        lo = scheduled_value("min_step_percent", cfg.min_step_percent, epoch, global_step)
+            self.grad_clip_val = scheduled_value(f"{KEY}grad_clip", cfg.grad_clip, epoch, global_step)
+        lo = scheduled_value(f"{KEY}min_step_percent", cfg.min_step_percent, epoch, global_step)
         if cfg.sqrt_anneal:
             progress = (float(global_step) / cfg.trainer_max_steps) ** 0.5
             top = cfg.max_step_percent
@@ -123,19 +130,31 @@ class GuidanceAdapter:
             lo = (top - lo) * (1 - progress) + lo
             self.set_min_max_steps(lo, lo)
         else:
-            self.set_min_max_steps(lo, scheduled_value("max_step_percent", cfg.max_step_percent, epoch, global_step))
+            hi = scheduled_value(f"{KEY}max_step_percent", cfg.max_step_percent, epoch, global_step)
+            self.set_min_max_steps(lo, hi)
 
     # ------------------------------------------------------------------ VAE
 
     def encode_images(self, imgs):
-        """VAE latents ``[B, 4, h, w]`` of ``[B, 3, H, W]`` images in [0, 1], in the graph, imgs' dtype."""
-        return self.guidance.encode_rgb(imgs).to(imgs.dtype)
+        """VAE latents ``[B, 4, h, w]`` of ``[B, 3, H, W]`` images in [0, 1], in the graph, imgs' dtype.
+
+        Under parity as threestudio: at the images' own size, ``latent_dist.sample()`` from
+        torch's global generator; otherwise resized to the VAE's side, our seeded sample.
+        """
+        if not self.parity:
+            return self.guidance.encode_rgb(imgs).to(imgs.dtype)
+        x = (imgs * 2.0 - 1.0).to(device=self.device, dtype=self.weights_dtype)
+        latents = self.vae.encode(x).latent_dist.sample() * self.vae.config.scaling_factor
+        return latents.to(imgs.dtype)
+
+    def _latent_side(self):
+        return PARITY_LATENT_SIDE if self.parity else self.guidance.latent_size
 
     def decode_latents(self, latents, latent_height=None, latent_width=None):
         """Images ``[B, 3, H, W]`` in [0, 1] of latents resized to ``latent_height x latent_width``
-        (default the UNet's native side, threestudio's 64 for SD); differentiable."""
+        (default threestudio's 64 under parity, else the UNet's native side); differentiable."""
         torch = _torch()
-        side = self.guidance.latent_size
+        side = self._latent_side()
         size = (latent_height or side, latent_width or side)
         x = torch.nn.functional.interpolate(latents, size, mode="bilinear", align_corners=False)
         x = x / self.vae.config.scaling_factor
@@ -184,8 +203,11 @@ class GuidanceAdapter:
             )
         bchw = rgb.permute(0, 3, 1, 2)
         if rgb_as_latents:
-            side = self.guidance.latent_size
+            side = self._latent_side()
             return torch.nn.functional.interpolate(bchw, (side, side), mode="bilinear", align_corners=False)
+        if self.parity:  # threestudio encodes at 512x512 whatever the render size
+            size = (PARITY_IMAGE_SIDE, PARITY_IMAGE_SIDE)
+            bchw = torch.nn.functional.interpolate(bchw, size, mode="bilinear", align_corners=False)
         return self.encode_images(bchw)
 
     def __call__(
@@ -238,11 +260,16 @@ class GuidanceAdapter:
             if not isinstance(cond_rgb, torch.Tensor) or cond_rgb.ndim != 4 or cond_rgb.shape[-1] != 3:
                 raise ValueError(f"cond_rgb: expected a [B or 1, H, W, 3] tensor in [0, 1], got {describe(cond_rgb)}")
             conditions = cond_rgb.permute(0, 3, 1, 2)
-        t = torch.randint(self.min_step, self.max_step + 1, (B,), generator=self.t_generator)
+        noise = None  # drawn by the guidance from its own generator
+        if self.parity:  # threestudio's order and generator: t, then the noise
+            t = torch.randint(self.min_step, self.max_step + 1, [B], dtype=torch.long, device=self.device)
+            noise = torch.randn_like(latents)
+        else:
+            t = torch.randint(self.min_step, self.max_step + 1, (B,), generator=self.t_generator)
         if self.cfg.source_prompt is not None:
             negative = None  # the guidance encodes source_prompt for that slot
         out = self.guidance.guide(
-            latents, cond, uncond, conditions, t=t, text_negative=negative,
+            latents, cond, uncond, conditions, t=t, text_negative=negative, noise=noise,
             controlnet_conditioning_scale=float(self.cfg.condition_scale),
             train_step=self.global_step, max_iteration=self.cfg.trainer_max_steps,
         )
@@ -279,7 +306,8 @@ class ThreestudioGuidance(GuidanceAdapter):
             known = [f.name for f in fields(GuidanceConfig)]
             unknown = sorted(set(given) - set(known))
             if unknown:
-                raise TypeError(f"cfg: unknown field(s) {unknown}; expected fields among {known}")
+                hint = did_you_mean(unknown[0], known)
+                raise TypeError(f"cfg: unknown field(s) {unknown}{hint}; expected fields among {known}")
             self.cfg = GuidanceConfig(**given)
         self.device = _torch().device(device)
         self.configure()

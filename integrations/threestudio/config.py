@@ -3,17 +3,21 @@
 threestudio builds it from the YAML ``system.guidance`` block (``parse_structured``: an
 unknown key is an error). Fields threestudio's own guidance has but this one cannot honour
 are accepted only at their inert default; anything else raises one ``ValueError`` naming
-the field (``check_config``).
+the key as the YAML spells it (``system.guidance.<field>``), before any network is loaded
+(``check_config``, ``estimator_arguments``).
 """
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .scheduled_value import check_schedule
 
+KEY = "system.guidance."  # how a threestudio YAML spells a field of this config
 DEFAULT_LOSS_KEY = "loss_sds"  # the key threestudio's systems weight by system.loss.lambda_sds
+PARITY_VALUES = ("auto", True, False)
 WEIGHTINGS = ("sds", "uniform", "fantasia3d", "ism")  # threestudio's weighting_strategy values, and ISM's
 
 
@@ -50,7 +54,15 @@ class GuidanceConfig:
             threestudio's SDS).
         loss_key: the returned loss's key; the system multiplies it by
             ``system.loss.lambda_<key without "loss_">``.
-        seed: seeds the timestep and noise generators.
+        seed: seeds the timestep and noise generators (not used under ``parity``).
+        parity: "auto" (default: on for ``estimator: sds``, off otherwise), true or false.
+            On, the step draws as threestudio's ``stable-diffusion-guidance`` does: the VAE
+            posterior sample, then ``t`` (``torch.randint`` on the device) and the noise
+            (``torch.randn_like``) from torch's global generator (seeded by threestudio's
+            top-level ``seed``), with RGB resized to 512x512 before encoding and latents to
+            64x64 (``rgb_as_latents``; also ``decode_latents``' default). Swapping the guidance
+            type then reproduces that run's draws and, for SDS, its losses. Off, seeded
+            generators of our own and the UNet's native latent size.
         controlnet_name_or_path: optional ControlNet; the call's ``cond_rgb`` keyword
             (``[B or 1, H, W, 3]`` in [0, 1]) is its condition image.
         condition_scale: ControlNet residual scale.
@@ -92,6 +104,7 @@ class GuidanceConfig:
     condition_scale: float = 1.0
     source_prompt: Optional[str] = None
     gradient_options: Optional[dict] = None
+    parity: Any = "auto"
 
 
 _UNSUPPORTED = {
@@ -105,24 +118,67 @@ def check_config(cfg):
     """Raise ``ValueError`` / ``TypeError`` naming the first field this guidance cannot honour."""
     for name, why in _UNSUPPORTED.items():
         if getattr(cfg, name):
-            raise ValueError(f"{name}: expected false (ssd-toolkit-guidance: {why}), got {getattr(cfg, name)!r}")
+            raise ValueError(f"{KEY}{name}: expected false (ssd-toolkit-guidance: {why}), got {getattr(cfg, name)!r}")
     if cfg.weighting_strategy not in WEIGHTINGS:
-        raise ValueError(f"weighting_strategy: expected one of {WEIGHTINGS}, got {cfg.weighting_strategy!r}")
+        raise ValueError(
+            f"{KEY}weighting_strategy: expected one of {WEIGHTINGS}, got {cfg.weighting_strategy!r}"
+            f"{did_you_mean(cfg.weighting_strategy, WEIGHTINGS)}"
+        )
     if not str(cfg.loss_key).startswith("loss_") or cfg.loss_key == "loss_":
-        raise ValueError(f"loss_key: expected 'loss_<name>' (systems weight it by lambda_<name>), got {cfg.loss_key!r}")
-    check_schedule("min_step_percent", cfg.min_step_percent)
-    check_schedule("max_step_percent", cfg.max_step_percent)
+        raise ValueError(
+            f"{KEY}loss_key: expected 'loss_<name>' (systems weight it by lambda_<name>), got {cfg.loss_key!r}"
+        )
+    if cfg.parity not in PARITY_VALUES:
+        raise ValueError(f"{KEY}parity: expected 'auto', true or false, got {cfg.parity!r}")
+    check_schedule(f"{KEY}min_step_percent", cfg.min_step_percent)
+    check_schedule(f"{KEY}max_step_percent", cfg.max_step_percent)
     if cfg.grad_clip is not None:
-        check_schedule("grad_clip", cfg.grad_clip)
+        check_schedule(f"{KEY}grad_clip", cfg.grad_clip)
+
+
+def did_you_mean(given, choices):
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or ``""``."""
+    by_lower = {str(c).lower(): str(c) for c in choices}  # 'm' finds 'M'
+    close = difflib.get_close_matches(str(given).lower(), list(by_lower), n=1)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
+
+
+def parity_on(cfg, estimator_name):
+    """Whether the step draws as threestudio's own guidance (``parity``; "auto": SDS only)."""
+    return estimator_name == "sds" if cfg.parity == "auto" else bool(cfg.parity)
 
 
 def estimator_arguments(cfg):
     """``(name, params)`` for ``ssd_toolkit.get_estimator`` from the config: threestudio's
-    ``guidance_scale`` is SDS's (100), so only SDS takes it, with threestudio's CFG form."""
+    ``guidance_scale`` is SDS's (100), so only SDS takes it, with threestudio's CFG form.
+
+    The estimator is built once here, so that a bad name or argument fails before the
+    networks load, naming ``system.guidance.estimator`` / ``estimator_params``.
+    """
+    import dataclasses  # noqa: PLC0415
+
+    import ssd_toolkit  # noqa: PLC0415
     from ssd_toolkit.integrations.guidance.estimator_choice import canonical_name, estimator_params  # noqa: PLC0415
 
     name = canonical_name(cfg.estimator)
-    given = dict(cfg.estimator_params or {})
+    known = ssd_toolkit.list_estimators()
+    if name not in known:
+        raise ValueError(f"{KEY}estimator: expected one of {known}, got {cfg.estimator!r}{did_you_mean(name, known)}")
+    given = cfg.estimator_params if cfg.estimator_params is not None else {}
+    if not hasattr(given, "keys"):
+        raise TypeError(f"{KEY}estimator_params: expected a mapping of {name}'s arguments, got {given!r}")
+    given = dict(given)
+    fields = [f.name for f in dataclasses.fields(ssd_toolkit.get_estimator(name))]
+    for key in given:
+        if key not in fields:
+            raise ValueError(
+                f"{KEY}estimator_params: {name} takes {fields}, got {key!r}{did_you_mean(key, fields)}"
+            )
     if name == "sds":
         given = {"cfg": "threestudio", **given}
-    return name, estimator_params(name, given, guidance_scale=cfg.guidance_scale, scale_takers=("sds",))
+    params = estimator_params(name, given, guidance_scale=cfg.guidance_scale, scale_takers=("sds",))
+    try:
+        ssd_toolkit.get_estimator(name, **params)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{KEY}estimator_params: {exc}") from None
+    return name, params

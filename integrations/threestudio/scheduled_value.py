@@ -21,6 +21,8 @@ def _as_list(name, value):
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return None
     try:
+        if isinstance(value, (str, bytes)):  # iterable, but not a schedule
+            raise TypeError
         items = list(value)
     except TypeError:
         raise TypeError(f"{name}: expected a number or a threestudio schedule list, got {value!r}") from None

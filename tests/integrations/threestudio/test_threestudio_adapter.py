@@ -50,7 +50,7 @@ def step(g, B, negative_prompt=""):
 
 
 def test_sds_matches_threestudio_formula(tiny_dir):
-    g = make(tiny_dir, estimator="sds", guidance_scale=7.5)
+    g = make(tiny_dir, estimator="sds", guidance_scale=7.5, parity=False)  # the formula at the native size
     latents, utils, batch, out = step(g, 3)
     o = g.last_output
     emb = utils.get_text_embeddings(batch["elevation"], batch["azimuth"], batch["camera_distances"])
@@ -108,7 +108,7 @@ def test_nfsd_empty_negative_warning_under_half_precision_embeddings(tiny_dir, m
 
 
 def test_update_step_follows_schedules_and_clips(tiny_dir):
-    g = make(tiny_dir, max_step_percent=[0, 0.98, 0.5, 100], grad_clip=[0, 1e-6, 1e-6, 10], estimator="sds")
+    g = make(tiny_dir, max_step_percent=[0, 0.98, 0.5, 100], grad_clip=[0, 1e-6, 1e-6, 10], estimator="sds", parity=False)
     g.update_step(0, 50)
     assert (g.min_step, g.max_step, g.grad_clip_val) == (20, 740, 1e-6)
     latents, _, _, out = step(g, 1)
