@@ -215,14 +215,14 @@ def test_tiny_run_with_mixed_precision_on_cuda(assets, tmp_path):
 
 
 def test_resume_of_a_finished_run_with_fewer_steps_is_refused_without_writing(uninterrupted, tmp_path, capsys):
-    """A finished 6-step run resumed with --steps 2: one line naming --steps and the step, exit 2."""
+    """A finished 6-step run resumed with fewer steps: one line naming --steps and the step, exit 2."""
     out = tmp_path / "finished"
     shutil.copytree(uninterrupted, out)
     before = {p.name: digest(p) for p in (out / "config.json", out / "metrics.json", out / "log.jsonl")}
-    for steps in ("2", "6"):  # fewer steps, and the same number (nothing left to do)
+    for steps in ("2", "5"):
         code, err = _cli(["--resume", "--out", str(out), "--steps", steps], capsys)
         assert code == 2 and err.count("\n") == 1, err
-        assert f"--steps: expected more than the checkpoint's step 6 to continue the run, got {steps}" in err
+        assert f"--steps: expected at least the checkpoint's step 6 to continue the run, got {steps}" in err
     assert {p.name: digest(p) for p in (out / "config.json", out / "metrics.json", out / "log.jsonl")} == before
 
 
