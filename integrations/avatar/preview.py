@@ -56,21 +56,29 @@ def render_views(field, guidance, body, cameras, latent_size: int, samples_per_r
     return rgb, np.asarray(skeleton, dtype=np.uint8)
 
 
-def label_smoke(image):
-    """Write ``SMOKE_LABEL`` (just "SMOKE RUN" where it does not fit) across the top of
-    ``image`` (uint8 ``[H, W, 3]``), in place."""
+def label_strip(image, text: str, color=(255, 80, 80), top: bool = True):
+    """``image`` (uint8 ``[H, W, 3]``) with a black strip holding ``text`` added above it
+    (``top``) or below it: a new, taller image, so the label never covers the picture."""
     h, w = image.shape[:2]
-    scale = max(0.25, w / 1400)
+    scale = max(0.3, w / 1400)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    strip = np.zeros((th + base + 4, w, 3), dtype=np.uint8)
+    cv2.putText(strip, text, (2, th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
+    return np.concatenate([strip, image] if top else [image, strip], axis=0)
+
+
+def label_smoke(image):
+    """``image`` with ``SMOKE_LABEL`` (just "SMOKE RUN" where it does not fit) in a strip above it."""
+    w = image.shape[1]
     text = SMOKE_LABEL
-    if cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > w - 6:
+    if cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, max(0.3, w / 1400), 1)[0][0] > w - 4:
         text = SMOKE_LABEL.split(":")[0]
-    cv2.rectangle(image, (0, 0), (w, int(24 * scale) + 6), (0, 0, 0), -1)
-    cv2.putText(image, text, (3, int(18 * scale) + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 80, 80), 1, cv2.LINE_AA)
-    return image
+    return label_strip(image, text)
 
 
 def preview_grid(rgb, skeleton, smoke: bool):
-    """Decoded views on the top row, their skeleton conditions below: uint8 ``[2H, B*W, 3]``."""
+    """Decoded views on the top row, their skeleton conditions below: uint8 ``[2H, B*W, 3]``
+    (smoke runs: a label strip above)."""
     grid = np.concatenate([np.concatenate(list(rgb), axis=1), np.concatenate(list(skeleton), axis=1)], axis=0)
     grid = np.ascontiguousarray(grid)
     return label_smoke(grid) if smoke else grid

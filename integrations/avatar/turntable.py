@@ -1,9 +1,10 @@
 """The end-of-run turntable: the avatar seen from ``frames`` evenly spaced azimuths.
 
 Written as a GIF always and as an MP4 when an FFmpeg encoder is available
-(``imageio-ffmpeg``: ``pip install imageio-ffmpeg``). Each frame carries a thin bar at the
-bottom showing the azimuth (which also keeps consecutive frames distinct, so GIF writers
-never merge them and the frame count is exactly ``frames``).
+(``imageio-ffmpeg``: ``pip install imageio-ffmpeg``). Each frame has a strip below the
+rendered image with its azimuth (which also keeps consecutive frames distinct, so GIF
+writers never merge them and the frame count is exactly ``frames``); a smoke run's frames
+have a "SMOKE RUN" strip above. Neither strip covers the render.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_write_bytes
-from .preview import label_smoke, render_views, view_cameras
+from .preview import label_smoke, label_strip, render_views, view_cameras
 from .quiet import progress_bar
 
 OVERLAY_ALPHA = 0.7
@@ -49,18 +50,14 @@ def overlay_skeleton(rgb, skeleton, alpha: float = OVERLAY_ALPHA):
     return np.where(mask, blended.round().astype(np.uint8), rgb)
 
 
-def azimuth_bar(image, index: int, frames: int):
-    """Paint a progress bar (azimuth index / frames) along the bottom rows, in place."""
-    h, w = image.shape[:2]
-    rows = max(2, h // 64)
-    image[h - rows :] = 0
-    image[h - rows :, : max(1, round(w * (index + 1) / frames))] = (255, 255, 255)
-    return image
+def azimuth_label(image, azimuth_deg: float):
+    """``image`` with its azimuth written in a strip below it (outside the rendered frame)."""
+    return label_strip(image, f"az {azimuth_deg:.0f}", color=(200, 200, 200), top=False)
 
 
 def turntable_frames(field_, guidance, body, frames: int, latent_size: int, samples_per_ray: int, amp: bool,
                      overlay: bool, smoke: bool, progress: bool = True):
-    """The turntable's frames, uint8 ``[frames, H, W, 3]`` (azimuth ``360 k / frames``)."""
+    """The turntable's frames, uint8 ``[frames, H + strips, W, 3]`` (azimuth ``360 k / frames``)."""
     if not isinstance(frames, int) or frames < 1:
         raise ValueError(f"frames: expected an integer >= 1, got {frames!r}")
     azimuths = np.arange(frames) * (360.0 / frames)
@@ -68,9 +65,8 @@ def turntable_frames(field_, guidance, body, frames: int, latent_size: int, samp
     for k in progress_bar(range(frames), desc="turntable", disable=not progress, leave=False):
         rgb, skeleton = render_views(field_, guidance, body, view_cameras([azimuths[k]]), latent_size, samples_per_ray, amp)
         frame = overlay_skeleton(rgb[0], skeleton[0]) if overlay else rgb[0].copy()
-        if smoke:
-            label_smoke(frame)
-        out.append(azimuth_bar(frame, k, frames))
+        frame = azimuth_label(label_smoke(frame) if smoke else frame, azimuths[k])
+        out.append(frame)
     return np.stack(out)
 
 

@@ -266,3 +266,19 @@ def test_rng_state_round_trip(tmp_path):
     assert first[2] == second[2] and torch.equal(first[3], second[3])
     with pytest.raises(FileNotFoundError, match="--resume: expected a checkpoint at"):
         checkpoint.load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_turntable_labels_sit_in_strips_outside_the_render():
+    """The SMOKE RUN banner goes above the frame and the azimuth below it: every rendered
+    pixel is kept, and consecutive frames still differ (their azimuth text) on a flat render."""
+    from ssd_toolkit.integrations.avatar.preview import label_smoke
+    from ssd_toolkit.integrations.avatar.turntable import azimuth_label
+
+    frame = np.full((64, 64, 3), 128, dtype=np.uint8)
+    smoke = label_smoke(frame)
+    top = smoke.shape[0] - 64
+    assert top > 0 and np.array_equal(smoke[top:], frame) and smoke[:top].any()
+    a, b = azimuth_label(smoke, 0.0), azimuth_label(smoke, 45.0)
+    assert np.array_equal(a[: smoke.shape[0]], smoke) and a.shape[0] > smoke.shape[0]
+    assert not np.array_equal(a, b)
+    assert not (a[-3:] == 255).all(axis=-1).any()  # no white progress bar along the bottom edge

@@ -89,7 +89,7 @@ def test_tiny_run_end_to_end(tmp_path):
     import imageio.v3 as iio
 
     gif = iio.imread(out / "turntable.gif", index=None)
-    assert gif.shape == (frames, 64, 64, 3)
+    assert gif.shape[0] == frames and gif.shape[1] > 64 and gif.shape[2:] == (64, 3)  # 64x64 render + label strips
     assert len(list((out / "turntable").glob("*.png"))) == frames
     if importlib.util.find_spec("imageio_ffmpeg") is None:
         assert not (out / "turntable.mp4").exists()
