@@ -81,6 +81,7 @@ def build_sd15_guidance(device, dtype, seed=0):
     from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+    from ssd_toolkit.integrations.avatar.quiet import quiet_third_party
     from ssd_toolkit.integrations.guidance.controlnet import ControlNetGuidance
     from ssd_toolkit.integrations.guidance.models import GuidanceModels
     from ssd_toolkit.integrations.guidance.tiny import build_tiny_pipeline
@@ -95,8 +96,12 @@ def build_sd15_guidance(device, dtype, seed=0):
         tokenizer = CLIPTokenizer.from_pretrained(str(build_tiny_pipeline(Path(tmp) / "tiny") / "tokenizer"))
     scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
     nets = (unet, controlnet, vae, text_encoder)
-    for net in nets:
-        net.to(device=device, dtype=dtype).requires_grad_(False).eval()
+    kept = sorted({m for net in nets for m in (getattr(net, "_keep_in_fp32_modules", None) or [])})
+    with quiet_third_party():  # diffusers warns once per network, even with an empty list
+        for net in nets:
+            net.to(device=device, dtype=dtype).requires_grad_(False).eval()
+    if kept and dtype != torch.float32:
+        print(f"note: diffusers would keep these modules in float32; .to({dtype}) casts them: {kept}")
     models = GuidanceModels(tokenizer, text_encoder, vae, unet, controlnet, scheduler, torch.device(device), dtype)
     params = {name: sum(p.numel() for p in net.parameters()) for name, net in zip(("unet", "controlnet", "vae", "text"), nets)}
     return ControlNetGuidance(models, estimator="ssd", estimator_params={"M": 200.0}, seed=seed), params

@@ -50,11 +50,14 @@ def build_models(size, device, dtype, root: Path):
         from bench_avatar import build_sd15_guidance  # noqa: PLC0415
 
         return build_sd15_guidance(device, dtype)[0].models
+    from ssd_toolkit.integrations.avatar.quiet import quiet_third_party  # noqa: PLC0415
     from ssd_toolkit.integrations.guidance.models import load_models  # noqa: PLC0415
     from ssd_toolkit.integrations.guidance.tiny import build_tiny_pipeline  # noqa: PLC0415
 
-    path = build_tiny_pipeline(root / "models", seed=0)
-    return load_models(str(path), str(path / "controlnet"), device=device, dtype="float16" if dtype == torch.float16 else "float32")
+    with quiet_third_party():  # no per-network "kept in float32: []" warnings, no saving/loading bars
+        path = build_tiny_pipeline(root / "models", seed=0)
+        return load_models(str(path), str(path / "controlnet"), device=device,
+                           dtype="float16" if dtype == torch.float16 else "float32")
 
 
 def build_trainers(models, k, size, device, amp, body_dir):
