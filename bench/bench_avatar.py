@@ -260,5 +260,13 @@ def dry_run(args, parser):
     return 0
 
 
+def quiet_main(argv=None):
+    """``main`` with the third-party warnings and bars of diffusers/transformers silenced."""
+    from ssd_toolkit.integrations.avatar.quiet import quiet_third_party  # noqa: PLC0415
+
+    with quiet_third_party():
+        return main(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(quiet_main())
