@@ -61,12 +61,15 @@ def load_threestudio_guidance(checkout):
     return package
 
 
-def run(guidance, utils, renders, rgb_as_latents, seed):
+def run(build, utils, renders, rgb_as_latents, seed):
+    """Seed, build the guidance, then train: launch.py's order (so the build's use of the
+    global generator, if any, counts too)."""
     import torch
 
     from threestudio_fakes import camera_batch
 
     torch.manual_seed(seed)  # threestudio's launch.py: pl.seed_everything(cfg.seed)
+    guidance = build()
     rows = []
     for step, render in enumerate(renders):
         guidance.update_step(0, step)
@@ -94,9 +97,13 @@ def main(argv=None):
     threestudio = load_threestudio_guidance(args.threestudio)
     tiny = build_tiny_pipeline(Path(tempfile.mkdtemp()) / "tiny", seed=0)
     cfg = {"pretrained_model_name_or_path": str(tiny), "half_precision_weights": args.half, "guidance_scale": 7.5}
-    theirs = threestudio.find("stable-diffusion-guidance")(cfg)
-    ours = threestudio.find("ssd-toolkit-guidance")({**cfg, "estimator": "sds"})
-    utils = PromptOutput(ours.guidance.encode_prompts)
+    def theirs():
+        return threestudio.find("stable-diffusion-guidance")(cfg)
+
+    def ours():
+        return threestudio.find("ssd-toolkit-guidance")({**cfg, "estimator": "sds"})
+
+    utils = PromptOutput(ours().guidance.encode_prompts)
     tolerance = 1e-3 if args.half else 1e-5
     worst = 0.0
     for rgb_as_latents in (False, True):
