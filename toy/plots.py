@@ -285,8 +285,7 @@ def plot_digits(path, names, theta, class_means, title=""):
             sat_y += list(ys + i * step)
             sat_x += list(xs + c * step)
     fig, ax = plt.subplots(figsize=(11.5, 9.2 * mosaic.shape[0] / mosaic.shape[1] + 0.9))  # height: the mosaic's
-    cmap = plt.get_cmap("gray_r").copy()
-    cmap.set_bad("white")
+    cmap = plt.get_cmap("gray_r").with_extremes(bad="white")
     shown = ax.imshow(mosaic, cmap=cmap, vmin=-1.5, vmax=1.5, interpolation="nearest")
     ax.scatter(sat_x, sat_y, s=2, color="red")
     ax.set_xticks([c * step + cell / 2 - 0.5 for c in range(10)], [f"class {c}" for c in range(10)], fontsize=8)
