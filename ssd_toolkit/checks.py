@@ -12,7 +12,17 @@ import numbers
 
 import numpy as np
 
-__all__ = ["integer", "real"]
+__all__ = ["did_you_mean", "integer", "real"]
+
+
+def did_you_mean(given, choices) -> str:
+    """``" (did you mean 'x'?)"`` for the choice closest to ``given`` (case-insensitive, so
+    'm' finds 'M'), or ``""`` when none is close: the one suggestion every message appends."""
+    import difflib  # noqa: PLC0415
+
+    by_lower = {str(c).lower(): str(c) for c in choices}
+    close = difflib.get_close_matches(str(given).lower(), list(by_lower), n=1)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
 
 
 def real(name, value, *, positive=False, finite=True, array_0d=False, noun="number") -> float:

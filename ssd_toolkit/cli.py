@@ -13,11 +13,11 @@ raise ``cli_args.CommandError``. Anything else (an internal bug) keeps its trace
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import re
 import sys
 
+from .checks import did_you_mean
 from .cli_args import EXIT_USAGE, CommandError, missing_dependency_message
 
 ENTRY_POINT_GROUP = "ssd_toolkit.commands"
@@ -77,8 +77,7 @@ class Parser(argparse.ArgumentParser):
             return ""
         for action in self._actions:
             if action.choices and got.group(1) in (action.metavar, action.dest, *action.option_strings):
-                close = difflib.get_close_matches(got.group(2), [str(c) for c in action.choices], n=1)
-                return f" (did you mean {close[0]!r}?)" if close else ""
+                return did_you_mean(got.group(2), action.choices)
         return ""
 
 

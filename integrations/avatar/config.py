@@ -9,7 +9,6 @@ are written back as ``<out>/config.json``; ``--config <out>/config.json`` repeat
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 from dataclasses import dataclass, field
@@ -194,9 +193,9 @@ def normalize_keys(values: dict, source: str) -> dict:
     for key, value in values.items():
         name = str(key).replace("-", "_")
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            if close:
-                raise ValueError(f"{source}: unknown setting {key!r} (did you mean {close[0]!r}?)")
+            hint = checks.did_you_mean(name, known)
+            if hint:
+                raise ValueError(f"{source}: unknown setting {key!r}{hint}")
             raise ValueError(f"{source}: unknown setting {key!r}; expected one of {', '.join(known)}")
         try:
             out[name] = _check_value(name, value)

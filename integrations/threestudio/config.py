@@ -9,9 +9,10 @@ the key as the YAML spells it (``system.guidance.<field>``), before any network 
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, Optional
+
+from ssd_toolkit.checks import did_you_mean
 
 from .scheduled_value import check_schedule
 
@@ -134,13 +135,6 @@ def check_config(cfg):
     check_schedule(f"{KEY}max_step_percent", cfg.max_step_percent)
     if cfg.grad_clip is not None:
         check_schedule(f"{KEY}grad_clip", cfg.grad_clip)
-
-
-def did_you_mean(given, choices):
-    """`` (did you mean 'x'?)`` for the closest of ``choices``, or ``""``."""
-    by_lower = {str(c).lower(): str(c) for c in choices}  # 'm' finds 'M'
-    close = difflib.get_close_matches(str(given).lower(), list(by_lower), n=1)
-    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
 
 
 def parity_on(cfg, estimator_name):
