@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -31,19 +32,24 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(ROOT, "csrc", "build_config.json")) as _config_file:
     CONFIG = json.load(_config_file)
 
-PACKAGE_DIR = {
-    "ssd_toolkit": "ssd_toolkit",
-    "ssd_toolkit.frameworks": "ssd_toolkit/frameworks",
-    "ssd_toolkit.toy": "toy",
-    "ssd_toolkit.integrations": "integrations",
-    "ssd_toolkit.integrations.guidance": "integrations/guidance",
-    "ssd_toolkit.integrations.avatar": "integrations/avatar",
-    "ssd_toolkit.integrations.avatar.body": "integrations/avatar/body",
-    "ssd_toolkit.integrations.avatar.batch": "integrations/avatar/batch",
-    "ssd_toolkit.integrations.dreamwaltz": "integrations/dreamwaltz",
-    "ssd_toolkit.integrations.dreamwaltz_g": "integrations/dreamwaltz_g",
-    "ssd_toolkit.integrations.threestudio": "integrations/threestudio",
-}
+# Where each installed package tree lives in the repository: toy/ and integrations/ install
+# under ssd_toolkit. Every folder below these roots that holds an __init__.py is a package;
+# tests/core/test_core_layout.py checks that no folder holding Python files is left out.
+PACKAGE_ROOTS = {"ssd_toolkit": "ssd_toolkit", "ssd_toolkit.toy": "toy", "ssd_toolkit.integrations": "integrations"}
+
+
+def package_dirs(root=ROOT):
+    """``{package name: folder}`` for every package under ``PACKAGE_ROOTS``."""
+    found = {}
+    for name, folder in PACKAGE_ROOTS.items():
+        for init in sorted(Path(root, folder).rglob("__init__.py")):
+            relative = init.parent.relative_to(Path(root, folder))
+            if "__pycache__" not in relative.parts:
+                found[".".join((name, *relative.parts))] = init.parent.relative_to(root).as_posix()
+    return found
+
+
+PACKAGE_DIR = package_dirs()
 
 
 def find_cuda():

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 import ssd_toolkit
-from ssd_toolkit._torch_impl import estimate_torch
+from ssd_toolkit.frameworks.torch.eager import estimate_torch
 from ssd_toolkit.reference import STAT_NAMES, estimate_reference
 
 from common import (
@@ -95,7 +95,7 @@ def bench_one(shape, dtype, threads, repeats):
     rows2d = [x.reshape(B, N) for x in (c, u, n)]
     tc, tu, tn = (torch.from_numpy(x) for x in rows2d)
     tt = torch.from_numpy(t)
-    module = ssd_toolkit._extension.load()
+    module = ssd_toolkit.engine.extension.load()
     out = np.empty_like(rows2d[0])
     stats = np.empty((len(STAT_NAMES), B))
 
@@ -192,7 +192,7 @@ class _Stubbed:
     with no-ops for the duration of a ``with`` block."""
 
     def __init__(self, cuda):
-        from ssd_toolkit import _extension, frameworks  # noqa: PLC0415
+        from ssd_toolkit.engine import extension as _extension, frameworks  # noqa: PLC0415
 
         self.cuda, self.ext = cuda, _extension
         self.torch_backend = frameworks.framework_of(torch.zeros(1))

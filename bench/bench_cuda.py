@@ -244,8 +244,8 @@ class Bench:
 
     def __init__(self, torch, args):
         import ssd_toolkit  # noqa: PLC0415
-        from ssd_toolkit import _extension  # noqa: PLC0415
-        from ssd_toolkit._torch_impl import estimate_torch  # noqa: PLC0415
+        from ssd_toolkit.engine import extension as _extension  # noqa: PLC0415
+        from ssd_toolkit.frameworks.torch.eager import estimate_torch  # noqa: PLC0415
 
         self.torch, self.args, self.ssd, self.estimate_torch = torch, args, ssd_toolkit, estimate_torch
         self.module = _extension.load()
@@ -395,7 +395,7 @@ def main(argv=None):
         print("bench_cuda: needs a CUDA device (torch.cuda.is_available() is False; --device cpu runs a smoke test)",
               file=sys.stderr)
         return 2
-    from ssd_toolkit import _extension  # noqa: PLC0415
+    from ssd_toolkit.engine import extension as _extension  # noqa: PLC0415
 
     from common import gpu_info, gpu_slug, machine_info, markdown_table, write_results  # noqa: PLC0415
 

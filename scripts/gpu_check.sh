@@ -323,7 +323,7 @@ step_extra() {
   local call="import torch, numpy as np, ssd_toolkit, sys
 sys.path.insert(0, 'tests')
 from tolerances import assert_close_to_reference
-from ssd_toolkit import _extension
+from ssd_toolkit.engine import extension as _extension
 from ssd_toolkit.reference import estimate_reference
 m = _extension.load()
 print('module', m.__file__)
@@ -412,9 +412,9 @@ if [ "$DRY" = 0 ] && selected 2; then
     ) &
     echo $! >"$WORK/build.pid"
     (PYTHONPATH=tests "$PY" -c "import cuda_emulation_build as b; b.module_path()" >"$WORK/emulation_build.log" 2>&1) &
-    if [ -f ssd_toolkit/frameworks/jax_build.py ]; then  # the optional JAX extension (csrc/jax/), if the tree has one
+    if [ -f ssd_toolkit/engine/jax_build.py ]; then  # the optional JAX extension (csrc/jax/), if the tree has one
       : >"$WORK/jax_build.started"
-      ("$PY" -m ssd_toolkit.frameworks.jax_build >"$WORK/jax_build.log" 2>&1; echo $? >"$WORK/jax_build.rc") &
+      ("$PY" -m ssd_toolkit.engine.jax_build >"$WORK/jax_build.log" 2>&1; echo $? >"$WORK/jax_build.rc") &
     fi
   else
     echo "step 2 builds only where a CUDA device is (use --dry-run here)" | tee -a "$LOG"

@@ -58,7 +58,7 @@ if [ "${SSD_TOOLKIT_CUDA:-1}" != 0 ] && command -v nvcc >/dev/null; then
 fi
 # The JAX extension (csrc/jax) needs jaxlib's FFI headers, which pip's isolated build of
 # the package does not have: built here, after JAX is installed (docs/api.md).
-python -m ssd_toolkit.frameworks.jax_build >/dev/null ||
+python -m ssd_toolkit.engine.jax_build >/dev/null ||
   echo "install.sh: the JAX extension did not build; JAX calls use the fallbacks in docs/api.md"
 python - <<'PY'
 import os, torch, ssd_toolkit

@@ -252,7 +252,7 @@ def main(argv=None):
 
     sys.path.insert(0, str(ROOT / "tests"))  # tolerances.py, ssd_inputs.py
     import ssd_toolkit  # noqa: PLC0415
-    from ssd_toolkit import _extension  # noqa: PLC0415
+    from ssd_toolkit.engine import extension as _extension  # noqa: PLC0415
 
     if args.device == "cpu":
         torch.set_num_threads(1)

@@ -4,14 +4,14 @@
 are loaded on first use.
 """
 
-from ._extension import backends
+from .engine.extension import backends
 from .core import estimate
 from .diagnostics import step_diagnostics
 from .estimators import get_estimator, list_estimators
 from .losses import inject_gradient, sds_loss
 from .schedules import NoiseSchedule, stable_diffusion_schedule
 from .terms import mode_disengaging, optimal_coefficient, projection_ratio, variance_reduced
-from .timesteps import get_sampler, list_samplers
+from .samplers import get_sampler, list_samplers
 from .weighting import get_weighting, list_weightings
 
 __version__ = "0.1.0"

@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["did_you_mean", "integer", "real"]
+__all__ = ["did_you_mean", "integer", "lookup", "real", "threshold"]
 
 
 def did_you_mean(given, choices) -> str:
@@ -65,3 +65,22 @@ def integer(name, value, minimum=None) -> int:
     if minimum is not None and value < minimum:
         raise ValueError(f"{name}: expected {what}, got {value}")
     return int(value)
+
+
+def lookup(table: dict, name):
+    """``table[name]`` after normalising case and ``_``/``-``: the one name look-up of the
+    estimator, weighting and timestep-sampler registries.
+
+    Raises:
+        ValueError: unknown name; the message lists the known ones (and the closest).
+    """
+    key = str(name).lower().replace("_", "-")
+    if key not in table:
+        raise ValueError(f"name: expected one of {sorted(table)}, got {name!r}{did_you_mean(key, table)}")
+    return table[key]
+
+
+def threshold(M) -> float:
+    """The SSD threshold ``M`` as a float: a finite real scalar (a 0-d array too); the one
+    check of ``M`` for ``estimate``, the SSD estimators and every backend."""
+    return real("M", M, array_0d=True, noun="scalar")

@@ -40,6 +40,11 @@ def expected(flag, what, got) -> CommandError:
     return CommandError(f"{flag}: expected {what}, got {got}")
 
 
+def plain_text(doc: str) -> str:
+    """A docstring as ``--help`` text: RST's double backticks dropped (``--out`` -> --out)."""
+    return doc.replace("``", "")
+
+
 # ---------------------------------------------------------------- argparse value types
 
 

@@ -7,7 +7,7 @@ batch where its data live. The result comes back in the caller's library.
 
 from __future__ import annotations
 
-from ._dispatch import BACKENDS
+from .engine.dispatch import BACKENDS
 from .frameworks import framework_of
 
 __all__ = ["BACKENDS", "estimate"]

@@ -28,7 +28,9 @@ import math
 
 import numpy as np
 
-from . import _ssd_math, frameworks
+from . import frameworks
+from .engine import maths
+from .engine.array_ops import NUMPY_OPS
 
 MEAN_STATS = ("r", "h_norm", "eps_tilde_norm", "eps_cond_norm", "noise_norm", "scale")
 
@@ -99,7 +101,7 @@ def step_diagnostics(stats, t, weights=None, per_sample=("grad_norm",)):
         missing = {"h_norm", "scale", "mode_seeking"} - set(host)
         if missing:
             raise ValueError(f"stats: expected 'grad_norm' or all of h_norm/scale/mode_seeking, missing {sorted(missing)}")
-        host["grad_norm"] = _ssd_math.gradient_norm(host["h_norm"], host["scale"], host["mode_seeking"] > 0)
+        host["grad_norm"] = maths.gradient_norm(NUMPY_OPS, host["h_norm"], host["scale"], host["mode_seeking"] > 0)
     out = {}
     grad_norm = host["grad_norm"]
     if weights is not None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _ssd_math, frameworks
+from . import frameworks
+from .engine import maths
 
 
 def _rows64(x, B):
@@ -30,16 +31,18 @@ def projection_ratio(eps_cond, noise):
     """
     batch = frameworks.validate_arrays(eps_cond, eps_cond, noise)
     c, n = _rows64(eps_cond, batch.B), _rows64(noise, batch.B)
-    cn, nn = _ssd_math.projection_sums(c, n)
-    return _ssd_math.projection_ratio(cn, nn)
+    xp = frameworks.namespace(c)
+    cn, nn = maths.projection_sums(xp, c, n)
+    return maths.projection_ratio(xp, cn, nn)
 
 
 def variance_reduced(eps_cond, noise):
     """``eps_tilde = eps_cond - r * noise`` (Eq. 7), in the inputs' dtype and shape."""
     batch = frameworks.validate_arrays(eps_cond, eps_cond, noise)
     c, n = _rows64(eps_cond, batch.B), _rows64(noise, batch.B)
-    cn, nn = _ssd_math.projection_sums(c, n)
-    out = (c - _ssd_math.projection_ratio(cn, nn)[:, None] * n).reshape(batch.shape)
+    xp = frameworks.namespace(c)
+    cn, nn = maths.projection_sums(xp, c, n)
+    out = (c - maths.projection_ratio(xp, cn, nn)[:, None] * n).reshape(batch.shape)
     return frameworks.astype(out, batch.dtype)
 
 

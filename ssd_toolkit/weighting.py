@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import frameworks
-from ._registry import lookup
+from .checks import lookup
 
 
 def _sds(abar):

@@ -21,7 +21,7 @@ from .progress import bar
 
 
 def make_sampler(steps, anneal=False, seed=0, t_range=(20, 980), late_t_max=500, anneal_fraction=1 / 3):
-    """An ``ssd_toolkit.timesteps`` sampler: uniform on ``t_range``, or the paper's annealing.
+    """An ``ssd_toolkit.samplers`` sampler: uniform on ``t_range``, or the paper's annealing.
 
     Args:
         steps: the run's number of steps.
@@ -30,7 +30,7 @@ def make_sampler(steps, anneal=False, seed=0, t_range=(20, 980), late_t_max=500,
             (the paper: 5000 of 15000), then ``[t_range[0], late_t_max]``.
         seed: the sampler's seed.
     """
-    from ssd_toolkit.timesteps import get_sampler  # noqa: PLC0415
+    from ssd_toolkit.samplers import get_sampler  # noqa: PLC0415
 
     lo, hi = t_range
     if not anneal:
@@ -89,7 +89,7 @@ def distill(
         steps: number of updates.
         lr: a learning rate, ``{label: lr}`` per estimator, or an ``[n_seeds]`` array (one
             per row, e.g. configurations swept along the seed axis).
-        sampler: an ``ssd_toolkit.timesteps`` sampler (``sample(n, step)``); default
+        sampler: an ``ssd_toolkit.samplers`` sampler (``sample(n, step)``); default
             ``make_sampler(steps, seed=seed)``, uniform on [20, 980]. Or a list of G
             samplers: the rows then form G equal groups, group g draws its t from
             ``sampler[g]`` and every group draws the same noise, as if each group were its

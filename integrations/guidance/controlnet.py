@@ -141,9 +141,9 @@ def _resolve_t_sampler(t_sampler, seed, params):
         if not hasattr(t_sampler, "sample"):
             raise TypeError(f"t_sampler: expected a name or an object with .sample(batch_size, step), got {t_sampler!r}")
         return t_sampler
-    from ssd_toolkit import timesteps  # noqa: PLC0415
+    from ssd_toolkit import samplers  # noqa: PLC0415
 
-    return timesteps.get_sampler(t_sampler, seed=seed, **(params or {}))
+    return samplers.get_sampler(t_sampler, seed=seed, **(params or {}))
 
 
 def _resolve_weighting(weighting):
@@ -396,7 +396,7 @@ class ControlNetGuidance:
     def _timesteps(self, t, B):
         """A caller's ``t`` (a scalar or ``[B]``) as int64 ``[B]`` on the models' device; the
         integer and range checks are the core's one validator of schedule indices."""
-        from ssd_toolkit.frameworks.timesteps import timestep_indices  # noqa: PLC0415
+        from ssd_toolkit.frameworks.timestep_checks import timestep_indices  # noqa: PLC0415
 
         torch = _torch()
         idx = timestep_indices(t, self.num_train_timesteps).reshape(-1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .batch import ARRAY_ARGS, FLOAT_DTYPES, Batch, prepare, stats_dict, validate_arrays
 from .registry import find, framework_of
-from .timesteps import fast_timesteps, host_timesteps, timestep_indices
+from .timestep_checks import fast_timesteps, host_timesteps, timestep_indices
 
 __all__ = [
     "ARRAY_ARGS",
@@ -67,7 +67,7 @@ def from_host(values, like, dtype=None):
 
 
 def namespace(x):
-    """The array operations ``_ssd_math`` needs, for ``x``'s library."""
+    """The array operations ``engine.maths`` needs (its ``xp``), for ``x``'s library."""
     return framework_of(x).ops_for(x)
 
 

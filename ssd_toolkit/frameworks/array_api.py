@@ -13,10 +13,11 @@ import importlib
 
 import numpy as np
 
-from .. import _dispatch
+from ..engine import dispatch as _dispatch
+from ..engine.array_ops import ArrayApiOps
+from ..engine.maths import estimate_rows
 from .base import ArrayBackend
 from .batch import STAT_NAMES, stats_dict
-from .math_ops import ArrayApiOps
 
 
 def _compat():
@@ -66,12 +67,10 @@ class ArrayApi(ArrayBackend):
                 f"backend: {backend!r} cannot run {self.name} arrays ({type(batch.eps_cond).__module__}); "
                 "use backend='auto' (the array-API maths in float64)"
             )
-        from .._ssd_math import estimate_rows  # noqa: PLC0415
-
         xp = self.namespace(batch.eps_cond)
         rows = [xp.astype(xp.reshape(a, (batch.B, batch.N)), xp.float64) for a in batch.arrays]
         seeking = self.from_host(batch.t64 <= batch.M, batch.eps_cond)
-        E, named = estimate_rows(*rows, seeking)
+        E, named = estimate_rows(self.ops_for(batch.eps_cond), *rows, seeking)
         E = xp.reshape(xp.astype(E, batch.eps_cond.dtype), batch.shape)
         if not return_stats:
             return E

@@ -15,7 +15,7 @@ from .batch import prepare
 class ArrayBackend:
     name = ""
     refuses = False
-    ops = None  # the array operations _ssd_math needs (see math_ops.py)
+    ops = None  # the array operations engine.maths needs (engine/array_ops.py)
 
     def claims(self, kind) -> bool:
         raise NotImplementedError

@@ -11,9 +11,9 @@ import warnings
 from dataclasses import dataclass
 
 from .. import checks
-from .._ssd_math import STAT_NAMES, stats_dict  # noqa: F401 - the backends' one import point
+from ..engine.maths import STAT_NAMES, stats_dict  # noqa: F401 - the backends' one import point
 from .registry import framework_of
-from .timesteps import host_timesteps
+from .timestep_checks import host_timesteps
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 ARRAY_ARGS = ("eps_cond", "eps_uncond", "noise")
@@ -90,7 +90,7 @@ def prepare(eps_cond, eps_uncond, noise, t, M) -> Batch:
     require grad (the result is detached).
     """
     batch = validate_arrays(eps_cond, eps_uncond, noise)
-    batch.M = checks.real("M", M, array_0d=True, noun="scalar")
+    batch.M = checks.threshold(M)
     batch.t = t
     if batch.framework.host_timesteps(batch):
         batch.t64 = host_timesteps(t, batch.B)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _dispatch, _extension
+from ..engine import dispatch as _dispatch
+from ..engine import extension as _extension
 from .base import ArrayBackend
 from .batch import ARRAY_ARGS, STAT_NAMES, stats_dict
-from .timesteps import check_kind, check_shape, host_timesteps
+from .timestep_checks import check_kind, check_shape, host_timesteps
 
 
 class CudaArrays(ArrayBackend):

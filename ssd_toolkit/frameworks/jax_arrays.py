@@ -28,12 +28,14 @@ import warnings
 
 import numpy as np
 
-from .. import _dispatch
+from ..engine import dispatch as _dispatch
+from ..engine.array_ops import ModuleOps
+from ..engine.extension import JAX_CUDA_LIBRARY as CUDA_LIBRARY
+from ..engine.extension import JAX_LIBRARY as LIBRARY
+from ..engine.maths import estimate_rows
 from .base import ArrayBackend
 from .batch import GRAD_WARNING, STAT_NAMES, prepare, stats_dict
-from .jax_build import CUDA_LIBRARY, LIBRARY
-from .math_ops import ModuleOps
-from .timesteps import check_kind, check_shape, host_timesteps
+from .timestep_checks import check_kind, check_shape, host_timesteps
 
 TARGET = "ssd_toolkit_estimate"
 _ffi = {"tried": False, "ok": False, "reason": None, "cuda": False}
@@ -116,7 +118,7 @@ class JaxArrays(ArrayBackend):
                 warnings.warn(
                     f"ssd_toolkit: the JAX extension is not available ({ffi_reason()}); eager CPU calls use the "
                     "compiled kernel through host views, and jax.jit/vmap the jax.numpy maths; build it with "
-                    "`python -m ssd_toolkit.frameworks.jax_build`",
+                    "`python -m ssd_toolkit.engine.jax_build`",
                     RuntimeWarning,
                     stacklevel=4,
                 )
@@ -125,7 +127,7 @@ class JaxArrays(ArrayBackend):
         if backend == "compiled" and not ffi_available(batch.device):
             raise RuntimeError(
                 f"backend: 'compiled' for jax arrays needs the JAX extension's {batch.device} handler "
-                f"({ffi_reason()}); build it with `python -m ssd_toolkit.frameworks.jax_build` or use backend='auto'"
+                f"({ffi_reason()}); build it with `python -m ssd_toolkit.engine.jax_build` or use backend='auto'"
             )
         route = "ffi" if ffi_available(batch.device) else "jnp"
         t_vec = self._timesteps(batch.t, batch.B)
@@ -157,11 +159,9 @@ class JaxArrays(ArrayBackend):
             call = jax.ffi.ffi_call(TARGET, shapes, vmap_method="broadcast_all")
             E, stats = call(c, u, n, t_vec, M=np.float64(M), sample_ndim=np.int64(c.ndim - 1))
             return E, stats, t_vec <= M
-        from .._ssd_math import estimate_rows  # noqa: PLC0415
-
         rows = [x.reshape(B, -1).astype(wide) for x in (c, u, n)]
         seeking = t_vec <= M
-        E, named = estimate_rows(*rows, seeking)
+        E, named = estimate_rows(self.ops, *rows, seeking)
         return E.astype(c.dtype).reshape(c.shape), jnp.stack([named[s] for s in STAT_NAMES]), seeking
 
     # -- host route (no extension, eager CPU arrays) ------------------------------------------

@@ -11,11 +11,12 @@ import math
 
 import numpy as np
 
-from .. import _dispatch, _extension
+from ..engine import dispatch as _dispatch
+from ..engine import extension as _extension
+from ..engine.array_ops import NUMPY_OPS
 from .base import ArrayBackend
 from .batch import prepare, stats_dict
-from .math_ops import NumpyOps
-from .timesteps import HUGE_INT, fast_timesteps
+from .timestep_checks import HUGE_INT, fast_timesteps
 
 # Native-byte-order float dtypes the fast path takes, by identity (no hashing).
 _FAST_DTYPES = tuple((np.dtype(name), name) for name in ("float32", "float16", "float64"))
@@ -33,7 +34,7 @@ def fast_threshold(M):
 
 class NumpyArrays(ArrayBackend):
     name = "numpy"
-    ops = NumpyOps()
+    ops = NUMPY_OPS
 
     def claims(self, kind):
         return issubclass(kind, np.ndarray)

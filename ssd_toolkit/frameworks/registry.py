@@ -11,16 +11,23 @@ from __future__ import annotations
 _BY_TYPE = {}  # type -> backend instance, a Refused backend that raises a clear TypeError, or None (no backend takes it)
 
 
+def _torch_tensors():
+    """The torch backend's class; its package imports torch, so only once torch is imported."""
+    from .torch.backend import TorchTensors  # noqa: PLC0415
+
+    return TorchTensors
+
+
 def _detectors():
-    """(module that must be imported for the backend to apply, backend class), in order.
-    Plain import statements (not importlib): Dynamo traces them on a first call inside
-    ``torch.compile``."""
-    from . import array_api, cuda_arrays, dlpack, jax_arrays, numpy_arrays, refused, torch_tensors  # noqa: PLC0415
+    """(module that must be imported for the backend to apply, backend class or a function
+    returning it), in order. Plain import statements (not importlib): Dynamo traces them on
+    a first call inside ``torch.compile``."""
+    from . import array_api, cuda_arrays, dlpack, jax_arrays, numpy_arrays, refused  # noqa: PLC0415
 
     return (
         (None, refused.Refused),
         ("numpy", numpy_arrays.NumpyArrays),
-        ("torch", torch_tensors.TorchTensors),
+        ("torch", _torch_tensors),
         ("jax", jax_arrays.JaxArrays),
         (None, cuda_arrays.CudaArrays),
         (None, array_api.ArrayApi),
@@ -85,7 +92,7 @@ def _detect(kind):
     for required, cls in _detectors():
         if required is not None and required not in sys.modules:
             continue
-        backend = _backend(cls)
+        backend = _backend(cls if isinstance(cls, type) else cls())
         if backend.claims(kind):
             return backend
     return None

@@ -201,7 +201,7 @@ def test_inputs_are_not_modified():
 
 
 def test_fallback_warns_once_without_compiled_module(monkeypatch):
-    from ssd_toolkit import _extension
+    from ssd_toolkit.engine import extension as _extension
 
     monkeypatch.setattr(_extension, "cpu_kernel", lambda: None)
     monkeypatch.setitem(_extension._state, "warned", False)
@@ -348,7 +348,7 @@ def test_bad_backend_and_mixed_devices():
 def test_cuda_input_without_cuda_build_is_a_clear_error(monkeypatch):
     """Device data never silently go through the host: a __cuda_array_interface__ array
     without a CUDA build says how to rebuild; backend='reference' says it reads host memory."""
-    from ssd_toolkit import _extension
+    from ssd_toolkit.engine import extension as _extension
 
     class DeviceArray:  # the interface of a CuPy array, without a GPU
         shape, dtype = (2, 3), np.dtype("float32")

@@ -185,7 +185,7 @@ def _cxx_constants(name_pattern):
 
 
 def test_degeneracy_threshold_is_one_constant_shared_with_the_kernels():
-    from ssd_toolkit import _ssd_math
+    from ssd_toolkit.engine import maths as _ssd_math
 
     found = _cxx_constants("collinear")
     assert found, "no collinearity threshold constant found under csrc/"

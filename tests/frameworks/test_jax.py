@@ -14,7 +14,8 @@ jax = pytest.importorskip("jax")
 jnp = jax.numpy
 
 import ssd_toolkit  # noqa: E402
-from ssd_toolkit.frameworks import jax_arrays, jax_build  # noqa: E402
+from ssd_toolkit.engine import jax_build  # noqa: E402
+from ssd_toolkit.frameworks import jax_arrays  # noqa: E402
 from conftest import M, T, reference  # noqa: E402
 from tolerances import STATS_RTOL, assert_close_to_reference  # noqa: E402
 

@@ -10,7 +10,8 @@ import pytest
 
 jax = pytest.importorskip("jax")
 
-from ssd_toolkit.frameworks import jax_arrays, jax_build  # noqa: E402
+from ssd_toolkit.engine import jax_build  # noqa: E402
+from ssd_toolkit.frameworks import jax_arrays  # noqa: E402
 from conftest import M, T, reference  # noqa: E402
 from tolerances import assert_close_to_reference  # noqa: E402
 
@@ -36,7 +37,7 @@ def _gpu():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(_gpu() is None or not jax_build.CUDA_LIBRARY.exists(),
-                    reason="needs a JAX GPU and the CUDA handler (python -m ssd_toolkit.frameworks.jax_build)")
+                    reason="needs a JAX GPU and the CUDA handler (python -m ssd_toolkit.engine.jax_build)")
 def test_gpu_arrays_take_the_cuda_kernel_and_match_the_reference(inputs):
     import ssd_toolkit  # noqa: PLC0415
 

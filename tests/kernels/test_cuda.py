@@ -16,8 +16,11 @@ import pytest
 import torch
 
 import ssd_toolkit
-from ssd_toolkit import _dispatch, _extension, frameworks
-from ssd_toolkit.frameworks import torch_cuda, torch_op
+from ssd_toolkit import frameworks
+from ssd_toolkit.engine import dispatch as _dispatch
+from ssd_toolkit.engine import extension as _extension
+from ssd_toolkit.frameworks.torch import cuda as torch_cuda
+from ssd_toolkit.frameworks.torch import op as torch_op
 from ssd_toolkit.reference import STAT_NAMES, estimate_reference
 from ssd_inputs import as_array, make_inputs
 from tolerances import STATS_RTOL, TOLERANCES, assert_close_to_reference

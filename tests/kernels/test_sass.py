@@ -46,7 +46,7 @@ def _tool(name):
 
 def _module_path():
     try:
-        from ssd_toolkit import _extension  # noqa: PLC0415
+        from ssd_toolkit.engine import extension as _extension  # noqa: PLC0415
         m = _extension.load()
     except Exception:  # noqa: BLE001 - no build: the gate has nothing to read
         return None

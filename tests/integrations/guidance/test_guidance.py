@@ -191,7 +191,7 @@ def test_same_seed_same_step(models):
 
 
 def test_ssd_on_cuda_without_the_kernel_uses_the_torch_backend(monkeypatch):
-    from ssd_toolkit import _extension
+    from ssd_toolkit.engine import extension as _extension
     from ssd_toolkit.integrations.guidance import controlnet as guidance
 
     monkeypatch.setattr(_extension, "has_cuda_kernel", lambda: False)

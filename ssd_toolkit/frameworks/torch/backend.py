@@ -4,9 +4,9 @@ Routes (``TorchTensors.run``), decided once per call:
 
 - Dynamo tracing, or tensors without storage (``torch.func`` transforms, ``meta``,
   ``FakeTensor`` and other subclasses): the custom op ``torch.ops.ssd_toolkit.estimate``
-  (``torch_op.py``), which has meta, vmap and autograd rules.
+  (``op.py``), which has meta, vmap and autograd rules.
 - ``backend="torch"``: PyTorch eager ops on any device (MPS, XPU, ...).
-- ``cuda``: the fused CUDA kernel on the current stream (``torch_cuda.py``).
+- ``cuda``: the fused CUDA kernel on the current stream (``cuda.py``).
 - ``cpu``: the compiled CPU kernel on the tensors' memory, or the NumPy reference.
 - any other device: a ValueError naming the device and ``backend="torch"``.
 
@@ -21,12 +21,13 @@ import warnings
 
 import numpy as np
 
-from .. import _dispatch, _extension
-from .base import ArrayBackend
-from .batch import GRAD_WARNING, prepare, stats_dict
-from .math_ops import ModuleOps
-from .numpy_arrays import fast_threshold
-from .timesteps import check_kind, check_shape, fast_timesteps, host_timesteps
+from ...engine import dispatch as _dispatch
+from ...engine import extension as _extension
+from ..base import ArrayBackend
+from ..batch import GRAD_WARNING, prepare, stats_dict
+from ..numpy_arrays import fast_threshold
+from ..timestep_checks import check_kind, check_shape, fast_timesteps, host_timesteps
+from .eager import TORCH_OPS, estimate_torch
 
 _DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
 
@@ -38,7 +39,7 @@ class TorchTensors(ArrayBackend):
         torch = sys.modules["torch"]
         self.torch = torch
         self.tensor = torch.Tensor
-        self.ops = ModuleOps(torch)
+        self.ops = TORCH_OPS
         self.names = {getattr(torch, name): name for name in _DTYPE_NAMES}
         compiler = torch.compiler
         self.tracing = getattr(compiler, "is_dynamo_compiling", compiler.is_compiling)  # 1 call, not 3
@@ -84,7 +85,7 @@ class TorchTensors(ArrayBackend):
     # -- estimate ----------------------------------------------------------------------------
     def estimate(self, eps_cond, eps_uncond, noise, t, M, return_stats, backend):
         if self.tracing():  # Dynamo: validation it can trace, then the opaque custom op
-            from .torch_op import estimate_traced  # noqa: PLC0415
+            from .op import estimate_traced  # noqa: PLC0415
 
             return estimate_traced(eps_cond, eps_uncond, noise, t, M, return_stats=return_stats, backend=backend)
         if backend == "auto" or backend == "compiled":
@@ -97,7 +98,7 @@ class TorchTensors(ArrayBackend):
         _dispatch.check_backend(backend)
         device = batch.eps_cond.device
         if any(self.needs_op(a) for a in batch.arrays):
-            from .torch_op import run_op  # noqa: PLC0415
+            from .op import run_op  # noqa: PLC0415
 
             return run_op(batch, backend, return_stats)
         if backend == "torch":
@@ -109,7 +110,7 @@ class TorchTensors(ArrayBackend):
                     "move the data to the CPU yourself or use backend='auto' with a CUDA build"
                 )
             _dispatch.require_cuda_kernel(device)
-            from .torch_cuda import estimate_torch_cuda  # noqa: PLC0415
+            from .cuda import estimate_torch_cuda  # noqa: PLC0415
 
             return estimate_torch_cuda(*batch.arrays, batch.t, batch.M, return_stats, batch.shape, batch.N)
         if device.type != "cpu":
@@ -122,8 +123,6 @@ class TorchTensors(ArrayBackend):
     def _run_eager(self, batch, return_stats):
         """``backend="torch"``: PyTorch eager ops where the data are (float32 sums on MPS,
         which has no float64; stats then stay float32 too)."""
-        from .._torch_impl import estimate_torch  # noqa: PLC0415
-
         torch = self.torch
         rows = [self.flat_rows(a, batch.B, batch.N) for a in batch.arrays]
         device = rows[0].device
@@ -237,6 +236,6 @@ class TorchTensors(ArrayBackend):
             return None
         if eps_cond.is_neg() or eps_uncond.is_neg() or noise.is_neg():
             return None
-        from .torch_cuda import estimate_torch_cuda  # noqa: PLC0415
+        from .cuda import estimate_torch_cuda  # noqa: PLC0415
 
         return estimate_torch_cuda(eps_cond, eps_uncond, noise, t, M, return_stats, shape, size // B)

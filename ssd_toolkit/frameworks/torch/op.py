@@ -26,10 +26,11 @@ import math
 import numpy as np
 import torch
 
-from .. import _dispatch, _extension
-from ..reference import estimate_reference
-from .batch import ARRAY_ARGS, FLOAT_DTYPES, STAT_NAMES, stats_dict
-from .timesteps import check_kind, check_shape
+from ...engine import dispatch as _dispatch
+from ...engine import extension as _extension
+from ...engine.reference import estimate_reference
+from ..batch import ARRAY_ARGS, FLOAT_DTYPES, STAT_NAMES, stats_dict
+from ..timestep_checks import check_kind, check_shape
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _NAMES = dict(zip(_FLOAT_DTYPES, FLOAT_DTYPES))
@@ -46,7 +47,7 @@ def estimate_op(
     return_stats: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CUDA implementation: one fused kernel launch on the current stream."""
-    from .torch_cuda import launch_torch  # noqa: PLC0415
+    from .cuda import launch_torch  # noqa: PLC0415
 
     _dispatch.require_cuda_kernel(eps_cond.device)  # a CPU-only build: how to rebuild
     B = eps_cond.shape[0]
@@ -141,7 +142,7 @@ def _call_op(eps_cond, eps_uncond, noise, t_dev, t_scalar, M, return_stats, back
     rows = [x.detach().reshape(B, N) for x in (eps_cond, eps_uncond, noise)]
     device = eps_cond.device
     if backend == "torch":
-        from .._torch_impl import estimate_torch  # noqa: PLC0415
+        from .eager import estimate_torch  # noqa: PLC0415
 
         t_vec = t_dev if t_dev is not None else torch.full((B,), t_scalar, dtype=torch.float64, device=device)
         E2d, stats = estimate_torch(*rows, t_vec, M)

@@ -32,7 +32,7 @@ import numbers
 import numpy as np
 
 from . import checks
-from ._registry import lookup
+from .checks import lookup
 from .schedules import stable_diffusion_schedule
 
 

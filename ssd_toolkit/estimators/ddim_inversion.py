@@ -10,7 +10,7 @@ sqrt(1 - abar_b) e``; inversion runs it towards larger t.
 
 from __future__ import annotations
 
-from . import frameworks
+from .. import frameworks
 
 
 def _lib(x):

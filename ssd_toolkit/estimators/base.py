@@ -3,10 +3,10 @@ half-precision compute dtype, the result and its stats, argument checks."""
 
 from __future__ import annotations
 
-from . import checks, frameworks
+from .. import checks, frameworks
 
 
-def _prepare(eps_cond, eps_uncond, noise, t, eps_negative=None, needs=("cond", "uncond")):
+def prepare_branches(eps_cond, eps_uncond, noise, t, eps_negative=None, needs=("cond", "uncond")):
     """Validate the branches an estimator reads and ``t``; returns (batch, t64, negative)."""
     ref = eps_cond
     batch = frameworks.validate_arrays(ref, eps_uncond if "uncond" in needs else ref, noise if noise is not None else ref)
@@ -20,28 +20,28 @@ def _prepare(eps_cond, eps_uncond, noise, t, eps_negative=None, needs=("cond", "
     return batch, t64, negative
 
 
-def _is_half(x):
+def is_half(x):
     return frameworks.dtype_name(x) in ("float16", "bfloat16")
 
 
-def _up(x):
+def up(x):
     """x in its compute dtype: float32 for half inputs, itself otherwise."""
-    return frameworks.astype(x, "float32") if _is_half(x) else x
+    return frameworks.astype(x, "float32") if is_half(x) else x
 
 
-def _down(y, like):
+def down(y, like):
     """y back in like's dtype."""
     return frameworks.astype(y, frameworks.dtype_name(like))
 
 
-def _where_rows(mask, a, b):
+def where_rows(mask, a, b):
     """Per-sample select: ``a_b`` where ``mask_b`` else ``b_b``; mask is a host bool [B]."""
     shape = (mask.shape[0],) + (1,) * (len(a.shape) - 1)
     return frameworks.namespace(a).where(frameworks.from_host(mask.reshape(shape), a), a, b)
 
 
-def _finish(E, like, B, return_stats, stats=None):
-    out = _down(E, like)
+def finish(E, like, B, return_stats, stats=None):
+    out = down(E, like)
     if not return_stats:
         return out
     stats = dict(stats or {})
@@ -49,7 +49,7 @@ def _finish(E, like, B, return_stats, stats=None):
     return out, stats
 
 
-def _check_step(train_step, max_iteration):
+def check_step(train_step, max_iteration):
     checks.real("train_step", train_step)
     if max_iteration is not None:
         checks.real("max_iteration", max_iteration, positive=True)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _extension
-from ._ssd_math import STAT_NAMES, stats_dict
+from . import extension as _extension
+from .maths import NUM_STATS, STAT_NAMES, stats_dict
 from .reference import estimate_reference
 
 BACKENDS = ("auto", "compiled", "reference", "torch")
@@ -60,7 +60,7 @@ def run_host(framework, batch, backend, return_stats):
     if chosen == "compiled":
         out = framework.empty_rows(rows[0])
         views = [framework.host_view(r) for r in (*rows, out)]
-        stats = np.empty((len(STAT_NAMES), B)) if return_stats else None
+        stats = np.empty((NUM_STATS, B)) if return_stats else None
         _extension.cpu_kernel()(*(v for v, _ in views), t64, stats, B, N, views[0][1], M)
     else:
         E64, named = estimate_reference(*(framework.to_host_float64(r) for r in rows), t64, M)

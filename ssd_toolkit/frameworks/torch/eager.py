@@ -1,4 +1,4 @@
-"""The SSD estimator in plain PyTorch eager ops, same semantics as ``reference.py``.
+"""The SSD estimator in plain PyTorch eager ops, same semantics as ``engine/reference.py``.
 
 Used as ``estimate(..., backend="torch")`` (e.g. on a GPU without the compiled CUDA
 kernel) and as the eager / ``torch.compile`` baseline in ``bench/``. Sums accumulate in
@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from ._ssd_math import estimate_rows
+from ...engine.array_ops import ModuleOps
+from ...engine.maths import estimate_rows
+
+TORCH_OPS = ModuleOps(torch)  # engine.maths' xp for tensors
 
 
 def estimate_torch(eps_cond, eps_uncond, noise, t, M: float, accum_dtype=torch.float64):
@@ -25,5 +28,5 @@ def estimate_torch(eps_cond, eps_uncond, noise, t, M: float, accum_dtype=torch.f
         ``(E, stats)``: E in eps_cond's dtype, stats as in ``reference.estimate_reference``.
     """
     c, u, n = (x.to(accum_dtype) for x in (eps_cond, eps_uncond, noise))
-    E, stats = estimate_rows(c, u, n, t.to(accum_dtype) <= M)
+    E, stats = estimate_rows(TORCH_OPS, c, u, n, t.to(accum_dtype) <= M)
     return E.to(eps_cond.dtype), stats

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import importlib
 import warnings
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent
+JAX_LIBRARY = PACKAGE / "_ssd_jax_ffi.so"  # built by engine/jax_build.py
+JAX_CUDA_LIBRARY = PACKAGE / "_ssd_jax_ffi_cuda.so"
 
 _state = {"loaded": False, "module": None, "error": None, "warned": False}
 
@@ -83,8 +88,6 @@ def backends() -> dict:
         failed to load, or None); ``cuda_device_reason`` (why no CUDA device is usable, or
         None); ``jax_ffi`` (bool: the optional JAX extension is built, see docs/api.md).
     """
-    from .frameworks.jax_build import LIBRARY  # noqa: PLC0415 - imports no JAX
-
     load()
     usable, why = cuda_device_status()
     return {
@@ -94,5 +97,5 @@ def backends() -> dict:
         "cuda_device": usable,
         "reason": _state["error"],
         "cuda_device_reason": why,
-        "jax_ffi": LIBRARY.exists(),
+        "jax_ffi": JAX_LIBRARY.exists(),
     }

@@ -1,4 +1,4 @@
-"""The handful of array operations ``_ssd_math`` needs, per library.
+"""The handful of array operations ``engine.maths`` needs, per library (passed down as ``xp``).
 
 Everything else in the maths is operators and ``[:, None]`` indexing, which every
 supported library has. ``where`` takes Python scalars for either branch (the array-API
@@ -67,3 +67,5 @@ class ArrayApiOps:
 
     def row_sum(self, x):
         return self.lib.sum(x, axis=1)
+
+NUMPY_OPS = NumpyOps()  # the one instance: stateless

@@ -22,9 +22,9 @@ import warnings
 import numpy as np
 import torch
 
-from .. import _extension
-from .batch import STAT_NAMES, stats_dict
-from .timesteps import check_kind, check_shape, fast_timesteps, host_timesteps
+from ...engine import extension as _extension
+from ..batch import STAT_NAMES, stats_dict
+from ..timestep_checks import check_kind, check_shape, fast_timesteps, host_timesteps
 
 _DTYPE_NAMES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32", torch.float64: "float64"}
 
@@ -82,7 +82,7 @@ def _self_test_passed(module, device):
 def _self_test(module, device):
     """Every dtype, both branches, odd sizes: the kernel's E against eager PyTorch (float64
     sums) within the dtype's tolerance (relative to each sample's rms)."""
-    from .._torch_impl import estimate_torch  # noqa: PLC0415
+    from .eager import estimate_torch  # noqa: PLC0415
 
     generator = torch.Generator().manual_seed(0)
     t = torch.tensor([0.0, 999.0, 100.0, 600.0], dtype=torch.float64)
@@ -111,7 +111,7 @@ def _self_test(module, device):
 
 def _launch_eager(c, u, n, out, t_dev, t_scalar, M, stats, B, N):
     """What ``launch_torch`` writes, computed by PyTorch eager ops (a failed self-test)."""
-    from .._torch_impl import estimate_torch  # noqa: PLC0415
+    from .eager import estimate_torch  # noqa: PLC0415
 
     t_vec = t_dev if t_dev is not None else torch.full((B,), float(t_scalar), dtype=torch.float64, device=c.device)
     E, named = estimate_torch(c.reshape(B, N), u.reshape(B, N), n.reshape(B, N), t_vec, float(M))

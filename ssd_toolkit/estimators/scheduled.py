@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import checks, frameworks
-from ._estimator_base import _check_step, _finish, _prepare, _up
+from .. import checks, frameworks
+from .base import check_step, finish, prepare_branches, up
 
 
 @dataclass(frozen=True)
@@ -36,18 +36,18 @@ class AnnealedCSD:
     def at_step(self, train_step, max_iteration):
         if max_iteration is None:
             return replace(self, progress=None)
-        _check_step(train_step, max_iteration)
+        check_step(train_step, max_iteration)
         return replace(self, progress=float(train_step) / float(max_iteration))
 
     def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None, return_stats=False):
-        batch, _, neg = _prepare(eps_cond, eps_uncond, noise, t, eps_negative, needs=self.branches)
-        c, u = _up(eps_cond), _up(eps_uncond)
+        batch, _, neg = prepare_branches(eps_cond, eps_uncond, noise, t, eps_negative, needs=self.branches)
+        c, u = up(eps_cond), up(eps_uncond)
         if self.progress is None:
             E = c - u
         else:
             p = self.progress
-            E = c + (-0.5 * p) * u + (-1.0 + 0.5 * p) * _up(neg)
-        return _finish(E, eps_cond, batch.B, return_stats)
+            E = c + (-0.5 * p) * u + (-1.0 + 0.5 * p) * up(neg)
+        return finish(E, eps_cond, batch.B, return_stats)
 
 
 SDS_BRIDGE_SOURCE_MODIFIER = (
@@ -87,18 +87,18 @@ class SDSBridge:
         return ("cond", "uncond") if self.stage == 1 else ("cond", "negative")
 
     def at_step(self, train_step, max_iteration=None):
-        _check_step(train_step, max_iteration)
+        check_step(train_step, max_iteration)
         return replace(self, stage=1 if train_step < self.stage_two_start_step else 2)
 
     def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None, return_stats=False):
-        batch, _, src = _prepare(eps_cond, eps_uncond, noise, t, eps_negative, needs=self.branches)
-        c = _up(eps_cond)
+        batch, _, src = prepare_branches(eps_cond, eps_uncond, noise, t, eps_negative, needs=self.branches)
+        c = up(eps_cond)
         if self.stage == 1:
-            u = _up(eps_uncond)
-            E = u + self.guidance_scale * (c - u) - _up(noise)
+            u = up(eps_uncond)
+            E = u + self.guidance_scale * (c - u) - up(noise)
         else:
-            E = self.scale * (c - _up(src))
-        return _finish(E, eps_cond, batch.B, return_stats)
+            E = self.scale * (c - up(src))
+        return finish(E, eps_cond, batch.B, return_stats)
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ class ISM:
         return self.delta_t if self.delta is None else self.delta
 
     def at_step(self, train_step, max_iteration=None):
-        _check_step(train_step, max_iteration)
+        check_step(train_step, max_iteration)
         if max_iteration is None:
             return replace(self, delta=None)
         warmup = max(int(max_iteration * self.warmup_fraction), 1)
@@ -153,7 +153,7 @@ class ISM:
 
     def noisy_input(self, eps_uncond, x0, noise, t, alphas_cumprod):
         """``(x_t, target, calls)`` for per-sample ``t`` (``s = max(t - interval, 0)``); see
-        ``ssd_toolkit.ddim_inversion.ism_noisy_input``."""
+        ``ssd_toolkit.estimators.ddim_inversion.ism_noisy_input``."""
         from .ddim_inversion import ism_noisy_input  # noqa: PLC0415
 
         kind = str(getattr(t, "dtype", type(t).__name__))
@@ -164,7 +164,7 @@ class ISM:
         return ism_noisy_input(eps_uncond, x0, noise, t, s, alphas_cumprod, self.xs_delta_t, self.xs_inv_steps)
 
     def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None, return_stats=False):
-        batch, _, _ = _prepare(eps_cond, eps_uncond, noise, t)
-        c, u = _up(eps_cond), _up(eps_uncond)
-        E = u + self.guidance_scale * (c - u) - _up(noise)
-        return _finish(E, eps_cond, batch.B, return_stats)
+        batch, _, _ = prepare_branches(eps_cond, eps_uncond, noise, t)
+        c, u = up(eps_cond), up(eps_uncond)
+        E = u + self.guidance_scale * (c - u) - up(noise)
+        return finish(E, eps_cond, batch.B, return_stats)

@@ -3,7 +3,7 @@ its CUDA handler ``_ssd_jax_ffi_cuda.so`` where nvcc and JAX's CUDA plugin are i
 
 It needs jaxlib's FFI headers (``jax.ffi.include_dir()``), which pip's isolated build
 environment of ``ssd_toolkit`` does not have, so it is built after the install, in the
-user's environment: ``python -m ssd_toolkit.frameworks.jax_build`` (scripts/install.sh
+user's environment: ``python -m ssd_toolkit.engine.jax_build`` (scripts/install.sh
 does it when JAX is installed). Flags come from csrc/build_config.json, like ``_C``'s;
 ``SSD_TOOLKIT_CUDA=0`` skips the CUDA handler, ``SSD_TOOLKIT_CUDA_ARCHS`` picks its GPUs.
 """
@@ -20,9 +20,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent
-LIBRARY = PACKAGE / "_ssd_jax_ffi.so"
-CUDA_LIBRARY = PACKAGE / "_ssd_jax_ffi_cuda.so"
+from .extension import JAX_CUDA_LIBRARY as CUDA_LIBRARY
+from .extension import JAX_LIBRARY as LIBRARY
+from .extension import PACKAGE
 SOURCES = ("csrc/jax/ssd_jax_ffi.cpp", "csrc/ssd_cpu.cpp", "csrc/ssd_params.cpp")
 CUDA_SOURCES = ("csrc/jax/ssd_jax_ffi_cuda.cu", "csrc/cuda/ssd_cuda.cu", "csrc/ssd_params.cpp")
 

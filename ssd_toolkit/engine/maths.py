@@ -2,9 +2,10 @@
 
 Every Python path computes the estimator here: the float64 NumPy reference, the torch
 backend, the JAX and array-API paths, the Fig. 6 ablations, ``terms.py`` and the
-gradient-norm diagnostics, each through its library's operations (``ops``). The C++
-and CUDA kernels implement the same rules (``csrc/``); ``COLLINEAR_RTOL2`` is the constant
-they share (a test reads it from the C++ source).
+gradient-norm diagnostics. Each caller passes its library's operations down as ``xp``
+(``engine.array_ops``; a framework backend's ``ops_for(x)``): nothing here looks a library
+up. The C++ and CUDA kernels implement the same rules (``csrc/``); ``COLLINEAR_RTOL2`` is
+the constant they share (a test reads it from the C++ source).
 
 Inputs are ``[B, N]`` rows already in the accumulation dtype (float64, or float32 where
 a device lacks float64). The four per-sample sums of one reading pass are
@@ -33,13 +34,7 @@ COLLINEAR_RTOL2 = 1e-12
 
 VARIANTS = ("ssd", "no-vr", "sds-vr", "no-rescale")
 STAT_NAMES = ("r", "h_norm", "eps_tilde_norm", "eps_cond_norm", "noise_norm", "scale")
-
-
-def ops(x):
-    """The array operations for ``x``'s library (``ssd_toolkit.frameworks.math_ops``)."""
-    from .frameworks import namespace  # noqa: PLC0415 - frameworks imports this module's names
-
-    return namespace(x)
+NUM_STATS = len(STAT_NAMES)  # rows of a stats array ([NUM_STATS, B], STAT_NAMES order)
 
 
 def stats_dict(rows, mode_seeking):
@@ -51,39 +46,35 @@ def stats_dict(rows, mode_seeking):
     return stats
 
 
-def per_sample_sums(c, u, n):
+def per_sample_sums(xp, c, u, n):
     """``(hh, cc, cn, nn)``: the four per-sample sums of ``[B, N]`` rows, each ``[B]``."""
-    xp = ops(c)
     with xp.errstate():
         h = c - u
-        return xp.row_sum(h * h), xp.row_sum(c * c), *projection_sums(c, n)
+        return xp.row_sum(h * h), xp.row_sum(c * c), *projection_sums(xp, c, n)
 
 
-def projection_sums(c, n):
+def projection_sums(xp, c, n):
     """``(cn, nn)``: ``<c, n>`` and ``||n||^2`` per sample, the two sums behind ``r``."""
-    xp = ops(c)
     with xp.errstate():
         return xp.row_sum(c * n), xp.row_sum(n * n)
 
 
-def projection_ratio(cn, nn):
+def projection_ratio(xp, cn, nn):
     """``r = <c, n> / ||n||^2`` per sample (Eq. 6); 0 where ``||n|| = 0``."""
-    xp = ops(cn)
     with xp.errstate():
         has_noise = nn > 0
         return xp.where(has_noise, cn / xp.where(has_noise, nn, 1.0), 0.0)
 
 
-def coefficients(variant, hh, cc, cn, nn):
+def coefficients(xp, variant, hh, cc, cn, nn):
     """``(r, d2, scale)`` per sample: the direction ``c - r n``, its squared norm and its factor.
 
     ``scale`` is ``||h|| / ||d||`` (0 for a degenerate ``d``) for the rescaled variants and
     1 for ``"no-rescale"``. ``d2`` is clamped at 0 (NaN stays NaN).
     """
-    xp = ops(cc)
     with xp.errstate():
         if variant == "ssd" or variant == "no-rescale":
-            r = projection_ratio(cn, nn)
+            r = projection_ratio(xp, cn, nn)
             d2 = cc - r * cn
         elif variant == "no-vr":
             r = xp.full_like(cc, 0.0)
@@ -101,12 +92,11 @@ def coefficients(variant, hh, cc, cn, nn):
     return r, d2, scale
 
 
-def apply(c, u, n, r, scale, sums, mode_seeking):
+def apply(xp, c, u, n, r, scale, sums, mode_seeking):
     """``E`` rows: ``scale_b (c_b - r_b n_b)`` where ``mode_seeking_b``, else ``h_b``.
 
     A non-finite sum in a mode-seeking sample makes its whole row NaN.
     """
-    xp = ops(c)
     hh, cc, cn, nn = sums
     with xp.errstate():
         finite = xp.isfinite(hh) & xp.isfinite(cc) & xp.isfinite(cn) & xp.isfinite(nn)
@@ -115,10 +105,11 @@ def apply(c, u, n, r, scale, sums, mode_seeking):
         return xp.where(mode_seeking[:, None], rescaled, c - u)
 
 
-def estimate_rows(c, u, n, mode_seeking, variant="ssd"):
+def estimate_rows(xp, c, u, n, mode_seeking, variant="ssd"):
     """The estimator of ``variant`` on accumulation-dtype ``[B, N]`` rows.
 
     Args:
+        xp: the rows' array operations (``engine.array_ops``).
         c, u, n: eps_cond, eps_uncond, noise rows (float64, or the accumulation dtype).
         mode_seeking: bool ``[B]`` (``t_b <= M``), same library and device as the rows.
         variant: one of ``VARIANTS``.
@@ -127,11 +118,10 @@ def estimate_rows(c, u, n, mode_seeking, variant="ssd"):
         ``(E, stats)``: E in the rows' dtype; stats maps ``STAT_NAMES`` to ``[B]`` vectors
         (``eps_tilde_norm`` is ``||d||``) and ``mode_seeking`` to the mask.
     """
-    sums = per_sample_sums(c, u, n)
+    sums = per_sample_sums(xp, c, u, n)
     hh, cc, cn, nn = sums
-    r, d2, scale = coefficients(variant, *sums)
-    E = apply(c, u, n, r, scale, sums, mode_seeking)
-    xp = ops(c)
+    r, d2, scale = coefficients(xp, variant, *sums)
+    E = apply(xp, c, u, n, r, scale, sums, mode_seeking)
     stats = {
         "r": r,
         "h_norm": xp.sqrt(hh),
@@ -144,13 +134,12 @@ def estimate_rows(c, u, n, mode_seeking, variant="ssd"):
     return E, stats
 
 
-def gradient_norm(h_norm, scale, mode_seeking, eps_tilde_norm=None):
+def gradient_norm(xp, h_norm, scale, mode_seeking, eps_tilde_norm=None):
     """``||E_b||`` from the stats, without a pass over the data.
 
     ``t_b > M``: ``||h_b||``. ``t_b <= M``: for the rescaled variants ``||h_b||`` (0 for a
     degenerate sample, ``scale_b = 0``); for ``"no-rescale"`` (pass ``eps_tilde_norm``)
     ``||d_b||``.
     """
-    xp = ops(h_norm)
     seeking = xp.where(scale == 0, 0.0, h_norm) if eps_tilde_norm is None else eps_tilde_norm
     return xp.where(mode_seeking, seeking, h_norm)
