@@ -4,8 +4,7 @@
 of that name; ``register_guide_fields`` (``guide_config``) adds the ``guide.*`` fields it
 reads to DreamWaltz's ``GuideConfig`` when called; ``timesteps`` holds DreamWaltz's timestep
 schedule. The guidance itself is ``ssd_toolkit.integrations.guidance``; the avatar app
-that used to live here is ``ssd_toolkit.integrations.avatar`` (the old module names import
-with a DeprecationWarning). Names load on first use, so importing this package imports no
+is ``ssd_toolkit.integrations.avatar``. Names load on first use, so importing this package imports no
 torch. Guide: docs/integrations/dreamwaltz.md.
 """
 

@@ -54,9 +54,6 @@ def imported_integrations(path):
 def test_hosts_import_the_shared_guidance_and_never_each_other(host):
     allowed = {"guidance"}
     for path in sorted((ROOT / "integrations" / host).rglob("*.py")):
-        if host == "dreamwaltz" and path.name in {"cli.py", "avatar_cli.py", "batch_cli.py", "body.py", "cameras.py",
-                                                   "skeleton.py", "_moved.py"}:
-            continue  # the package's old module names, aliases of the avatar app's (deprecated)
         assert imported_integrations(path) <= allowed, path
 
 

@@ -1,5 +1,0 @@
-"""Moved to ``ssd_toolkit.integrations.guidance.tiny`` (this old name warns)."""
-
-from ._moved import alias
-
-alias(__name__, "ssd_toolkit.integrations.guidance.tiny")
