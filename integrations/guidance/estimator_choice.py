@@ -49,15 +49,53 @@ def estimator_params(name, params=None, *, M=None, guidance_scale=None, scale_ta
         A new dict.
     """
     key = canonical_name(name)
-    fields = estimator_fields(key)
+    fields = estimator_fields(key)  # an unknown name fails here
     out = {}
     if M is not None and "M" in fields:
         out["M"] = float(M)
-    takes_scale = scale_takers is ALL_ESTIMATORS or key in scale_takers
-    if guidance_scale is not None and takes_scale and "guidance_scale" in fields:
+    if guidance_scale is not None and takes_scale(key, scale_takers):
         out["guidance_scale"] = float(guidance_scale)
     out.update(params or {})
     return out
+
+
+def takes_scale(name, scale_takers=ALL_ESTIMATORS) -> bool:
+    """Whether the host's CFG scale reaches estimator ``name`` (see ``estimator_params``)."""
+    return scale_ignored_because(name, scale_takers) is None
+
+
+def scale_ignored_because(name, scale_takers=ALL_ESTIMATORS, params=None):
+    """Why the host's CFG scale does not reach estimator ``name``, or None when it does.
+
+    Args:
+        name, scale_takers: as ``estimator_params``.
+        params: the user's explicit estimator arguments (their ``guidance_scale`` wins).
+    """
+    key = canonical_name(name)
+    if "guidance_scale" not in estimator_fields(key):
+        return f"{key} has no CFG scale"
+    if params and "guidance_scale" in params:
+        return f"{key}'s own guidance_scale among its estimator arguments wins"
+    if scale_takers is not ALL_ESTIMATORS and key not in scale_takers:
+        import ssd_toolkit  # noqa: PLC0415
+
+        own = ssd_toolkit.get_estimator(key).guidance_scale
+        return f"{key} keeps its own default {own} (set guidance_scale among its estimator arguments to change it)"
+    return None
+
+
+def warn_if_scale_ignored(name, guidance_scale, option, scale_takers=ALL_ESTIMATORS, params=None, stacklevel=2):
+    """Warn (``UserWarning``) when a CFG scale the user gave does not reach estimator ``name``.
+
+    Args:
+        name, scale_takers, params: as ``scale_ignored_because``.
+        guidance_scale: the host's scale as the user gave it; None (not given) never warns.
+        option: how the host's user spells the setting, named in the message.
+        stacklevel: ``warnings.warn``'s, counted from the caller of this function.
+    """
+    why = None if guidance_scale is None else scale_ignored_because(name, scale_takers, params)
+    if why:
+        warnings.warn(f"{option}={guidance_scale!r} is ignored: {why}", UserWarning, stacklevel=stacklevel + 1)
 
 
 def warn_if_grad_norm_erases(estimator_name, grad_norm, option="grad_norm=True", stacklevel=2):

@@ -9,16 +9,20 @@ the key as the YAML spells it (``system.guidance.<field>``), before any network 
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ssd_toolkit.checks import did_you_mean
 
-from .scheduled_value import check_schedule
+from .scheduled_value import check_schedule, schedule_steps, schedule_values, scheduled_value
 
 KEY = "system.guidance."  # how a threestudio YAML spells a field of this config
 DEFAULT_LOSS_KEY = "loss_sds"  # the key threestudio's systems weight by system.loss.lambda_sds
 PARITY_VALUES = ("auto", True, False)
+SDS_GUIDANCE_SCALE = 100.0  # threestudio's stable-diffusion-guidance default
+SCALE_TAKERS = ("sds",)  # guidance_scale is threestudio's SDS scale: NFSD, ISM ... keep their papers' 7.5
 WEIGHTINGS = ("sds", "uniform", "fantasia3d", "ism")  # threestudio's weighting_strategy values, and ISM's
 
 
@@ -34,7 +38,9 @@ class GuidanceConfig:
         enable_attention_slicing: ``unet.set_attention_slice(1)``.
         enable_channels_last_format: UNet in channels-last memory format.
         guidance_scale: threestudio's CFG scale ``eps_c + s (eps_c - eps_u)``; used by the
-            ``sds`` estimator only (SSD has no CFG scale).
+            ``sds`` estimator only (None: threestudio's 100). Given for another estimator
+            (SSD has no CFG scale; NFSD, ISM, SDS-Bridge keep their papers' scales) it is
+            ignored with a warning; negative or non-finite is refused.
         grad_clip: None or a schedule; clamps each gradient entry to ``[-v, v]``.
         half_precision_weights: float16 networks (the estimator runs in float32).
         min_step_percent, max_step_percent: the t range ``int(1000 * C(value))``; numbers
@@ -81,7 +87,7 @@ class GuidanceConfig:
     enable_sequential_cpu_offload: bool = False
     enable_attention_slicing: bool = False
     enable_channels_last_format: bool = False
-    guidance_scale: float = 100.0
+    guidance_scale: Optional[float] = None
     grad_clip: Optional[Any] = None
     half_precision_weights: bool = True
     min_step_percent: Any = 0.02
@@ -131,10 +137,52 @@ def check_config(cfg):
         )
     if cfg.parity not in PARITY_VALUES:
         raise ValueError(f"{KEY}parity: expected 'auto', true or false, got {cfg.parity!r}")
-    check_schedule(f"{KEY}min_step_percent", cfg.min_step_percent)
-    check_schedule(f"{KEY}max_step_percent", cfg.max_step_percent)
+    check_step_percents(cfg)
     if cfg.grad_clip is not None:
-        check_schedule(f"{KEY}grad_clip", cfg.grad_clip)
+        name = f"{KEY}grad_clip"
+        check_schedule(name, cfg.grad_clip)
+        if not all(v > 0 for v in schedule_values(name, cfg.grad_clip)):
+            raise ValueError(f"{name}: expected None or clip values > 0 (each entry is clamped to [-v, v]), got {cfg.grad_clip!r}")
+    check_guidance_scale(cfg.guidance_scale)
+    _check_integer("trainer_max_steps", cfg.trainer_max_steps)
+    if cfg.sqrt_anneal and cfg.trainer_max_steps < 1:
+        raise ValueError(f"{KEY}trainer_max_steps: expected an integer >= 1 with sqrt_anneal (the step is divided by it), "
+                         f"got {cfg.trainer_max_steps!r}")
+
+
+def check_step_percents(cfg):
+    """Each step percent (a number or schedule) stays in [0, 1) so that ``int(T * value)`` is a
+    timestep of a ``T``-step model, and min <= max at every milestone of either schedule."""
+    names = (f"{KEY}min_step_percent", f"{KEY}max_step_percent")
+    values = (cfg.min_step_percent, cfg.max_step_percent)
+    for name, value in zip(names, values):
+        check_schedule(name, value)
+        if not all(0 <= v < 1 for v in schedule_values(name, value)):
+            raise ValueError(f"{name}: expected values in [0, 1) (t = int(T * value) is a timestep below T), got {value!r}")
+    steps = sorted({0, *schedule_steps(names[0], values[0]), *schedule_steps(names[1], values[1])})
+    for step in [*steps, steps[-1] + 1]:  # every milestone, and after the last (held values)
+        lo, hi = (scheduled_value(n, v, step, step) for n, v in zip(names, values))
+        if lo > hi:
+            raise ValueError(
+                f"{names[0]}: expected at most {names[1]} at every step, got {lo!r} > {hi!r} at step {step} "
+                f"({values[0]!r} and {values[1]!r})"
+            )
+
+
+def check_guidance_scale(value):
+    """None (threestudio's 100 for SDS) or a finite number >= 0."""
+    name = f"{KEY}guidance_scale"
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a number >= 0, got {value!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name}: expected a finite number >= 0 (a CFG scale), got {value!r}")
+
+
+def _check_integer(field_name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{KEY}{field_name}: expected an integer, got {value!r}")
 
 
 def parity_on(cfg, estimator_name):
@@ -144,7 +192,8 @@ def parity_on(cfg, estimator_name):
 
 def estimator_arguments(cfg):
     """``(name, params)`` for ``ssd_toolkit.get_estimator`` from the config: threestudio's
-    ``guidance_scale`` is SDS's (100), so only SDS takes it, with threestudio's CFG form.
+    ``guidance_scale`` is SDS's (100), so only SDS takes it, with threestudio's CFG form;
+    given for another estimator, it is ignored with one ``UserWarning`` saying why.
 
     The estimator is built once here, so that a bad name or argument fails before the
     networks load, naming ``system.guidance.estimator`` / ``estimator_params``.
@@ -152,7 +201,11 @@ def estimator_arguments(cfg):
     import dataclasses  # noqa: PLC0415
 
     import ssd_toolkit  # noqa: PLC0415
-    from ssd_toolkit.integrations.guidance.estimator_choice import canonical_name, estimator_params  # noqa: PLC0415
+    from ssd_toolkit.integrations.guidance.estimator_choice import (  # noqa: PLC0415
+        canonical_name,
+        estimator_params,
+        warn_if_scale_ignored,
+    )
 
     name = canonical_name(cfg.estimator)
     known = ssd_toolkit.list_estimators()
@@ -168,9 +221,11 @@ def estimator_arguments(cfg):
             raise ValueError(
                 f"{KEY}estimator_params: {name} takes {fields}, got {key!r}{did_you_mean(key, fields)}"
             )
+    warn_if_scale_ignored(name, cfg.guidance_scale, f"{KEY}guidance_scale", SCALE_TAKERS, given)
     if name == "sds":
         given = {"cfg": "threestudio", **given}
-    params = estimator_params(name, given, guidance_scale=cfg.guidance_scale, scale_takers=("sds",))
+    scale = SDS_GUIDANCE_SCALE if cfg.guidance_scale is None else cfg.guidance_scale
+    params = estimator_params(name, given, guidance_scale=scale, scale_takers=SCALE_TAKERS)
     try:
         ssd_toolkit.get_estimator(name, **params)
     except (TypeError, ValueError) as exc:

@@ -14,6 +14,7 @@ OmegaConf lists (``ListConfig``) are accepted as they are.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 
@@ -34,12 +35,37 @@ def _as_list(name, value):
     for item in items:
         if isinstance(item, bool) or not isinstance(item, numbers.Real):
             raise TypeError(f"{name}: expected numbers in the schedule list, got {items!r}")
+        if not math.isfinite(item):
+            raise ValueError(f"{name}: expected finite numbers in the schedule list, got {items!r}")
     return items
+
+
+def schedule_values(name, value) -> list:
+    """The values a schedule takes at its milestones (``[value]`` for a number); the schedule
+    is linear between them and held outside, so these bound every value it takes."""
+    items = _as_list(name, value)
+    if items is None:
+        return [value]
+    if len(items) == 3:
+        return items[:2]
+    return [items[1], items[2], *items[4::2]]
+
+
+def schedule_steps(name, value) -> list:
+    """The steps (or epochs) at which a schedule's slope changes (``[]`` for a number)."""
+    items = _as_list(name, value)
+    if items is None:
+        return []
+    if len(items) == 3:
+        return [0, items[2]]
+    return [items[0], items[3], *items[5::2]]
 
 
 def check_schedule(name, value):
     """Raise ``TypeError`` / ``ValueError`` (naming ``name``) unless ``value`` is a valid schedule."""
     items = _as_list(name, value)
+    if items is None and not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number or a threestudio schedule list, got {value!r}")
     if items is not None and len(items) in (3, 4):
         start_step = 0 if len(items) == 3 else items[0]
         if items[-1] == start_step:
