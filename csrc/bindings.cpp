@@ -7,6 +7,7 @@
 
 #include "ssd_bindings.h"
 #include "ssd_core.h"
+#include "ssd_cpu_limit.h"
 
 namespace py = pybind11;
 
@@ -76,6 +77,22 @@ void estimate_cpu_py(py::handle eps_cond, py::handle eps_uncond, py::handle nois
   ssd::estimate_cpu(p, num_threads);
 }
 
+// bench/bench_cpu.py's limit: ssd::limit_pass_cpu on the kernel's arrays (buffers or addresses).
+void cpu_limit_pass_py(py::handle eps_cond, py::handle eps_uncond, py::handle noise, py::handle out, int64_t B,
+                       int64_t N, const std::string& dtype, int num_threads) {
+  ssd::EstimateParams p{};
+  p.B = B;
+  p.N = N;
+  p.dtype = ssd::dtype_from_name(dtype.c_str());
+  if (B < 0 || N < 0) ssd::validate_params(p);
+  const int64_t bytes = B * N * ssd::item_size(p.dtype);
+  const HostArg c(eps_cond, "eps_cond", bytes, false), u(eps_uncond, "eps_uncond", bytes, false),
+      n(noise, "noise", bytes, false), o(out, "out", bytes, true);
+  p.eps_cond = c.ptr(), p.eps_uncond = u.ptr(), p.noise = n.ptr(), p.out = o.ptr();
+  py::gil_scoped_release release;
+  ssd::limit_pass_cpu(p, num_threads);
+}
+
 bool compiled_with_cuda() {
 #ifdef SSD_TOOLKIT_WITH_CUDA
   return true;
@@ -107,6 +124,9 @@ Args:
     num_threads: <= 0 uses every hardware thread; the result does not depend on it.
 
 The GIL is released while the kernel runs. Raises ValueError for bad sizes/dtype/pointers.)doc");
+  m.def("cpu_limit_pass", &cpu_limit_pass_py, py::arg("eps_cond"), py::arg("eps_uncond"), py::arg("noise"),
+        py::arg("out"), py::arg("B"), py::arg("N"), py::arg("dtype"), py::arg("num_threads") = 0,
+        "Benchmark only: out = eps_cond ^ eps_uncond ^ noise (bytes), the kernel's 3 reads + 1 write on its threads.");
   m.def("compiled_with_cuda", &compiled_with_cuda, "True when the CUDA kernel is compiled into this module.");
   m.attr("COLLINEAR_RTOL2") = ssd::kCollinearRtol2;
 #ifdef SSD_TOOLKIT_WITH_CUDA

@@ -14,6 +14,14 @@
 
 namespace ssd {
 
+// Element types of the half-precision arrays (bit patterns only).
+struct Half {
+  uint16_t bits;
+};
+struct BFloat16 {
+  uint16_t bits;
+};
+
 SSD_INLINE uint32_t float_bits(float f) {
   uint32_t u;
   std::memcpy(&u, &f, sizeof u);
