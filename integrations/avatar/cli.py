@@ -4,8 +4,9 @@ Every setting of ``config.AvatarConfig`` is a flag (``--sd-model``, ``--M``, ...
 flags actually given override the config file and, with ``--resume``, the saved run.
 Settings, dependencies, the output directory, the body, the networks and (on resume) the
 checkpoint are all checked before the output directory changes; a failure there is one
-line and exit code 2. Heavy imports happen when the command runs, so ``ssd-toolkit --help``
-stays fast.
+line and exit code 2 (the flags in about a second: nothing heavy is imported before they
+pass). Exit codes: 0 done, 2 a user error, 3 stopped on non-finite values, 130
+interrupted, 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import errno
 import signal
 import sys
 
-from ssd_toolkit.cli_args import CommandError, as_command_error, integer, number, require
+from ssd_toolkit.cli_args import CommandError, as_command_error, integer, number, plain_text, require
 from ssd_toolkit.integrations.guidance.prompts import one_line_prompt_warnings
 
 from . import config as config_mod
@@ -88,7 +89,7 @@ def register(subparsers):
     parser = subparsers.add_parser(
         "avatar",
         help="distil a canonical 3D avatar (latent radiance field) with SSD + ControlNet openpose guidance",
-        description=__doc__,
+        description=plain_text(__doc__),
     )
     add_arguments(parser)
     parser.set_defaults(func=run_command)
@@ -147,24 +148,51 @@ def interrupted(prog: str, exc: KeyboardInterrupt) -> int:
 
 def run_command(args):
     """``_run_command`` with Ctrl-C and SIGTERM, at start-up as in training, as one line and an exit code."""
-    from .quiet import quiet_third_party  # noqa: PLC0415
-
-    with stop_on_sigterm(), quiet_third_party(args.verbose):
+    with stop_on_sigterm():
         try:
-            with one_line_prompt_warnings("ssd-toolkit avatar"):  # prompt truncation: one stderr line
-                return _run_command(args)
+            cfg = checked_settings(args)  # before any heavy import: a mistake is refused at once
+            from .quiet import quiet_third_party  # noqa: PLC0415
+
+            with quiet_third_party(args.verbose), one_line_prompt_warnings("ssd-toolkit avatar"):
+                return _run_command(args, cfg)  # prompt truncation above: one stderr line
         except KeyboardInterrupt as exc:
             return interrupted("ssd-toolkit avatar", exc)
 
 
-def _run_command(args):
-    """Resolve and check the settings, run, and map failures to one clear line and an exit code."""
+def checked_settings(args):
+    """The resolved settings, the output location and the optional dependencies checked, and
+    an ignored ``--guidance-scale`` warned about, importing nothing heavy (no torch, diffusers
+    or transformers): a mistake in the flags is refused in about a second."""
+    from .outdir import check_output_location  # noqa: PLC0415 - standard library only
+
     try:
         cfg = config_mod.resolve(settings_from_args(args), args.config, resume=args.resume)
+        check_output_location(cfg.out)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         raise as_command_error(exc, FLAGS) from exc
     require(*NEEDS)
+    if "guidance_scale" in vars(args):
+        warn_if_scale_ignored("ssd-toolkit avatar", cfg.estimator, cfg.guidance_scale, "--guidance-scale")
+    return cfg
 
+
+def warn_if_scale_ignored(prog, estimator, scale, option):
+    """One stderr line, ``<prog>: warning: <option>=<scale> is ignored: <why>``, when the CFG
+    scale the user gave does not reach ``estimator`` (``config.SCALE_TAKERS``); True if so."""
+    import ssd_toolkit  # noqa: PLC0415 - NumPy only
+    from ssd_toolkit.integrations.guidance.estimator_choice import canonical_name, estimator_params  # noqa: PLC0415
+
+    if "guidance_scale" in estimator_params(estimator, guidance_scale=scale, scale_takers=config_mod.SCALE_TAKERS):
+        return False
+    name = canonical_name(estimator)
+    own = getattr(ssd_toolkit.get_estimator(name), "guidance_scale", None)
+    why = f"{name} has no CFG scale" if own is None else f"{name} keeps its own CFG scale {own:g}"
+    print(f"{prog}: warning: {option}={scale:g} is ignored: {why}", file=sys.stderr)
+    return True
+
+
+def _run_command(args, cfg):
+    """Run the checked settings ``cfg``; map failures to one clear line and an exit code."""
     from .run import execute_run, prepare_run  # noqa: PLC0415
     from .train import NonFiniteError  # noqa: PLC0415
 

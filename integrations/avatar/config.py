@@ -23,6 +23,7 @@ from .atomic import atomic_write_bytes
 CONFIG_NAME = "config.json"
 MODEL_TYPES = ("smpl", "smplx")
 DEVICES = ("auto", "cpu", "cuda")
+SCALE_TAKERS = ("sds", "ism", "sds-bridge")  # the estimators guidance_scale reaches (NFSD keeps its 7.5)
 PRECISIONS = ("auto", "fp16", "fp32")
 SEED_LIMIT = 2**63 - 8  # the run seeds torch with seed + 0..2
 # 64x the default; a view's field query grows linearly with it (16.7M points at 64x64 latents)
@@ -215,7 +216,12 @@ def load_structured(path, name: str):
         ImportError: a YAML file without PyYAML (with the install command).
     """
     path = Path(path)
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start:exc.start + 1].hex()
+        raise ValueError(f"{name}: expected a UTF-8 text file, got {str(path)!r} (byte 0x{byte} at offset {exc.start} "
+                         "is not UTF-8)") from None
     suffix = path.suffix.lower()
     if suffix == ".json":
         try:
@@ -330,7 +336,7 @@ def resolve(cli: dict, config_file=None, resume: bool = False) -> AvatarConfig:
             raise FileNotFoundError(
                 f"--resume: expected a previous run's {CONFIG_NAME} in {str(out)!r}, got none; start without --resume"
             )
-        saved = normalize_keys(json.loads(saved_path.read_text()), f"saved config {str(saved_path)!r}")
+        saved = normalize_keys(load_structured(saved_path, "--resume"), f"saved config {str(saved_path)!r}")
         changed = [k for k in RESUME_FIXED if k in explicit and explicit[k] != saved.get(k)]
         if changed:
             details = ", ".join(f"{k}: saved {saved.get(k)!r}, given {explicit[k]!r}" for k in changed)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 
-from ssd_toolkit.cli_args import as_command_error, integer, require
+from ssd_toolkit.cli_args import as_command_error, integer, plain_text, require
 from ssd_toolkit.integrations.guidance.prompts import one_line_prompt_warnings
 
 from .. import cli as avatar_cli
@@ -31,7 +31,7 @@ def register(subparsers):
     parser = subparsers.add_parser(
         "avatar-batch",
         help="train many avatars on one model load (stacked network calls; torchrun shards them over GPUs)",
-        description=__doc__,
+        description=plain_text(__doc__),
     )
     parser.add_argument("jobs", metavar="JOBS", help="text file of prompts, or JSON/YAML list of per-avatar settings")
     parser.add_argument("--out", required=True, help="batch directory: one DIR/<job> per avatar, DIR/summary.json")
@@ -84,18 +84,21 @@ def _check_job_inputs(jobs):
 
 def run_command(args):
     """``_run_command`` with Ctrl-C and SIGTERM as one line and an exit code (130, 143)."""
-    from ..quiet import quiet_third_party  # noqa: PLC0415
-
-    with avatar_cli.stop_on_sigterm(), quiet_third_party(args.verbose):
+    with avatar_cli.stop_on_sigterm():
         try:
-            with one_line_prompt_warnings("ssd-toolkit avatar-batch"):  # prompt truncation: one stderr line
-                return _run_command(args)
+            checked = checked_jobs(args)  # before any heavy import: a mistake is refused at once
+            from ..quiet import quiet_third_party  # noqa: PLC0415
+
+            with quiet_third_party(args.verbose), one_line_prompt_warnings("ssd-toolkit avatar-batch"):
+                return _run_command(args, *checked)  # prompt truncation above: one stderr line
         except KeyboardInterrupt as exc:
             return avatar_cli.interrupted("ssd-toolkit avatar-batch", exc)
 
 
-def _run_command(args):
-    """Resolve the jobs, load the networks once, train this rank's share, write the summary."""
+def checked_jobs(args):
+    """``(ranks, out, jobs, tiny)``: the ranks, the output location, the jobs and their settings
+    and the optional dependencies checked, and an ignored CFG scale warned about, importing
+    nothing heavy (no torch, diffusers or transformers)."""
     from . import ranks as dist  # noqa: PLC0415
 
     require(*avatar_cli.NEEDS)
@@ -106,6 +109,20 @@ def _run_command(args):
         if isinstance(exc, ModuleNotFoundError):
             raise
         raise _one_line(exc) from exc
+    warned = set()
+    for job in jobs if ranks.rank == 0 else ():  # a CFG scale the user gave: the job's own, else the flag
+        own = "guidance_scale" in job.settings
+        option = f"job {job.name!r}: guidance_scale" if own else "--guidance-scale"
+        if (own or "guidance_scale" in vars(args)) and (option, job.cfg.estimator) not in warned:
+            warned.add((option, job.cfg.estimator))  # the flag: one line per estimator, not per job
+            avatar_cli.warn_if_scale_ignored("ssd-toolkit avatar-batch", job.cfg.estimator, job.cfg.guidance_scale, option)
+    return ranks, out, jobs, tiny
+
+
+def _run_command(args, ranks, out, jobs, tiny):
+    """Load the networks once, train this rank's share of the checked jobs, write the summary."""
+    from . import ranks as dist  # noqa: PLC0415
+
     progress = not args.no_progress
     if not progress:
         avatar_cli.quiet_hub_progress_bars()
