@@ -8,6 +8,7 @@
 #include "ssd_bindings.h"
 #include "ssd_core.h"
 #include "ssd_cpu_limit.h"
+#include "ssd_core_table.h"
 
 namespace py = pybind11;
 
@@ -77,6 +78,52 @@ void estimate_cpu_py(py::handle eps_cond, py::handle eps_uncond, py::handle nois
   ssd::estimate_cpu(p, num_threads);
 }
 
+// The C table of the core's entry points (ssd_core_table.h) for other compiled libraries.
+thread_local std::string g_table_message;
+
+template <class Call>
+int32_t table_call(Call&& call, const char** message) noexcept {
+  try {
+    call();
+    return kSsdCoreOk;
+  } catch (const std::invalid_argument& e) {
+    g_table_message = e.what();
+    *message = g_table_message.c_str();
+    return kSsdCoreInvalidArgument;
+  } catch (const std::exception& e) {
+    g_table_message = e.what();
+    *message = g_table_message.c_str();
+    return kSsdCoreRuntimeError;
+  } catch (...) {
+    g_table_message = "unknown C++ exception";
+    *message = g_table_message.c_str();
+    return kSsdCoreRuntimeError;
+  }
+}
+
+int32_t table_estimate_cpu(const ssd::EstimateParams* p, int32_t num_threads, const char** message) {
+  return table_call([&] { ssd::estimate_cpu(*p, num_threads); }, message);
+}
+
+#ifdef SSD_TOOLKIT_WITH_CUDA
+int32_t table_estimate_cuda(const ssd::EstimateParams* p, void* stream, const char** message) {
+  return table_call([&] { ssd::estimate_cuda(*p, stream); }, message);
+}
+#endif
+
+const SsdCoreTable kCoreTable = {
+    kSsdCoreTableVersion,
+    static_cast<uint32_t>(sizeof(ssd::EstimateParams)),
+    &table_estimate_cpu,
+#ifdef SSD_TOOLKIT_WITH_CUDA
+    &table_estimate_cuda,
+#else
+    nullptr,
+#endif
+};
+
+uintptr_t core_table() { return reinterpret_cast<uintptr_t>(&kCoreTable); }
+
 // bench/bench_cpu.py's limit: ssd::limit_pass_cpu on the kernel's arrays (buffers or addresses).
 void cpu_limit_pass_py(py::handle eps_cond, py::handle eps_uncond, py::handle noise, py::handle out, int64_t B,
                        int64_t N, const std::string& dtype, int num_threads) {
@@ -128,6 +175,10 @@ The GIL is released while the kernel runs. Raises ValueError for bad sizes/dtype
         py::arg("out"), py::arg("B"), py::arg("N"), py::arg("dtype"), py::arg("num_threads") = 0,
         "Benchmark only: out = eps_cond ^ eps_uncond ^ noise (bytes), the kernel's 3 reads + 1 write on its threads.");
   m.def("compiled_with_cuda", &compiled_with_cuda, "True when the CUDA kernel is compiled into this module.");
+  m.def("core_table", &core_table,
+        "Address of the C table of the core's entry points (csrc/ssd_core_table.h), for compiled libraries "
+        "that call this module's kernels (the torch op, csrc/torch/).");
+  m.attr("CORE_TABLE_VERSION") = kSsdCoreTableVersion;
   m.attr("COLLINEAR_RTOL2") = ssd::kCollinearRtol2;
 #ifdef SSD_TOOLKIT_WITH_CUDA
   register_cuda_bindings(m);

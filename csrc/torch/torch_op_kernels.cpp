@@ -1,0 +1,120 @@
+// The kernels of ssd_toolkit::estimate_kernel: CPU and CUDA call the core of ssd_toolkit._C
+// (through its entry-point table, torch_op_core.h); Meta gives the output shapes.
+#include <torch/csrc/stable/accelerator.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include <array>
+#include <optional>
+#include <stdexcept>
+#include <tuple>
+
+#include "torch_op_checks.h"
+#include "torch_op_core.h"
+
+namespace ssd_torch {
+namespace {
+
+using torch::headeronly::ScalarType;
+using Outputs = std::tuple<Tensor, Tensor>;
+
+// E with eps_cond's shape and dtype (contiguous) and stats float64 [6, B] (or [6, 0]).
+Outputs empty_outputs(const Tensor& eps_cond, int64_t B, bool return_stats) {
+  Tensor E = torch::stable::empty(eps_cond.sizes(), eps_cond.scalar_type(), std::nullopt, eps_cond.device());
+  const std::array<int64_t, 2> stats_shape{ssd::kNumStats, return_stats ? B : 0};
+  Tensor stats = torch::stable::empty(torch::headeronly::IntHeaderOnlyArrayRef(stats_shape.data(), 2),
+                                      ScalarType::Double, std::nullopt, eps_cond.device());
+  return {E, stats};
+}
+
+Tensor contiguous_rows(const Tensor& x) { return x.is_contiguous() ? x : torch::stable::contiguous(x); }
+
+// The core's parameters for the checked call; `t64` keeps a converted t alive.
+ssd::EstimateParams make_params(const Checked& c, const Tensor& cond, const Tensor& uncond, const Tensor& noise,
+                                const Tensor& E, const Tensor& stats, const std::optional<Tensor>& t64,
+                                double t_scalar, double M, bool return_stats) {
+  ssd::EstimateParams p{};
+  p.eps_cond = cond.data_ptr();
+  p.eps_uncond = uncond.data_ptr();
+  p.noise = noise.data_ptr();
+  p.out = E.data_ptr();
+  p.t = t64 ? static_cast<const double*>(t64->data_ptr()) : nullptr;
+  p.t_scalar = t_scalar;
+  p.stats = return_stats ? static_cast<double*>(stats.data_ptr()) : nullptr;
+  p.B = c.B;
+  p.N = c.N;
+  p.dtype = c.dtype;
+  p.M = M;
+  return p;
+}
+
+std::optional<Tensor> float64_t(const std::optional<Tensor>& t) {
+  if (!t) return std::nullopt;
+  Tensor v = t->scalar_type() == ScalarType::Double ? *t : torch::stable::to(*t, ScalarType::Double);
+  return contiguous_rows(v);
+}
+
+// Runs `body`, recording its error for the op (torch_op_core.h) before rethrowing it.
+template <class Body>
+Outputs recorded(Body&& body) {
+  try {
+    return body();
+  } catch (const std::invalid_argument& e) {
+    record_error(ErrorKind::kInvalidArgument, e.what());
+    throw;
+  } catch (const std::exception& e) {
+    record_error(ErrorKind::kRuntime, e.what());
+    throw;
+  }
+}
+
+// The CPU or CUDA kernel of the core on the checked, contiguous rows.
+Outputs run_core(bool cuda, const Tensor& eps_cond, const Tensor& eps_uncond, const Tensor& noise,
+                 const std::optional<Tensor>& t, double t_scalar, double M, bool return_stats) {
+  const Checked c = check_arguments(eps_cond, eps_uncond, noise, t, t_scalar, M);
+  const SsdCoreTable& core = require_core();
+  if (cuda && !core.estimate_cuda)
+    throw std::runtime_error(
+        "ssd_toolkit::estimate: CUDA tensors, but ssd_toolkit._C was built without the CUDA kernel (no nvcc at "
+        "build time, or SSD_TOOLKIT_CUDA=0); rebuild with nvcc on PATH: pip install -e . (docs/kernels.md)");
+  const int32_t device = cuda ? eps_cond.get_device_index() : -1;
+  std::optional<torch::stable::accelerator::DeviceGuard> guard;  // the kernel runs on the current device
+  if (cuda) guard.emplace(device);
+  const Tensor cond = contiguous_rows(eps_cond), uncond = contiguous_rows(eps_uncond), n = contiguous_rows(noise);
+  const std::optional<Tensor> t64 = float64_t(t);
+  auto [E, stats] = empty_outputs(eps_cond, c.B, return_stats);
+  const ssd::EstimateParams p = make_params(c, cond, uncond, n, E, stats, t64, t_scalar, M, return_stats);
+  const char* message = nullptr;
+  const int32_t status = cuda ? core.estimate_cuda(&p, current_cuda_stream(device), &message)
+                              : core.estimate_cpu(&p, 0, &message);
+  if (status != kSsdCoreOk) raise_core_status(status, message);
+  return Outputs{E, stats};
+}
+
+Outputs estimate_cpu(Tensor eps_cond, Tensor eps_uncond, Tensor noise, std::optional<Tensor> t, double t_scalar,
+                     double M, bool return_stats) {
+  return recorded([&] { return run_core(false, eps_cond, eps_uncond, noise, t, t_scalar, M, return_stats); });
+}
+
+Outputs estimate_cuda(Tensor eps_cond, Tensor eps_uncond, Tensor noise, std::optional<Tensor> t, double t_scalar,
+                      double M, bool return_stats) {
+  return recorded([&] { return run_core(true, eps_cond, eps_uncond, noise, t, t_scalar, M, return_stats); });
+}
+
+Outputs estimate_meta(Tensor eps_cond, Tensor eps_uncond, Tensor noise, std::optional<Tensor> t, double t_scalar,
+                      double M, bool return_stats) {
+  return recorded([&] {
+    const Checked c = check_arguments(eps_cond, eps_uncond, noise, t, t_scalar, M);
+    return empty_outputs(eps_cond, c.B, return_stats);
+  });
+}
+
+}  // namespace
+}  // namespace ssd_torch
+
+STABLE_TORCH_LIBRARY_IMPL(ssd_toolkit, CPU, m) { m.impl("estimate_kernel", TORCH_BOX(&ssd_torch::estimate_cpu)); }
+
+STABLE_TORCH_LIBRARY_IMPL(ssd_toolkit, CUDA, m) { m.impl("estimate_kernel", TORCH_BOX(&ssd_torch::estimate_cuda)); }
+
+STABLE_TORCH_LIBRARY_IMPL(ssd_toolkit, Meta, m) { m.impl("estimate_kernel", TORCH_BOX(&ssd_torch::estimate_meta)); }

@@ -1,0 +1,69 @@
+// torch.ops.ssd_toolkit.estimate, registered on torch's stable C ABI (docs/kernels.md).
+//
+//   estimate(Tensor eps_cond, Tensor eps_uncond, Tensor noise, Tensor? t, float t_scalar,
+//            float M, bool return_stats) -> (Tensor E, Tensor stats)
+//
+// `estimate` is a CompositeImplicitAutograd kernel that states the no-gradient contract: it
+// runs `estimate_kernel` (same schema; the CPU, CUDA and Meta kernels, torch_op_kernels.cpp)
+// with grad mode off, so E and stats are constants (no grad_fn) and no gradient reaches the
+// inputs, without a Python frame. The stable ABI has no way to redispatch below autograd
+// from a kernel, hence the second op; under torch.compile the graph holds estimate_kernel.
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include <array>
+#include <optional>
+#include <tuple>
+
+#include "torch_op_core.h"
+
+namespace ssd_torch {
+namespace {
+
+using torch::stable::Tensor;
+using torch::stable::detail::from;
+using torch::stable::detail::to;
+
+constexpr const char* kSchemaArgs =
+    "(Tensor eps_cond, Tensor eps_uncond, Tensor noise, Tensor? t, float t_scalar, float M, bool return_stats) "
+    "-> (Tensor E, Tensor stats)";
+
+// Grad mode off for the kernel call, restored on every exit.
+class NoGrad {
+ public:
+  NoGrad() : was_enabled_(aoti_torch_grad_mode_is_enabled()) { aoti_torch_grad_mode_set_enabled(false); }
+  ~NoGrad() { aoti_torch_grad_mode_set_enabled(was_enabled_); }
+  NoGrad(const NoGrad&) = delete;
+  NoGrad& operator=(const NoGrad&) = delete;
+
+ private:
+  bool was_enabled_;
+};
+
+std::tuple<Tensor, Tensor> estimate(Tensor eps_cond, Tensor eps_uncond, Tensor noise, std::optional<Tensor> t,
+                                    double t_scalar, double M, bool return_stats) {
+  std::array<StableIValue, 7> stack{from(eps_cond), from(eps_uncond), from(noise), from(t),
+                                    from(t_scalar), from(M),          from(return_stats)};
+  clear_error();
+  int32_t status;
+  {
+    NoGrad no_grad;
+    status = torch_call_dispatcher("ssd_toolkit::estimate_kernel", "", stack.data(), TORCH_ABI_VERSION);
+  }
+  if (status != AOTI_TORCH_SUCCESS) rethrow_recorded("ssd_toolkit::estimate: estimate_kernel failed");
+  return {to<Tensor>(stack[0]), to<Tensor>(stack[1])};
+}
+
+std::string schema(const char* name) { return std::string(name) + kSchemaArgs; }
+
+}  // namespace
+}  // namespace ssd_torch
+
+STABLE_TORCH_LIBRARY_FRAGMENT(ssd_toolkit, m) {
+  m.def(ssd_torch::schema("estimate").c_str());
+  m.def(ssd_torch::schema("estimate_kernel").c_str());
+}
+
+STABLE_TORCH_LIBRARY_IMPL(ssd_toolkit, CompositeImplicitAutograd, m) {
+  m.impl("estimate", TORCH_BOX(&ssd_torch::estimate));
+}
