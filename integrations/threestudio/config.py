@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from ssd_toolkit.checks import did_you_mean
 
-from .scheduled_value import check_schedule, schedule_steps, schedule_values, scheduled_value
+from .scheduled_value import check_schedule, entries_note, schedule_steps, schedule_values, scheduled_value
 
 KEY = "system.guidance."  # how a threestudio YAML spells a field of this config
 DEFAULT_LOSS_KEY = "loss_sds"  # the key threestudio's systems weight by system.loss.lambda_sds
@@ -158,7 +158,8 @@ def check_step_percents(cfg):
     for name, value in zip(names, values):
         check_schedule(name, value)
         if not all(0 <= v < 1 for v in schedule_values(name, value)):
-            raise ValueError(f"{name}: expected values in [0, 1) (t = int(T * value) is a timestep below T), got {value!r}")
+            raise ValueError(f"{name}: expected values in [0, 1) (t = int(T * value) is a timestep below T), got {value!r}"
+                             f"{entries_note(value)}")
     steps = sorted({0, *schedule_steps(names[0], values[0]), *schedule_steps(names[1], values[1])})
     for step in [*steps, steps[-1] + 1]:  # every milestone, and after the last (held values)
         lo, hi = (scheduled_value(n, v, step, step) for n, v in zip(names, values))

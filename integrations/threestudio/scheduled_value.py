@@ -61,6 +61,16 @@ def schedule_steps(name, value) -> list:
     return [items[0], items[3], *items[5::2]]
 
 
+def entries_note(value) -> str:
+    """For a 3-entry schedule, how it was read and that the form that starts with a step takes
+    4 entries (a 3-entry list out of range is most often a 4-entry one without its end_step),
+    appended to a range error; ``""`` for anything else."""
+    if _as_list("value", value) is None or len(value) != 3:
+        return ""
+    return ("; 3 entries are read as [start_value, end_value, end_step]: "
+            "[start_step, start_value, end_value, end_step] expected 4 entries")
+
+
 def check_schedule(name, value):
     """Raise ``TypeError`` / ``ValueError`` (naming ``name``) unless ``value`` is a valid schedule."""
     items = _as_list(name, value)

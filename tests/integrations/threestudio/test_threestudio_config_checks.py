@@ -24,6 +24,10 @@ NAN, INF = math.nan, math.inf
         ({"max_step_percent": [0, 0.98, 0.5, INF]}, "max_step_percent", "expected finite numbers"),
         ({"max_step_percent": [0, 0.98, 1.2, 100]}, "max_step_percent", "expected values in [0, 1)"),
         ({"max_step_percent": [0, 0.98, 0.5, 100, -0.2, 200]}, "max_step_percent", "expected values in [0, 1)"),
+        # [start_step, start_value, end_value] without its end_step: read as [start_value, end_value, end_step]
+        ({"max_step_percent": [4999, 0.98, 0.5]}, "max_step_percent",
+         "3 entries are read as [start_value, end_value, end_step]: [start_step, start_value, end_value, end_step] "
+         "expected 4 entries"),
         ({"min_step_percent": 0.6, "max_step_percent": 0.3}, "min_step_percent",
          "expected at most system.guidance.max_step_percent at every step, got 0.6 > 0.3 at step 0"),
         # equal at step 0, crossing later: max falls to 0.2 by step 100 while min stays 0.3
