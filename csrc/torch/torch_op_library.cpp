@@ -8,6 +8,9 @@
 // with grad mode off, so E and stats are constants (no grad_fn) and no gradient reaches the
 // inputs, without a Python frame. The stable ABI has no way to redispatch below autograd
 // from a kernel, hence the second op; under torch.compile the graph holds estimate_kernel.
+// The arguments are checked here first (metadata only), so a bad call raises its ValueError
+// directly, before the dispatcher picks a kernel (a sparse input has none), and again in
+// each kernel, which may also be called directly.
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/tensor.h>
 
@@ -15,6 +18,7 @@
 #include <optional>
 #include <tuple>
 
+#include "torch_op_checks.h"
 #include "torch_op_core.h"
 
 namespace ssd_torch {
@@ -42,6 +46,7 @@ class NoGrad {
 
 std::tuple<Tensor, Tensor> estimate(Tensor eps_cond, Tensor eps_uncond, Tensor noise, std::optional<Tensor> t,
                                     double t_scalar, double M, bool return_stats) {
+  check_arguments(eps_cond, eps_uncond, noise, t, t_scalar, M);
   std::array<StableIValue, 7> stack{from(eps_cond), from(eps_uncond), from(noise), from(t),
                                     from(t_scalar), from(M),          from(return_stats)};
   clear_error();
