@@ -120,6 +120,8 @@ fi
 # the package does not have: built here, after JAX is installed (docs/api.md).
 python -m ssd_toolkit.engine.jax_build >/dev/null ||
   echo "install.sh: the JAX extension did not build; JAX calls use the fallbacks in docs/api.md"
+# torch.ops.ssd_toolkit.estimate from C++ (csrc/torch/), against this torch's headers (docs/kernels.md).
+python -m ssd_toolkit.engine.torch_op_build >/dev/null || echo "install.sh: the torch op library did not build"
 CUDA_WHY=$cuda_why python - <<'PY'
 import os, torch, ssd_toolkit
 assert torch.__version__.startswith("2.13.0"), torch.__version__
