@@ -3,9 +3,10 @@ the whole run, and cleared of the temporary files a killed run of this app leave
 
 The lock is an exclusive ``flock`` on ``<out>/.lock``: the kernel drops it when the process
 exits, however it exits (SIGKILL included), so a stale lock cannot block a later run. The
-lock file is opened without following symbolic links, so a planted ``.lock`` link cannot
-make a run truncate the file it points to. On systems without ``fcntl`` runs are not
-locked.
+run writes its pid into the lock file only when the file is one this app wrote: created by
+this run, or a single-named regular file holding nothing but a pid. A symbolic link, a hard
+link (a second name of some other file), a special file or a file with other contents is
+refused and left as it is. On systems without ``fcntl`` runs are not locked.
 
 Only this app's own temporaries are removed, by exact name: ``atomic_write_bytes`` writes
 ``<dir>/.<output>.<random>.tmp`` next to each output (``OUTPUT_NAMES``), the mp4 writer
@@ -23,6 +24,7 @@ import stat
 from pathlib import Path
 
 LOCK_NAME = ".lock"
+PID_CONTENT = re.compile(rb"(?:\d{1,20}\n?)?")  # what a lock file of this app holds: its last pid, or nothing
 TEMP_DIR_PREFIXES = (".models.", ".body.")  # run.prepare_tiny_assets builds in <out>/tiny_assets under these
 # the files a run writes atomically, by folder under --out (patterns of the final names)
 OUTPUT_NAMES = {
@@ -41,14 +43,17 @@ def check_output_location(out) -> Path:
     """``out`` is a writable directory, or could be created as one; creates nothing.
 
     Raises:
-        ValueError: ``out`` is a file, or its nearest existing ancestor is not a writable
-            directory (names the path and why).
+        ValueError: ``out`` is a file or a dangling symbolic link (or lies under one), or its
+            nearest existing ancestor is not a writable directory (names the path and why).
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out: expected a writable output directory, got {str(out)!r} (a file)")
     base = out.absolute()
     while not base.exists() and base.parent != base:
+        if base.is_symlink():  # mkdir cannot make it: the link exists, its target does not
+            raise ValueError(f"out: expected a writable output directory, got {str(out)!r} ({str(base)!r} is a "
+                             f"symbolic link to {os.readlink(base)!r}, which does not exist)")
         base = base.parent
     if not base.is_dir():
         raise ValueError(f"out: expected a writable output directory, got {str(out)!r} ({str(base)!r} is a file)")
@@ -74,30 +79,51 @@ class OutputLock:
             import fcntl  # noqa: PLC0415 - POSIX only
         except ImportError:  # pragma: no cover - Windows: no lock
             return self
-        # O_NONBLOCK: opening a FIFO planted as .lock returns at once (fstat then refuses it)
-        flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+        fd, created = self._open()
         try:
-            fd = os.open(self.path, flags, 0o666)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):  # a symbolic link, a directory, a socket
-                raise _foreign_lock(self.path) from exc
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise _foreign_lock(self.path)
+            if info.st_nlink > 1:  # O_NOFOLLOW stops symbolic links, not a second name of a user's file
+                raise _foreign_lock(self.path, f"a hard link (one of {info.st_nlink} names of the same file)")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                raise ValueError(
+                    f"out: expected an output directory no other run is using, got {str(self.path.parent)!r} "
+                    f"(locked by process {holder}); wait for it to finish or choose another --out"
+                ) from None
+            if not created:
+                content = os.pread(fd, 64, 0)
+                if not PID_CONTENT.fullmatch(content):
+                    raise _foreign_lock(self.path, f"a file holding {content[:24]!r}... (not a pid)")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except BaseException:
+            os.close(fd)
             raise
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise _foreign_lock(self.path)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise ValueError(
-                f"out: expected an output directory no other run is using, got {str(self.path.parent)!r} "
-                f"(locked by process {holder}); wait for it to finish or choose another --out"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
         return self
+
+    def _open(self):
+        """``(fd, created)``: the lock file, created here when absent; never through a link."""
+        # O_NONBLOCK: opening a FIFO planted as .lock returns at once (fstat then refuses it)
+        flags = os.O_RDWR | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+        for _ in range(3):  # another run may remove or create it between the two opens
+            try:
+                return os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o666), True
+            except FileExistsError:
+                pass
+            try:
+                return os.open(self.path, flags), False
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):  # a symbolic link, a directory, a socket
+                    raise _foreign_lock(self.path) from exc
+                raise
+        raise FileNotFoundError(errno.ENOENT, "the lock file kept appearing and vanishing", str(self.path))
 
     @property
     def held(self) -> bool:
@@ -119,13 +145,15 @@ class OutputLock:
 def check_output_files(out):
     """Each output path that already exists under ``out`` has the kind the run writes there (a
     ``log.jsonl`` directory would otherwise stop the run half-way with a traceback), and no
-    other run's outputs lie there without a checkpoint (``check_no_unfinished_run``).
+    other run's outputs lie there without a checkpoint (``check_no_unfinished_run``). An output
+    folder (``checkpoints/``, ``previews/``, ...) that is a symbolic link is refused: the run
+    writes only inside ``out``.
 
     Raises:
         ValueError: names the path and what it is.
     """
     out = Path(out)
-    for rel, wanted, ok in [(d, "a directory", Path.is_dir) for d in OUTPUT_DIRS] + \
+    for rel, wanted, ok in [(d, "a directory", _real_dir) for d in OUTPUT_DIRS] + \
             [(f, "a file", Path.is_file) for f in OUTPUT_FILES]:  # fmt: skip
         path = out / rel
         if (path.exists() or path.is_symlink()) and not ok(path):
@@ -158,11 +186,15 @@ def check_no_unfinished_run(out):
         )
 
 
-def _foreign_lock(path) -> ValueError:
+def _foreign_lock(path, got=None) -> ValueError:
     return ValueError(
         f"out: expected {LOCK_NAME!r} in {str(path.parent)!r} to be a regular file this app writes, "
-        f"got {_kind(path)}; remove it or choose another --out"
+        f"got {got or _kind(path)}; it was left as it is: remove it or choose another --out"
     )
+
+
+def _real_dir(path) -> bool:
+    return path.is_dir() and not path.is_symlink()
 
 
 def _kind(path) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
+import os
 import resource
 import shutil
 import tempfile
@@ -40,7 +41,6 @@ from .outdir import OutputLock, check_output_files, check_output_location, remov
 from .provenance import environment_changes, run_environment
 from .quiet import progress_bar
 
-SCALE_TAKERS = ("sds", "ism", "sds-bridge")  # the estimators --guidance-scale reaches
 SMOKE_NOTE = (
     "SMOKE RUN (--tiny): random tiny networks and a synthetic body. It exercises the whole "
     "pipeline; its images, turntable and losses carry no meaning.\n"
@@ -135,7 +135,7 @@ def load_guidance_for(cfg, device, amp, models=None):
     if models is None:
         models = load_models(cfg.sd_model, cfg.controlnet or None, device=device, dtype="float16" if amp else "float32")
     params = estimator_params(cfg.estimator, M=cfg.M, guidance_scale=cfg.guidance_scale,
-                              scale_takers=SCALE_TAKERS)
+                              scale_takers=config_mod.SCALE_TAKERS)
     bridge = canonical_name(cfg.estimator) == "sds-bridge"
     options = {k: getattr(cfg, k) for k in ("grad_latent_clip", "grad_latent_clip_scale", "grad_latent_norm",
                                             "grad_latent_nan_to_num")}
@@ -252,7 +252,7 @@ def prepare_run(cfg, resume: bool = False, progress: bool = True, log=print, mod
         ImportError: controlnet_aux's drawing module is missing (with the install command).
         OSError: networks that cannot be loaded; a full disk while building --tiny assets.
     """
-    from .train import Trainer, load_resume_state, read_log  # noqa: PLC0415
+    from .train import Trainer, load_resume_state, read_resume_log  # noqa: PLC0415
 
     started = time.perf_counter()
     out, device, amp = check_inputs(cfg, resume)
@@ -268,7 +268,7 @@ def prepare_run(cfg, resume: bool = False, progress: bool = True, log=print, mod
         if resume:  # cheap checks first: checksum, keys, settings, model fingerprints, log
             state, state_path = load_resume_state(out / "checkpoints", cfg)
             check_steps_left(cfg.steps, int(state["step"]))
-            log_lines = read_log(out / "log.jsonl", int(state["step"]))
+            log_lines = read_resume_log(out / "log.jsonl", int(state["step"]))
             for note in environment_changes(state.get("environment"), run_environment(cfg, torch.get_num_threads()))[1]:
                 log(f"note: {note}")
         if cfg.tiny:
@@ -409,6 +409,7 @@ class RunSession:
                                      cfg.samples_per_ray, p.amp)
             write_png(p.out / "previews" / f"step_{s:06d}.png", preview_grid(rgb, skel, cfg.tiny))
         if (cfg.checkpoint_every and s % cfg.checkpoint_every == 0) or s == cfg.steps:
+            os.fsync(self.log_file.fileno())  # the log on disk covers every checkpoint (a resume needs it)
             trainer.save(self.ckpt_dir)
         self.bar.update(1)
         self.bar.set_postfix(**_postfix(record))  # the rate is tqdm's own

@@ -302,6 +302,8 @@ def read_log(path, last_step: int) -> list:
     for number, line in enumerate(lines, 1):
         try:
             step = json.loads(line)["step"]
+            if isinstance(step, bool) or not isinstance(step, int):
+                raise TypeError(f"step {step!r} is not an integer")
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             if number == len(lines):
                 break  # torn last line
@@ -309,3 +311,43 @@ def read_log(path, last_step: int) -> list:
         if step <= last_step:
             kept.append(line)
     return kept
+
+
+def read_resume_log(path, checkpoint_step: int) -> list:
+    """``read_log(path, checkpoint_step)``, which must hold exactly the records of steps 1 to
+    ``checkpoint_step``: a resume writes the log on from there, and metrics.json's
+    ``first_loss`` and ``final_loss`` come from it, so a missing or short log would leave
+    steps out without a word. The checkpoint cannot rebuild it (it keeps no losses).
+
+    Raises:
+        ValueError: one line naming the file, the steps expected and what it holds.
+    """
+    path = Path(path)
+    if checkpoint_step == 0:
+        return []
+    expected = f"to hold the records of steps 1 to {checkpoint_step} (the checkpoint's step)"
+    remedy = "restore it, or start a new run with another --out (the checkpoint cannot rebuild the log)"
+    if not path.is_file():
+        raise ValueError(f"log: expected {str(path)!r} {expected}, got no file; {remedy}")
+    lines = read_log(path, checkpoint_step)
+    steps = [json.loads(line)["step"] for line in lines]
+    if steps != list(range(1, checkpoint_step + 1)):
+        missing = sorted(set(range(1, checkpoint_step + 1)) - set(steps))
+        if not steps:
+            got = "no records"
+        elif missing:
+            got = f"{len(steps)} records, without step{'s' if len(missing) > 1 else ''} {_ranges(missing)}"
+        else:
+            got = f"{len(steps)} records, steps repeated or out of order"
+        raise ValueError(f"log: expected {str(path)!r} {expected}, got {got}; {remedy}")
+    return lines
+
+
+def _ranges(numbers) -> str:
+    """``[1, 2, 3, 7]`` -> ``"1-3, 7"`` (sorted integers)."""
+    parts, start = [], numbers[0]
+    for previous, current in zip(numbers, [*numbers[1:], None]):
+        if current != previous + 1:
+            parts.append(f"{start}-{previous}" if previous != start else f"{start}")
+            start = current
+    return ", ".join(parts)
