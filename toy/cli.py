@@ -16,9 +16,9 @@ import time
 
 from ssd_toolkit.cli_args import check_output_dir, comma_list, expected, integer, number, require
 
-EXPERIMENTS = ("trajectories", "sweep", "statistics", "digits")
+EXPERIMENTS = ("trajectories", "drift", "sweep", "statistics", "digits")
 # optional modules each experiment imports (all come with the "toy" extra)
-NEEDS = {"trajectories": ("matplotlib",), "sweep": ("matplotlib",), "statistics": ("matplotlib",),
+NEEDS = {"trajectories": ("matplotlib",), "drift": ("matplotlib",), "sweep": ("matplotlib",), "statistics": ("matplotlib",),
          "digits": ("matplotlib", "sklearn")}  # fmt: skip
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as the avatar commands
 # What an avatar run keeps in its --out (docs/avatar.md); the toy never writes these names. Any
@@ -119,6 +119,14 @@ def _trajectories(args):
     _done(stem, start, args.out, parts)
 
 
+def _drift(args):
+    from . import drift  # noqa: PLC0415
+
+    start = time.perf_counter()
+    drift.run(args.out, args.seed, args.M, args.noises)
+    _done("drift", start, args.out)
+
+
 def _sweep(args):
     from . import sweep  # noqa: PLC0415
 
@@ -135,7 +143,31 @@ def _statistics(args):
     _done("statistics", start, args.out)
 
 
+LONG_RUN_SECONDS = 120  # a digits run expected to take longer says so first
+
+
+def check_digits_size(per_class, steps):
+    """Refuse a ``toy digits`` run whose working set would pass ``digits.MEMORY_LIMIT`` (one line
+    naming --per-class), and return a one-line notice when it is expected to run longer than
+    ``LONG_RUN_SECONDS`` (None otherwise)."""
+    from .digits import MEMORY_LIMIT, cost  # noqa: PLC0415 - NumPy only
+
+    size, seconds = cost(per_class, steps)
+    if size > MEMORY_LIMIT:
+        most = int(MEMORY_LIMIT // cost(1, steps)[0])
+        raise expected("--per-class", f"at most {most} (each image per class needs about {cost(1, steps)[0] / 2**20:.0f} MiB "
+                       f"of working memory; the limit is {MEMORY_LIMIT / 2**30:g} GiB)",
+                       f"{per_class}, about {size / 2**30:.1f} GiB")  # fmt: skip
+    if seconds > LONG_RUN_SECONDS:
+        return (f"ssd-toolkit toy digits: expect about {seconds / 60:.0f} min (--per-class {per_class} x --steps {steps}, "
+                f"{size / 2**20:.0f} MiB); a progress bar shows on a terminal")  # fmt: skip
+    return None
+
+
 def _digits(args):
+    notice = check_digits_size(args.per_class, args.steps)
+    if notice:
+        print(notice, file=sys.stderr)
     from . import digits  # noqa: PLC0415
 
     start = time.perf_counter()
@@ -143,7 +175,7 @@ def _digits(args):
     _done("digits", start, args.out)
 
 
-_RUNS = {"trajectories": _trajectories, "sweep": _sweep, "statistics": _statistics, "digits": _digits}
+_RUNS = {"trajectories": _trajectories, "drift": _drift, "sweep": _sweep, "statistics": _statistics, "digits": _digits}
 _PARSERS = {}
 
 
@@ -161,7 +193,7 @@ def _all(args):
 
         for stem in EXPERIMENTS:
             compress_png(f"{args.out}/{stem}.png", f"{args.docs}/{stem}.png")
-        print(f"palette-compressed figures in {args.docs}/")
+        print(f"the figures, re-saved for the docs, in {args.docs}/")
 
 
 def _common(p):
@@ -178,7 +210,7 @@ def _weighting(p):
 
 
 def register(subparsers):
-    """Add the ``toy`` command group (trajectories, sweep, statistics, digits, all)."""
+    """Add the ``toy`` command group (trajectories, drift, sweep, statistics, digits, all)."""
     toy = subparsers.add_parser("toy", help="the paper's mixture-of-Gaussians experiments (no weights needed)")
     sub = toy.add_subparsers(dest="toy_command", metavar="EXPERIMENT", required=True)
 
@@ -194,6 +226,13 @@ def register(subparsers):
                         "cached in --out/denoiser/; writes trajectories_learned.*) (default: exact)")  # fmt: skip
     p.set_defaults(func=_command("trajectories", _trajectories))
     _PARSERS["trajectories"] = p
+
+    p = sub.add_parser("drift", help="why Algorithm 1 leaves the mode: push and pull per t along the ray through [2, 1]")
+    _common(p)
+    p.add_argument("--M", type=number(minimum=0), default=200.0, help="SSD threshold (default: 200)")
+    p.add_argument("--noises", type=integer(2), default=128, help="noises per t and point, >= 2 (default: 128)")
+    p.set_defaults(func=_command("drift", _drift))
+    _PARSERS["drift"] = p
 
     p = sub.add_parser("sweep", help="SSD's end state against M, lr, steps, timestep annealing")
     _common(p)
@@ -227,5 +266,5 @@ def register(subparsers):
 
     p = sub.add_parser("all", help="every toy experiment with its defaults (the main job)")
     _common(p)
-    p.add_argument("--docs", default=None, help="also write palette-compressed PNGs here (e.g. docs/toy, the figures the docs show)")
+    p.add_argument("--docs", default=None, help="also write optimised copies of the figures here (e.g. docs/toy, the figures the docs show)")
     p.set_defaults(func=_command("all", _all))

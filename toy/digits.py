@@ -11,6 +11,7 @@ estimator; the batch axis of the estimators is the class.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 
@@ -24,16 +25,45 @@ from .optimize import distill, make_sampler
 from .report import markdown_table, write_json, write_markdown
 
 COMPONENT_VARIANCE = 1e-4
+NUM_IMAGES, NUM_ESTIMATORS = 1797, 9  # the bundled images; ``digit_estimators()``'s defaults
+# The size guard (``cost``): per optimised image, the conditional log weights and the
+# [images x components] temporaries of one step (4 float64 arrays); per image and step,
+# the measured time of a step on this machine at load ~1 (see docs/toy.md, Timings).
+BYTES_PER_ROW = 4 * 8 * NUM_IMAGES
+SECONDS_PER_ROW_STEP = 3.0e-5
+MEMORY_LIMIT = 2**30
 SATURATION_MARGIN = 0.125  # one grey level (16 levels over [-1, 1]) beyond the data range
 
 
-def load_digit_mixture():
-    """``(mixture, images [1797, 64] in [-1, 1], labels [1797])`` from ``sklearn.datasets.load_digits``."""
-    from sklearn.datasets import load_digits  # noqa: PLC0415
+def _bundled_digits_file():
+    """The path of scikit-learn's bundled ``digits.csv.gz`` (what ``load_digits`` reads), found
+    without importing scikit-learn (its import took 2-6 s of a digits run here); None if absent."""
+    spec = importlib.util.find_spec("sklearn")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = os.path.join(folder, "datasets", "data", "digits.csv.gz")
+        if os.path.isfile(path):
+            return path
+    return None
 
-    data = load_digits()
-    images = data.data.astype(np.float64) / 8.0 - 1.0
-    return GaussianMixture(np.ones(len(images)), images, COMPONENT_VARIANCE), images, data.target
+
+def load_digits_arrays():
+    """``(pixels [1797, 64] in 0..16, labels [1797])``: ``sklearn.datasets.load_digits``'s
+    ``data`` and ``target``, read from its bundled file (or through it where the file moved)."""
+    path = _bundled_digits_file()
+    if path is None:
+        from sklearn.datasets import load_digits  # noqa: PLC0415
+
+        data = load_digits()
+        return data.data, data.target
+    table = np.loadtxt(path, delimiter=",")
+    return table[:, :-1], table[:, -1].astype(int)
+
+
+def load_digit_mixture():
+    """``(mixture, images [1797, 64] in [-1, 1], labels [1797])`` from scikit-learn's digits."""
+    pixels, labels = load_digits_arrays()
+    images = pixels.astype(np.float64) / 8.0 - 1.0
+    return GaussianMixture(np.ones(len(images)), images, COMPONENT_VARIANCE), images, labels
 
 
 def digit_estimators(cfg_scales=(7.5, 100.0), Ms=(200.0, 500.0, 800.0)):
@@ -44,6 +74,13 @@ def digit_estimators(cfg_scales=(7.5, 100.0), Ms=(200.0, 500.0, 800.0)):
     ests.update({ssd_label(M): ssd_toolkit.get_estimator("ssd", M=M) for M in Ms})
     ests[ssd_label(Ms[0], scaled=False)] = unscaled_ssd(Ms[0])
     return ests
+
+
+def cost(per_class, steps, estimators=NUM_ESTIMATORS):
+    """``(bytes, seconds)`` a digits run is expected to take: ``estimators x 10 x per_class``
+    images optimised side by side against the 1797 components, ``steps`` times."""
+    rows = estimators * 10 * per_class
+    return rows * BYTES_PER_ROW, rows * steps * SECONDS_PER_ROW_STEP
 
 
 def image_metrics(theta, images, labels, classes):
@@ -95,7 +132,8 @@ def run(out="toy_out", seed=0, steps=1000, lr=0.01, weighting="uniform", per_cla
     png = os.path.join(out, "digits.png")
     shown = "the image" if per_class == 1 else f"the first of {per_class} images"
     title = (f"8x8 digits with exact scores: {shown} per class per estimator, from gray; {steps} steps, lr {lr:g}, "
-             f"w(t) {weighting}, seed {seed}\nred dots: pixels more than one grey level (0.125) outside [-1, 1]")  # fmt: skip
+             f"w(t) {weighting}, seed {seed}\nsaturated pixels (more than one grey level outside [-1, 1]) in colour; "
+             "right: their share in the row")  # fmt: skip
     plot_digits(png, res.names, res.theta[:, ::per_class], class_means, title)
     summary = {
         "config": dict(

@@ -149,7 +149,7 @@ def distill(
         for i, est in enumerate(ests):
             if getattr(est, "needs_denoiser", False):
                 x_t[i], noises[i], _ = est.noisy_input(
-                    _exact_uncond(mixture, schedule), theta[i], noise,
+                    _exact_uncond(mixture, alpha_of, sigma_of), theta[i], noise,
                     np.asarray(t, dtype=np.int64), schedule.alphas_cumprod,
                 )
         a_all, s_all = np.tile(alpha, n_est), np.tile(sigma, n_est)
@@ -189,11 +189,12 @@ class _GroupedSampler:
         return np.concatenate([drawn[id(s)] for s in self.samplers])
 
 
-def _exact_uncond(mixture, schedule):
+def _exact_uncond(mixture, alpha_of, sigma_of):
     """``eps_uncond(x, t)`` with integer ``t`` ``[n]``, from the exact mixture: one pass over
-    the components for the unconditional branch alone (ISM's inversion reads nothing else)."""
+    the components for the unconditional branch alone (ISM's inversion reads nothing else).
+    ``alpha_of``/``sigma_of``: the schedule's values at every t (looked up, not recomputed)."""
 
     def eps(x, t):
-        return mixture.eps_hat(x, schedule.alpha(t), schedule.sigma(t))
+        return mixture.eps_hat(x, alpha_of[t], sigma_of[t])
 
     return eps

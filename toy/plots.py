@@ -8,39 +8,30 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-COLORS = [
-    "tab:blue",
-    "tab:orange",
-    "tab:green",
-    "tab:red",
-    "tab:purple",
-    "tab:brown",
-    "tab:pink",
-    "tab:gray",
-    "tab:olive",
-    "tab:cyan",
-]
+COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray",
+          "tab:olive", "tab:cyan"]  # fmt: skip
 
 # Fig. 7's runs: colour and line style. The paper's colours where it names them (yellow start,
-# red conditional modes, purple for h started at the trap); SSD dashed black so it cannot be
-# mistaken for h (orange, solid) where their paths overlap; the unscaled ablation, the run that
-# reaches a mode, in a colour no other run or marker has.
+# red conditional modes, purple for h started at the trap); SSD dashed black so that it stays
+# visible where it runs over h (orange); the runs that share a panel differ in hue and dash.
 TRAJECTORY_STYLE = {
     "mode-seeking": ("tab:blue", "-"),
     "mode-disengaging (h)": ("tab:orange", "-"),
     "SDS CFG 7.5": ("tab:green", "-"),
-    "SDS CFG 100": ("tab:olive", "-"),
+    "SDS CFG 100": ("goldenrod", "-"),
     "SSD": ("black", "--"),
     "SSD unscaled": ("deeppink", "-"),
     "h from trap": ("tab:purple", "-"),
-    "ISM": ("tab:brown", "-"),
+    "ISM": ("tab:brown", "-."),
     "CSD annealed": ("tab:gray", "-."),
-    "SDS-Bridge": ("tab:cyan", ":"),
+    "SDS-Bridge": ("tab:cyan", "--"),
 }
-# drawn last, on top of the others and in this order: the runs the headline is about
-KEY_RUNS = ("mode-disengaging (h)", "SSD M", "SSD unscaled", "mode-seeking")
-VIEW_MARGIN = 0.45  # around the start, the conditional modes and the runs that stay near them
-FAR = 2.5  # runs whose median end is farther than this from every conditional mode: middle panel only
+# the headline panel, in drawing order (last on top): what the paper's Fig. 7 is about
+HEADLINE = ("mode-disengaging (h)", "mode-seeking", "SSD unscaled", "SSD M")
+HEADLINE_LABEL = {"mode-seeking": "mode-seeking", "mode-disengaging (h)": "h (mode-disengaging), for reference",
+                  "SSD M": "SSD per Algorithm 1", "SSD unscaled": "SSD without line 15 (ssd-no-rescale)"}  # fmt: skip
+VIEW_MARGIN = 0.3  # around the start, the conditional modes and the runs that stay near them
+FAR = 2.5  # runs whose median end is farther than this from every conditional mode: the runaway panel
 
 
 def _style(name, index):
@@ -50,6 +41,10 @@ def _style(name, index):
     return COLORS[index % len(COLORS)], ":"
 
 
+def _headline_key(name):
+    return next((k for k in sorted(HEADLINE, key=len, reverse=True) if name.startswith(k)), None)
+
+
 def _density_grid(mixture, mask, lo, hi, alpha=1.0, sigma=0.0, n=200):
     xs, ys = np.linspace(lo[0], hi[0], n), np.linspace(lo[1], hi[1], n)
     X, Y = np.meshgrid(xs, ys)
@@ -57,110 +52,134 @@ def _density_grid(mixture, mask, lo, hi, alpha=1.0, sigma=0.0, n=200):
     return X, Y, logp
 
 
-def _view(runs, anchors):
-    """Limits holding ``anchors`` and every run whose median end is near a conditional mode;
-    returns ``(lo, hi, far_runs)``."""
-    modes = anchors[1:]
-    near_pts, far = [anchors], []
-    for name, paths in runs:
-        end = np.median(paths[-1], axis=0)
-        if np.min(np.linalg.norm(modes - end, axis=1)) > FAR:
-            far.append(name)
-        else:
-            near_pts.append(paths.reshape(-1, 2))
-    pts = np.concatenate(near_pts)
-    return pts.min(0) - VIEW_MARGIN, pts.max(0) + VIEW_MARGIN, far
+def _dist_to_modes(points, modes):
+    return np.min(np.linalg.norm(points[..., None, :] - modes, axis=-1), axis=-1)
 
 
-def _key_rank(name):
-    """0 for the other runs, then 1, 2, ... in ``KEY_RUNS`` order (the drawing order)."""
-    return next((i + 1 for i, k in enumerate(KEY_RUNS) if name.startswith(k)), 0)
-
-
-def _draw_order(runs):
-    """``runs`` with the key runs last (drawn on top), each with its index for the colour."""
-    return sorted(enumerate(runs), key=lambda item: _key_rank(item[1][0]))
-
-
-def _mark_anchors(ax, modes, trap, size=1.0):
-    ax.scatter([0], [0], marker="*", s=300 * size, color="gold", edgecolor="k", zorder=7, label="start [0, 0]")
+def _mark_anchors(ax, modes, trap, size=1.0, label=True):
+    kw = (lambda text: {"label": text}) if label else (lambda text: {})
+    ax.scatter([0], [0], marker="*", s=300 * size, color="gold", edgecolor="k", zorder=7, **kw("start [0, 0]"))
     ax.scatter(modes[:, 0], modes[:, 1], marker="*", s=300 * size, color="red", edgecolor="k", zorder=7,
-               label="conditional modes [1, 1], [2, 1]")  # fmt: skip
+               **kw("conditional modes [1, 1], [2, 1]"))  # fmt: skip
     ax.scatter([trap[0]], [trap[1]], marker="D", s=110 * size, facecolor="none", edgecolor="k", lw=2, zorder=7,
-               label=f"trap [{trap[0]:g}, {trap[1]:g}] (h from trap starts here)")  # fmt: skip
+               **kw(f"trap [{trap[0]:g}, {trap[1]:g}]"))  # fmt: skip
 
 
-def plot_trajectories(path, mixture, cond_mask, main, trap, schedule, show_t, transient, title="", trap_point=(1.5, 1.0),
-                      scores="exact scores"):  # fmt: skip
-    """Fig. 7 in three panels. Left: log P(x|y) with every seed's path (thin) and the seeds'
-    median path (bold, white-edged; the headline runs drawn on top) of each run that stays
-    near the conditional modes. Middle: every run's median path zoomed out, for the runs
-    that leave the left view. Right: the exact P(x_t|y) at ``show_t`` with the mode-seeking
-    paths of alpha_t x of this run (``scores`` names what gave eps_hat)."""
-    import matplotlib.patheffects as pe  # noqa: PLC0415
-
-    fig, (ax, ax_far, ax2) = plt.subplots(1, 3, figsize=(19, 7.4), gridspec_kw={"width_ratios": [1.5, 0.95, 1.05]})
-    modes = mixture.means[cond_mask]
-    runs = [(n, main.path[i]) for i, n in enumerate(main.names)] + [(trap.names[0], trap.path[0])]
-    lo, hi, far = _view(runs, np.concatenate([[[0.0, 0.0]], modes]))
+def _density_background(ax, mixture, cond_mask, lo, hi):
     X, Y, logp = _density_grid(mixture, cond_mask, lo, hi)
-    # a light background (darkest grey at about 60 %) so that dark runs stay visible on the modes
-    filled = ax.contourf(X, Y, np.maximum(logp, -30), levels=30, cmap="Greys", vmin=-30, vmax=15)
-    ax.contour(X, Y, logp, levels=[-8, -4, -2, -1, 0], colors="k", linewidths=0.4, alpha=0.6)
-    fig.colorbar(filled, ax=ax, label="log P(x|y) (clipped at -30)", shrink=0.8, pad=0.02)
-    outline = [pe.Stroke(linewidth=5, foreground="white"), pe.Normal()]
-    for c, (name, seed_paths) in _draw_order(runs):
-        color, dash = _style(name, c)
-        median = np.median(seed_paths, axis=1)  # the seeds' median path, bold
-        z = 4 + _key_rank(name) / 10
-        ax_far.plot(median[:, 0], median[:, 1], color=color, ls=dash, lw=2.2, zorder=z, path_effects=outline)
-        ax_far.scatter(seed_paths[-1, :, 0], seed_paths[-1, :, 1], color=color, s=10, edgecolor="k", lw=0.3, zorder=z)
-        if name in far:
-            ax.plot([], [], color=color, ls=dash, lw=2.6, label=f"{name} (leaves this view: middle panel)")
-            continue
-        ax.plot(seed_paths[:, :, 0], seed_paths[:, :, 1], color=color, ls="-", lw=0.4, alpha=0.15, zorder=2)
-        ax.plot(median[:, 0], median[:, 1], color=color, ls=dash, lw=2.6, label=name, zorder=z, path_effects=outline)
-        ax.scatter(seed_paths[-1, :, 0], seed_paths[-1, :, 1], color=color, s=14, edgecolor="k", lw=0.3, zorder=z)
-    _mark_anchors(ax, modes, trap_point)
-    _mark_anchors(ax_far, modes, trap_point, size=0.6)
+    # light greys (the darkest at about 45 %) so that the runs stay visible on the modes
+    ax.contourf(X, Y, np.maximum(logp, -30), levels=np.linspace(-30, 1, 32), cmap="Greys", vmin=-30, vmax=25)
+    lines = ax.contour(X, Y, logp, levels=[-8, -4, -2, 0], colors="k", linewidths=0.5, alpha=0.6)
+    ax.clabel(lines, fmt="%g", fontsize=8.5, inline_spacing=2)
     ax.set_xlim(lo[0], hi[0])
     ax.set_ylim(lo[1], hi[1])
     ax.set_aspect("equal")
     ax.set_xlabel("x1 (= theta1)", fontsize=11)
     ax.set_ylabel("x2 (= theta2)", fontsize=11)
-    ax.set_title("log P(x|y); each seed (thin) and the seeds' median path (bold)", fontsize=11)
-    ax_far.add_patch(plt.Rectangle(lo, *(np.asarray(hi) - lo), fill=False, ls="--", lw=1, ec="k", zorder=3))
-    ax_far.set_aspect("equal", adjustable="datalim")
-    ax_far.set_xlabel("x1", fontsize=11)
-    ax_far.set_ylabel("x2", fontsize=11)
-    ax_far.set_title("every run's median path, zoomed out\n(dashed box: the left panel's view)", fontsize=11)
+
+
+def _draw_run(ax, name, seed_paths, color, dash, label, seeds=True, z=4.0):
+    import matplotlib.patheffects as pe  # noqa: PLC0415
+
+    median = np.median(seed_paths, axis=1)  # the seeds' median path, bold
+    if seeds:
+        ax.plot(seed_paths[:, :, 0], seed_paths[:, :, 1], color=color, ls="-", lw=0.4, alpha=0.18, zorder=2)
+    ax.plot(median[:, 0], median[:, 1], color=color, ls=dash, lw=2.8, label=label, zorder=z,
+            path_effects=[pe.Stroke(linewidth=5.5, foreground="white"), pe.Normal()])  # fmt: skip
+    ax.scatter(seed_paths[-1, :, 0], seed_paths[-1, :, 1], color=color, s=16, edgecolor="k", lw=0.3, zorder=z)
+
+
+def plot_trajectories(path, mixture, cond_mask, main, trap, schedule, show_t, transient, title="", trap_point=(1.5, 1.0),
+                      scores="exact scores"):  # fmt: skip
+    """Fig. 7 in four panels, each with its own short legend. (a) the headline on log P(x|y):
+    mode-seeking, SSD per Algorithm 1 and without line 15 (with h, which Algorithm 1
+    follows), each seed thin and the seeds' median path bold; (b) the other runs that stay
+    near the modes; (c) the runs that leave (median end farther than ``FAR`` from every
+    conditional mode): their distance to the nearest conditional mode against the step;
+    (d) the exact P(x_t|y) at ``show_t`` with alpha_t x along the mode-seeking paths
+    (``scores`` names what gave eps_hat)."""
+    fig, axes = plt.subplots(2, 2, figsize=(15, 13.2), gridspec_kw={"height_ratios": [1, 1]})
+    (ax_a, ax_b), (ax_c, ax_d) = axes
+    modes = mixture.means[cond_mask]
+    runs = [(n, main.path[i]) for i, n in enumerate(main.names)] + [(trap.names[0], trap.path[0])]
+    ends = {n: np.median(_dist_to_modes(p[-1], modes)) for n, p in runs}
+    far = [n for n, _ in runs if ends[n] > FAR]
+    near = [(n, p) for n, p in runs if n not in far]
+    pts = np.concatenate([[[0.0, 0.0]], modes] + [p.reshape(-1, 2) for _, p in near])
+    lo, hi = pts.min(0) - VIEW_MARGIN, pts.max(0) + VIEW_MARGIN
+    # (a) the headline
+    _density_background(ax_a, mixture, cond_mask, lo, hi)
+    headline = sorted((r for r in near if _headline_key(r[0])), key=lambda r: HEADLINE.index(_headline_key(r[0])))
+    for z, (name, seed_paths) in enumerate(headline):
+        color, dash = _style(name, 0)
+        key = _headline_key(name)
+        label = f"{HEADLINE_LABEL[key]}: ends {ends[name]:.2f} from a mode"
+        if key == "mode-seeking":
+            label = f"mode-seeking: trapped, ends {np.median(np.linalg.norm(seed_paths[-1] - trap_point, axis=1)):.2f} from the trap"
+        _draw_run(ax_a, name, seed_paths, color, dash, label, seeds=key != "mode-disengaging (h)", z=4 + z / 10)
+    _mark_anchors(ax_a, modes, trap_point, label=False)
+    ax_a.legend(fontsize=10.5, loc="lower right", framealpha=0.95, title="median of the seeds' end distances",
+                title_fontsize=10)  # fmt: skip
+    ax_a.set_title("(a) the headline: SSD per Algorithm 1 follows h past the modes;\n"
+                   "without line 15 it reaches [2, 1]; mode-seeking is trapped at [1.5, 1]", fontsize=12.5,
+                   fontweight="bold")  # fmt: skip
+    # (b) the other runs that stay near the modes
+    _density_background(ax_b, mixture, cond_mask, lo, hi)
+    others = [r for r in near if not _headline_key(r[0])]
+    for i, (name, seed_paths) in enumerate(others):
+        color, dash = _style(name, i)
+        _draw_run(ax_b, name, seed_paths, color, dash, f"{name}: ends {ends[name]:.2f} from a mode", z=4 + i / 10)
+    _mark_anchors(ax_b, modes, trap_point)
+    ax_b.legend(fontsize=10.5, loc="lower right", framealpha=0.95)
+    ax_b.set_title("(b) the other runs that stay near the modes\n"
+                   "(log P(x|y) in grey, contours labelled; each seed thin, the median bold)", fontsize=12)  # fmt: skip
+    # (c) the runs that leave: labelled at their ends (pushed apart where they would overlap)
+    record, label_y = main.steps, []
+    curves = []
+    for i, name in enumerate(far):
+        seed_paths = main.path[main.names.index(name)] if name in main.names else trap.path[0]
+        curves.append((name, np.median(_dist_to_modes(seed_paths, modes), axis=1), *_style(name, i)))
+    for name, dist, color, dash in sorted(curves, key=lambda c: c[1][-1]):
+        ax_c.plot(record, dist, color=color, ls=dash, lw=2.8 if dash != "-" else 3.6, zorder=3 + (dash != "-"))
+        y = dist[-1] if not label_y else max(dist[-1], label_y[-1] + 0.06 * max(c[1].max() for c in curves))
+        label_y.append(y)
+        ax_c.annotate(name, (record[-1], y), xytext=(6, 0), textcoords="offset points", va="center", fontsize=11,
+                      color=color, fontweight="bold")  # fmt: skip
+    if "SDS-Bridge" in far and "SDS CFG 100" in far:
+        ax_c.text(0.03, 0.97, "SDS-Bridge runs SDS CFG 100 until half-way, then c - src\n(the source prompt: the singular "
+                  "mode [0, 0])", transform=ax_c.transAxes, va="top", fontsize=10.5)  # fmt: skip
+    if far:
+        ax_c.set_xlim(0, record[-1] * 1.27)
+        ax_c.set_ylim(0, max(max(c[1].max() for c in curves), label_y[-1]) * 1.08)
+    else:
+        ax_c.text(0.5, 0.5, "every run stays near the modes", ha="center", transform=ax_c.transAxes, fontsize=12)
+    ax_c.grid(True, alpha=0.3)
+    ax_c.set_xlabel("step", fontsize=11)
+    ax_c.set_ylabel("distance to the nearest conditional mode (median of the seeds)", fontsize=11)
+    ax_c.set_title(f"(c) the runs that leave the view of (a) and (b) (end > {FAR:g} from a mode)", fontsize=12)
+    # (d) the transient mode
     a, s = float(schedule.alpha(show_t)), float(schedule.sigma(show_t))
-    X, Y, logp = _density_grid(mixture, cond_mask, [-0.5, -0.5], [2.5, 1.8], a, s)
-    filled = ax2.contourf(X, Y, np.exp(logp), levels=30, cmap="viridis")
-    fig.colorbar(filled, ax=ax2, label=f"exact P(x_t|y) at t = {show_t}", shrink=0.8, pad=0.02)
+    X, Y, logp = _density_grid(mixture, cond_mask, [-0.4, -0.4], [2.4, 1.8], a, s)
+    filled = ax_d.imshow(np.exp(logp), origin="lower", extent=(-0.4, 2.4, -0.4, 1.8), cmap="viridis",
+                         interpolation="bilinear")  # fmt: skip
+    fig.colorbar(filled, ax=ax_d, label=f"exact P(x_t|y) at t = {show_t}", shrink=0.72, pad=0.06)
     ms = main.names.index("mode-seeking")
     for sd in range(main.path.shape[2]):
-        ax2.plot(a * main.path[ms, :, sd, 0], a * main.path[ms, :, sd, 1], color="w", lw=0.5, alpha=0.6)
-    ax2.scatter(a * modes[:, 0], a * modes[:, 1], marker="*", s=220, color="red", edgecolor="k",
-                label="induced modes alpha_t o", zorder=5)  # fmt: skip
-    ax2.scatter(transient[:, 0], transient[:, 1], marker="X", s=130, color="orange", edgecolor="k",
-                label="transient mode alpha_t o_tr", zorder=5)  # fmt: skip
-    ax2.set_aspect("equal")
-    ax2.set_xlabel("x_t,1", fontsize=11)
-    ax2.set_ylabel("x_t,2", fontsize=11)
-    ax2.set_title(f"the exact P(x_t|y) at t = {show_t}; white: alpha_t x along\nthe mode-seeking paths ({scores})",
-                  fontsize=11)  # fmt: skip
-    ax2.legend(fontsize=10, loc="lower right")
-    handles, labels = ax.get_legend_handles_labels()
-    order = [r[0] for r in runs]  # the runs in their own order, then the markers
-    ranked = sorted(zip(labels, handles), key=lambda lh: next((i for i, n in enumerate(order) if lh[0].startswith(n)),
-                                                               len(order)))  # fmt: skip
-    fig.legend([h for _, h in ranked], [lab for lab, _ in ranked], loc="lower center", ncol=4, fontsize=10.5,
-               framealpha=0.95)  # fmt: skip
+        ax_d.plot(a * main.path[ms, :, sd, 0], a * main.path[ms, :, sd, 1], color="w", lw=0.5, alpha=0.6)
+    ax_d.scatter(a * modes[:, 0], a * modes[:, 1], marker="*", s=220, color="red", edgecolor="k",
+                 label="induced modes alpha_t o", zorder=5)  # fmt: skip
+    ax_d.scatter(transient[:, 0], transient[:, 1], marker="X", s=130, color="orange", edgecolor="k",
+                 label="transient mode alpha_t o_tr", zorder=5)  # fmt: skip
+    ax_d.set_xticks([0, 0.5, 1, 1.5, 2])
+    ax_d.set_xlabel("x_t,1", fontsize=11)
+    ax_d.set_ylabel("x_t,2", fontsize=11)
+    ax_d.set_title(f"(d) the exact P(x_t|y) at t = {show_t}; white: alpha_t x\nalong the mode-seeking paths ({scores})",
+                   fontsize=12)  # fmt: skip
+    ax_d.legend(fontsize=10.5, loc="lower right")
     if title:
         fig.suptitle(title, fontsize=12)
-    fig.tight_layout(rect=(0, 0.15, 1, 0.96 if title else 1))
-    fig.savefig(path, dpi=90, bbox_inches="tight")
+    fig.tight_layout(rect=(0, 0, 1, 0.97 if title else 1))
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
@@ -269,33 +288,107 @@ def _wrap(line, width):
     return "\n".join(textwrap.wrap(line, width, subsequent_indent=" " * 7))
 
 
+SATURATION = 1.125  # one grey level (16 over [-1, 1]) beyond the data range
+SHOWN_RANGE = 1.5
+
+
+def saturation_colormap():
+    """Grey inside ``[-SATURATION, SATURATION]`` (white at -1.125, black at 1.125, like the
+    data's ink), blue below and red above it, darker the farther out, to ``+-SHOWN_RANGE``:
+    a saturated pixel is coloured, so the digit's shape stays readable."""
+    from matplotlib.colors import ListedColormap  # noqa: PLC0415
+
+    n, width = 240, 2 * SHOWN_RANGE  # 0.0125 per entry: +-1.125 fall on entry boundaries
+    outside = int(round((SHOWN_RANGE - SATURATION) / width * n))
+    inside = n - 2 * outside
+    blues = plt.get_cmap("Blues")(np.linspace(1.0, 0.45, outside))
+    greys = plt.get_cmap("gray_r")(np.linspace(0.0, 1.0, inside))
+    reds = plt.get_cmap("Reds")(np.linspace(0.45, 1.0, outside))
+    return ListedColormap(np.concatenate([blues, greys, reds]), name="saturation")
+
+
 def plot_digits(path, names, theta, class_means, title=""):
-    """A grid: one row per estimator (and the class means), one column per class, a grey scale
-    bar; drawn as one mosaic image (90 small axes took seconds on a busy machine)."""
+    """A grid: one row per estimator (and the class means), one column per class; pixels more
+    than one grey level outside [-1, 1] in colour (``saturation_colormap``), each row's share
+    of them at its right; drawn as one mosaic image (90 small axes took seconds on a busy machine)."""
     rows = [("class mean", class_means)] + list(zip(names, theta, strict=True))
     cell, gap = 8, 2
     step = cell + gap
     mosaic = np.full((len(rows) * step - gap, 10 * step - gap), np.nan)
-    sat_y, sat_x = [], []
+    shares = []
     for i, (_, imgs) in enumerate(rows):
+        shares.append(float(np.mean(np.abs(np.asarray(imgs)[:10]) > SATURATION)))
         for c in range(10):
             img = imgs[c].reshape(8, 8)
-            mosaic[i * step:i * step + cell, c * step:c * step + cell] = np.clip(img, -1.5, 1.5)
-            ys, xs = np.nonzero(np.abs(img) > 1.125)
-            sat_y += list(ys + i * step)
-            sat_x += list(xs + c * step)
-    fig, ax = plt.subplots(figsize=(11.5, 9.2 * mosaic.shape[0] / mosaic.shape[1] + 0.9))  # height: the mosaic's
-    cmap = plt.get_cmap("gray_r").with_extremes(bad="white")
-    shown = ax.imshow(mosaic, cmap=cmap, vmin=-1.5, vmax=1.5, interpolation="nearest")
-    ax.scatter(sat_x, sat_y, s=2, color="red")
-    ax.set_xticks([c * step + cell / 2 - 0.5 for c in range(10)], [f"class {c}" for c in range(10)], fontsize=8)
+            mosaic[i * step:i * step + cell, c * step:c * step + cell] = np.clip(img, -SHOWN_RANGE, SHOWN_RANGE)
+    fig, ax = plt.subplots(figsize=(12.5, 9.0 * mosaic.shape[0] / mosaic.shape[1] + 0.8))  # height: the mosaic's
+    cmap = saturation_colormap().with_extremes(bad="white")
+    shown = ax.imshow(mosaic, cmap=cmap, vmin=-SHOWN_RANGE, vmax=SHOWN_RANGE, interpolation="nearest")
+    ax.set_xticks([c * step + cell / 2 - 0.5 for c in range(10)], [f"class {c}" for c in range(10)], fontsize=12)
     ax.xaxis.tick_top()
-    ax.set_yticks([i * step + cell / 2 - 0.5 for i in range(len(rows))], [name for name, _ in rows], fontsize=8)
+    ax.set_yticks([i * step + cell / 2 - 0.5 for i in range(len(rows))], [name for name, _ in rows], fontsize=12.5)
+    for i, share in enumerate(shares):
+        ax.text(10 * step - gap + 1, i * step + cell / 2 - 0.5, f"{share:.0%}", va="center", fontsize=12.5,
+                color="firebrick" if share else "0.3")  # fmt: skip
+    ax.text(10 * step - gap + 1, -2.6, "saturated", fontsize=11, va="bottom")
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)
-    fig.colorbar(shown, ax=ax, label="pixel value (data range [-1, 1]; shown clipped to [-1.5, 1.5])",
-                 shrink=0.6, pad=0.02)  # fmt: skip
-    fig.suptitle(title or "digits", fontsize=9)
+    bar = fig.colorbar(shown, ax=ax, shrink=0.85, pad=0.09, ticks=[-1.5, -1.125, -0.5, 0, 0.5, 1.125, 1.5], format="%g")
+    bar.set_label("pixel value (data in [-1, 1]); blue / red: saturated below / above", fontsize=11.5)
+    bar.ax.tick_params(labelsize=11)
+    ax.set_title(title or "digits", fontsize=12.5, pad=34)
     fig.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_drift(path, ts, lambdas, d, nets, M, at, mode, noises, at_mode=None, stable=None):
+    """Left: at the mode, the outward push of ``h`` (t > M) against the inward pull of the
+    t <= M branch, rescaled to ``||h||`` (Algorithm 1) or not, per t (log axis), with the
+    per-step averages (``at_mode``). Right: the net drift along the ray against the position
+    on it; a run settles where it crosses 0 from above (``stable``: name -> lam or None)."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 6.0), gridspec_kw={"width_ratios": [1.15, 1]})
+    above, below = ts > M, ts <= M
+    ax.axvspan(ts[0], M, color="0.92", zorder=0)
+    ax.text(M * 0.65 + ts[0] * 0.35, 0.3, f"t <= M = {M:g}", transform=ax.get_xaxis_transform(), ha="center", fontsize=10)
+    ax.semilogy(ts[above], np.abs(d["push"][above, at]), color="tab:orange", lw=2.4, label="push outward: -h (t > M)")
+    ax.semilogy(ts[below], np.abs(d["pull_unscaled"][below, at]), color="deeppink", lw=2.4,
+                label="pull inward without line 15: -(eps_cond - r eps)")  # fmt: skip
+    ax.semilogy(ts[below], np.abs(d["pull"][below, at]), color="black", lw=2.4, ls="--",
+                label="pull inward, Algorithm 1 (rescaled to ||h||)")  # fmt: skip
+    ax.semilogy(ts, d["h_norm"][:, at], color="0.45", lw=1.4, ls=":", label="||h|| (mean over noises)")
+    if at_mode:
+        ax.text(0.37, 0.50, (f"per step, averaged over t (w = 1):\n"
+                             f"  push (t > M, {at_mode['share_of_steps_t_above_M']:.0%} of steps)  {at_mode['push_per_step']:+.3f}\n"
+                             f"  pull, Algorithm 1            {at_mode['pull_per_step']:+.1e}\n"
+                             f"  pull, without line 15        {at_mode['pull_unscaled_per_step']:+.3f}"),
+                transform=ax.transAxes, fontsize=10.5, family="monospace", va="top",
+                bbox=dict(boxstyle="round", fc="white", ec="0.6"))  # fmt: skip
+    ax.set_xlabel("timestep t", fontsize=11)
+    ax.set_ylabel("size of the expected update along the ray, per unit lr (log)", fontsize=11)
+    ax.set_title(f"at the mode [{mode[0]:g}, {mode[1]:g}]: what each branch does per t\n"
+                 f"(the component along the ray from [0, 0]; {noises} noises per t)", fontsize=11)  # fmt: skip
+    ax.legend(fontsize=10, loc="lower right")
+    ax.grid(True, which="major", alpha=0.3)
+    styles = {"SSD (Algorithm 1)": ("black", "--"), "SSD without line 15": ("deeppink", "-"), "h alone": ("tab:orange", ":")}
+    ax2.axhline(0, color="0.3", lw=1)
+    ax2.axvline(1.0, color="red", lw=1.2, alpha=0.7)
+    ax2.text(1.0, 0.95, f" mode [{mode[0]:g}, {mode[1]:g}]", color="red", transform=ax2.get_xaxis_transform(), fontsize=10)
+    for name, v in nets.items():
+        color, ls = styles.get(name, ("tab:blue", "-"))
+        lam = (stable or {}).get(name)
+        where = f"settles at lam = {lam:.2f}" if lam is not None else "above 0 everywhere: keeps moving out"
+        ax2.plot(lambdas, v, color=color, ls=ls, lw=2.4, label=f"{name}: {where}")
+        if lam is not None:
+            ax2.scatter([lam], [0], s=90, color=color, edgecolor="k", zorder=5)
+    ax2.set_xlabel(f"position on the ray: theta = lam [{mode[0]:g}, {mode[1]:g}]", fontsize=11)
+    ax2.set_ylabel("net drift outward per step, per unit lr", fontsize=11)
+    ax2.set_title(f"net drift with t uniform on [{ts[0]}, {ts[-1]}]: above 0 moves out,\n"
+                  "below 0 moves in; a run settles where it crosses 0 downward", fontsize=11)  # fmt: skip
+    ax2.legend(fontsize=10, loc="lower left")
+    ax2.grid(True, alpha=0.3)
+    fig.suptitle("Why SSD per Algorithm 1 leaves the mode: near the modes ||h|| vanishes at small t, and line 15 "
+                 "scales the pull with it", fontsize=12)  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
     plt.close(fig)

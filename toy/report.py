@@ -50,10 +50,11 @@ def write_markdown(path, title, sections):
         f.write(f"# {title}\n\n" + "\n\n".join(sections) + "\n")
 
 
-def compress_png(src, dst, colors=256):
-    """``src`` re-saved as a ``colors``-colour palette PNG at ``dst`` (figures for the docs)."""
+def compress_png(src, dst):
+    """``src`` re-saved as an optimised, lossless RGB PNG at ``dst`` (the figures the docs show;
+    a 256-colour palette, used before, banded the figures' colour gradients)."""
     from PIL import Image  # noqa: PLC0415 - matplotlib's dependency
 
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     with Image.open(src) as im:
-        im.convert("RGB").quantize(colors=colors, method=Image.Quantize.FASTOCTREE).save(dst, optimize=True)
+        im.convert("RGB").save(dst, optimize=True)
