@@ -192,8 +192,10 @@ SSD_TARGET_AVX512 inline __m512d load_d8(const T* p) {
 template <typename T>
 SSD_TARGET_AVX512 void add_avx512(LaneSums& acc, const T* c, const T* u, const T* n, int64_t len) {
   static_assert(kLanes == 8 && sizeof(acc.hh) == 8 * sizeof(double), "one register per sum");
-  __m512d hh = _mm512_loadu_pd(reinterpret_cast<double*>(&acc.hh[0])), cc = _mm512_loadu_pd(reinterpret_cast<double*>(&acc.cc[0]));
-  __m512d cn = _mm512_loadu_pd(reinterpret_cast<double*>(&acc.cn[0])), nn = _mm512_loadu_pd(reinterpret_cast<double*>(&acc.nn[0]));
+  double* sums[4] = {reinterpret_cast<double*>(&acc.hh[0]), reinterpret_cast<double*>(&acc.cc[0]),
+                     reinterpret_cast<double*>(&acc.cn[0]), reinterpret_cast<double*>(&acc.nn[0])};
+  __m512d hh = _mm512_loadu_pd(sums[0]), cc = _mm512_loadu_pd(sums[1]);
+  __m512d cn = _mm512_loadu_pd(sums[2]), nn = _mm512_loadu_pd(sums[3]);
   for (int64_t i = 0; i < len; i += kLanes) {  // len % kLanes == 0
     const __m512d cv = load_d8(c + i), uv = load_d8(u + i), nv = load_d8(n + i);
     const __m512d hv = _mm512_sub_pd(cv, uv);
@@ -202,8 +204,8 @@ SSD_TARGET_AVX512 void add_avx512(LaneSums& acc, const T* c, const T* u, const T
     cn = _mm512_add_pd(cn, _mm512_mul_pd(cv, nv));
     nn = _mm512_add_pd(nn, _mm512_mul_pd(nv, nv));
   }
-  _mm512_storeu_pd(reinterpret_cast<double*>(&acc.hh[0]), hh), _mm512_storeu_pd(reinterpret_cast<double*>(&acc.cc[0]), cc);
-  _mm512_storeu_pd(reinterpret_cast<double*>(&acc.cn[0]), cn), _mm512_storeu_pd(reinterpret_cast<double*>(&acc.nn[0]), nn);
+  _mm512_storeu_pd(sums[0], hh), _mm512_storeu_pd(sums[1], cc);
+  _mm512_storeu_pd(sums[2], cn), _mm512_storeu_pd(sums[3], nn);
 }
 
 // Elements before the first aligned vector store when streaming (the store width: 32 bytes
