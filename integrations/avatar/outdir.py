@@ -167,6 +167,16 @@ def check_output_files(out):
 RUN_TRACES = ("config.json", "log.jsonl", "metrics.json", "previews", "turntable", "turntable.gif", "turntable.mp4")
 
 
+def unfinished_run_outputs(out) -> list:
+    """The names in ``RUN_TRACES`` that ``out`` holds when it holds no checkpoint (a run killed
+    or stopped before its first one); ``[]`` when it holds a checkpoint or none of them."""
+    out = Path(out)
+    if (out / "checkpoints" / "last.pt").exists():
+        return []  # a run to resume, or refused by run.check_previous_run
+    return [name for name in RUN_TRACES if (out / name).is_file() or (
+        (out / name).is_dir() and any(not is_own_temporary(name, p.name) for p in (out / name).iterdir()))]
+
+
 def check_no_unfinished_run(out):
     """A directory holding a run's outputs but no checkpoint (killed before its first one, or
     another tool's) is refused: a fresh run would overwrite them and nothing can resume it.
@@ -175,10 +185,7 @@ def check_no_unfinished_run(out):
         ValueError: names the directory and what it holds.
     """
     out = Path(out)
-    if (out / "checkpoints" / "last.pt").exists():
-        return  # a run to resume, or refused by run.check_previous_run
-    found = [name for name in RUN_TRACES if (out / name).is_file() or (
-        (out / name).is_dir() and any(not is_own_temporary(name, p.name) for p in (out / name).iterdir()))]
+    found = unfinished_run_outputs(out)
     if found:
         raise ValueError(
             f"out: expected a directory without another run's outputs, got {str(out)!r} holding {', '.join(found)} "

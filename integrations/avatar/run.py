@@ -37,7 +37,13 @@ import torch
 from . import config as config_mod
 from .atomic import atomic_write_bytes
 from .checkpoint import CHECKPOINT_NAME
-from .outdir import OutputLock, check_output_files, check_output_location, remove_stale_temporaries
+from .outdir import (
+    OutputLock,
+    check_output_files,
+    check_output_location,
+    remove_stale_temporaries,
+    unfinished_run_outputs,
+)
 from .provenance import environment_changes, run_environment
 from .quiet import progress_bar
 
@@ -425,7 +431,14 @@ class RunSession:
         return _describe_checkpoint(self.ckpt_dir)
 
     def non_finite(self, exc):
-        """``exc`` (a ``NonFiniteError``) with where the last good checkpoint is."""
+        """``exc`` (a ``NonFiniteError``) with where the last good checkpoint is or, before the
+        first one, what to remove before running into the same directory again."""
+        out = self.prepared.out
+        left = unfinished_run_outputs(out)
+        if left:  # nothing to resume, and a fresh run would refuse these (outdir.check_no_unfinished_run)
+            return type(exc)(f"{exc}. No checkpoint was written yet, so nothing can resume this run; remove "
+                             f"{', '.join(str(out / name) for name in left)} (or the folder) or choose another --out "
+                             "before running again")
         return type(exc)(f"{exc}. The last good checkpoint is kept: {self.describe_checkpoint()}")
 
     def finish(self) -> RunResult:
