@@ -17,6 +17,7 @@ pytest.importorskip("smplx")
 from ssd_toolkit import cli  # noqa: E402
 from ssd_toolkit.integrations.avatar.outdir import OutputLock, check_output_location  # noqa: E402
 from ssd_toolkit.integrations.avatar.provenance import SAMPLE, fingerprint  # noqa: E402
+from ssd_toolkit.integrations.avatar.train import Trainer  # noqa: E402
 
 BASE = ["--steps", "4", "--checkpoint-every", "2", "--preview-every", "0", "--turntable-frames", "2",
         "--body-init-steps", "5"]  # fmt: skip
@@ -86,6 +87,28 @@ def test_first_loss_of_a_resumed_run_is_step_1s(run_dir, capsys):
     assert json.loads((run_dir / "metrics.json").read_text())["first_loss"] == step_1["loss"]
     (run_dir / "log.jsonl").unlink()  # and the same run without its log: refused, not a later loss
     refused(capsys, run_dir, "--steps", 8, match="got no file")
+
+
+def test_the_log_is_flushed_to_disk_before_each_checkpoint(run_dir, capsys, monkeypatch):
+    """A power cut cannot leave a checkpoint ahead of the log on disk (which --resume refuses)."""
+    events, fsync, save = [], os.fsync, Trainer.save
+
+    def recording_fsync(fd):
+        events.append(("fsync", os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
+        fsync(fd)
+
+    def recording_save(self, directory):
+        events.append(("save", self.step))
+        return save(self, directory)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(Trainer, "save", recording_save)
+    code, err = avatar(capsys, "--resume", "--out", run_dir, "--steps", 8)
+    assert code == 0, err
+    saves = [i for i, event in enumerate(events) if event[0] == "save"]
+    assert [events[i][1] for i in saves] == [6, 8]
+    for previous, i in zip([-1, *saves], saves):
+        assert ("fsync", "log.jsonl") in events[previous + 1:i], events
 
 
 # ------------------------------------------------------------------ E: a hard-linked .lock
