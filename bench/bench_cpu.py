@@ -134,11 +134,13 @@ def bench_one(shape, dtype, threads, rounds):
         "api_int_t": lambda: ssd_toolkit.estimate(*api_args),
         "api_stats": lambda: ssd_toolkit.estimate(*api_args, return_stats=True),
     }
-    if numpy_inputs is not None:
-        calls["plain_numpy"] = lambda: plain_numpy_ssd(*numpy_inputs, t_int, M)
     timings = interleaved_medians(calls, rounds)
+    # The NumPy and torch baselines apart: their libraries' threads may still spin after a call
+    # and would slow whatever runs next on these 2 cores.
     float_rows = [x.float().numpy().reshape(B, N) if dtype == "bfloat16" else x.numpy().reshape(B, N) for x in arrays]
     slow = {"numpy_ref": lambda: estimate_reference(*float_rows, t, M)}
+    if numpy_inputs is not None:
+        slow["plain_numpy"] = lambda: plain_numpy_ssd(*numpy_inputs, t_int, M)
     for torch_threads in sorted({1, threads}):
         slow[f"torch_{torch_threads}t"] = lambda k=torch_threads: (
             torch.set_num_threads(k), estimate_torch(*(x.reshape(B, N) for x in arrays), torch.from_numpy(t), M))
@@ -252,7 +254,8 @@ def main():
             fp32 = row if dtype == "float32" else next(r for r in rows if r["shape"] == row["shape"])
             row["x_fp32_per_element"] = row["kernel_us"] / fp32["kernel_us"]  # float32 runs first
             rows.append(row)
-            print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items() if k != "timings"}, flush=True)
+            shown = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items() if k != "timings"}
+            print(shown, flush=True)
     machine["loadavg_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
     params = {"M": M, "t": "linspace(0, 999, B), B = 1: M / 2 (about half the samples rescaled)",
               "kernel_threads": threads, "rounds": args.rounds, "sample_s": SAMPLE_S,
@@ -264,10 +267,10 @@ def main():
         "and store policy; % of limit = the median over rounds of limit time / kernel time (each round times "
         "both back to back); time / fp32 time = the kernel's time over float32's at the same shape (same "
         "element count). GB/s credit both with 4 x one input's bytes. "
-        "Kernel, limit and the API calls are interleaved round by round (medians); NumPy ref and torch eager "
-        "are timed in a second interleaved group. raw, isolated = the kernel after 2 ms idle (workers asleep). "
-        "plain NumPy is not timed for bfloat16 (NumPy has none). load = 1-minute load average before/after "
-        "the row."
+        "Kernel, limit and the API calls are interleaved round by round (medians); plain NumPy, NumPy ref "
+        "and torch eager are timed in a second interleaved group. raw, isolated = the kernel after 2 ms idle "
+        "(workers asleep). plain NumPy is not timed for bfloat16 (NumPy has none). load = 1-minute load "
+        "average before/after the row."
     )
     host_rows = host_overhead()
     notes += (
