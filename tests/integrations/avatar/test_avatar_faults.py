@@ -15,6 +15,8 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("smplx")
 
+from tiny_avatar_run import TINY_RUN  # noqa: E402
+
 from ssd_toolkit import cli  # noqa: E402
 from ssd_toolkit.integrations.avatar import checkpoint, run  # noqa: E402
 from ssd_toolkit.integrations.avatar.body import openpose  # noqa: E402
@@ -22,29 +24,13 @@ from ssd_toolkit.integrations.guidance import tiny  # noqa: E402
 from ssd_toolkit.integrations.avatar.outdir import OutputLock  # noqa: E402
 from ssd_toolkit.integrations.avatar.train import Trainer  # noqa: E402
 
-BASE = ["--steps", "4", "--checkpoint-every", "2", "--preview-every", "0", "--turntable-frames", "2",
-        "--body-init-steps", "5"]  # fmt: skip
+BASE = TINY_RUN  # the settings of the finished run (conftest.py)
 
 
 def avatar(capsys, *args):
     """Run ``ssd-toolkit avatar --no-progress ARGS`` -> (exit code, stderr lines)."""
     code = cli.main(["avatar", "--no-progress", *map(str, args)])
     return code, capsys.readouterr().err.strip().splitlines()
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A finished 4-step --tiny run (checkpoint at step 4), built once; tests work on copies."""
-    out = tmp_path_factory.mktemp("finished") / "run"
-    assert cli.main(["avatar", "--tiny", "--no-progress", "--out", str(out), *BASE]) == 0
-    return out
-
-
-@pytest.fixture
-def run_dir(finished, tmp_path):
-    copy = tmp_path / "run"
-    shutil.copytree(finished, copy)
-    return copy
 
 
 def digests(out, names=("config.json", "log.jsonl", "checkpoints/last.pt", "metrics.json")):
