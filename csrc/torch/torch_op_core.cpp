@@ -15,6 +15,11 @@ std::atomic<const SsdCoreTable*> g_table{nullptr};
 thread_local ErrorKind g_error_kind = ErrorKind::kNone;
 thread_local std::string g_error_message;
 
+std::string& registration_error() {
+  static std::string text;  // a function-local static: registration runs in a static initialiser
+  return text;
+}
+
 using GetStreamFn = int32_t (*)(int32_t device_index, void** ret_stream);  // AOTITorchError
 using ErrorTextFn = const char* (*)();
 
@@ -66,6 +71,10 @@ void record_error(ErrorKind kind, const std::string& message) {
   g_error_message = message;
 }
 
+void record_registration_error(const std::string& message) {
+  if (registration_error().empty()) registration_error() = message;
+}
+
 void clear_error() { g_error_kind = ErrorKind::kNone; }
 
 void rethrow_recorded(const char* fallback) {
@@ -84,6 +93,7 @@ void rethrow_recorded(const char* fallback) {
 
 const char* ssd_toolkit_torch_op_bind(const void* table) {
   static std::string reason;
+  if (!ssd_torch::registration_error().empty()) return ssd_torch::registration_error().c_str();
   const auto* t = static_cast<const SsdCoreTable*>(table);
   if (!t) return "table: expected the address of ssd_toolkit._C's core table, got 0";
   if (t->version != kSsdCoreTableVersion || t->params_size != sizeof(ssd::EstimateParams)) {

@@ -32,9 +32,13 @@ void record_error(ErrorKind kind, const std::string& message);
 void clear_error();
 [[noreturn]] void rethrow_recorded(const char* fallback);
 
+// A failed op registration at load (torch_op_library.cpp), reported by the bind.
+void record_registration_error(const std::string& message);
+
 }  // namespace ssd_torch
 
 // Hands the op library the core table of ssd_toolkit._C (`_C.core_table()`); called once by
 // ssd_toolkit.engine.torch_op_build.load() through ctypes. Returns nullptr on success, else a
-// one-line reason (a table of another version or layout: rebuild one of the two).
+// one-line reason (the ops could not be registered; a table of another version or layout:
+// rebuild one of the two).
 extern "C" __attribute__((visibility("default"))) const char* ssd_toolkit_torch_op_bind(const void* table);

@@ -1,5 +1,6 @@
-// The kernels of ssd_toolkit::estimate_kernel: CPU and CUDA call the core of ssd_toolkit._C
-// (through its entry-point table, torch_op_core.h); Meta gives the output shapes.
+// The kernels of ssd_toolkit::estimate_kernel (torch_op_kernels.h).
+#include "torch_op_kernels.h"
+
 #include <torch/csrc/stable/accelerator.h>
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
@@ -18,7 +19,6 @@ namespace ssd_torch {
 namespace {
 
 using torch::headeronly::ScalarType;
-using Outputs = std::tuple<Tensor, Tensor>;
 
 // A contiguous tensor of `sizes` and `dtype` on `like`'s device, through the C shim's
 // aoti_torch_empty_strided (about 1 us less per tensor than aten::empty by name through the
@@ -116,6 +116,8 @@ Outputs run_core(bool cuda, const Tensor& eps_cond, const Tensor& eps_uncond, co
   return Outputs{E, stats};
 }
 
+}  // namespace
+
 Outputs estimate_cpu(Tensor eps_cond, Tensor eps_uncond, Tensor noise, std::optional<Tensor> t, double t_scalar,
                      double M, bool return_stats) {
   return recorded([&] { return run_core(false, eps_cond, eps_uncond, noise, t, t_scalar, M, return_stats); });
@@ -134,11 +136,4 @@ Outputs estimate_meta(Tensor eps_cond, Tensor eps_uncond, Tensor noise, std::opt
   });
 }
 
-}  // namespace
 }  // namespace ssd_torch
-
-STABLE_TORCH_LIBRARY_IMPL(ssd_toolkit, CPU, m) { m.impl("estimate_kernel", TORCH_BOX(&ssd_torch::estimate_cpu)); }
-
-STABLE_TORCH_LIBRARY_IMPL(ssd_toolkit, CUDA, m) { m.impl("estimate_kernel", TORCH_BOX(&ssd_torch::estimate_cuda)); }
-
-STABLE_TORCH_LIBRARY_IMPL(ssd_toolkit, Meta, m) { m.impl("estimate_kernel", TORCH_BOX(&ssd_torch::estimate_meta)); }

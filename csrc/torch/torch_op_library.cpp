@@ -16,10 +16,12 @@
 
 #include <array>
 #include <optional>
+#include <string>
 #include <tuple>
 
 #include "torch_op_checks.h"
 #include "torch_op_core.h"
+#include "torch_op_kernels.h"
 
 namespace ssd_torch {
 namespace {
@@ -61,14 +63,52 @@ std::tuple<Tensor, Tensor> estimate(Tensor eps_cond, Tensor eps_uncond, Tensor n
 
 std::string schema(const char* name) { return std::string(name) + kSchemaArgs; }
 
+// The registrations, made with the C shim's calls directly (the STABLE_TORCH_LIBRARY macros
+// throw from a static initialiser, which ends the process when, say, an op of the same name is
+// already defined): a failure is kept and reported by ssd_toolkit_torch_op_bind, so load()
+// returns False with the reason.
+class Registrations {
+ public:
+  Registrations() {
+    if (!ok(aoti_torch_library_init_fragment("ssd_toolkit", __FILE__, __LINE__, &def_), "init_fragment") ||
+        !ok(aoti_torch_library_def(def_, schema("estimate").c_str()), "def estimate") ||
+        !ok(aoti_torch_library_def(def_, schema("estimate_kernel").c_str()), "def estimate_kernel"))
+      return;
+    (void)(impl("CompositeImplicitAutograd", "estimate", TORCH_BOX(&estimate)) &&
+           impl("CPU", "estimate_kernel", TORCH_BOX(&estimate_cpu)) &&
+           impl("CUDA", "estimate_kernel", TORCH_BOX(&estimate_cuda)) &&
+           impl("Meta", "estimate_kernel", TORCH_BOX(&estimate_meta)));
+  }
+  ~Registrations() {
+    for (TorchLibraryHandle lib : impls_) aoti_torch_delete_library_object(lib);
+    if (def_) aoti_torch_delete_library_object(def_);
+  }
+  Registrations(const Registrations&) = delete;
+  Registrations& operator=(const Registrations&) = delete;
+
+ private:
+  using Boxed = void (*)(StableIValue*, uint64_t, uint64_t);
+
+  bool ok(AOTITorchError status, const char* what) {
+    if (status == AOTI_TORCH_SUCCESS) return true;
+    record_registration_error(std::string("registering ssd_toolkit ops failed at ") + what +
+                              " (is an op ssd_toolkit::estimate already defined, e.g. by Python? load this "
+                              "library first)");
+    return false;
+  }
+  bool impl(const char* key, const char* name, Boxed fn) {
+    TorchLibraryHandle lib = nullptr;
+    if (!ok(aoti_torch_library_init_impl("ssd_toolkit", key, __FILE__, __LINE__, &lib), key)) return false;
+    impls_[count_++] = lib;
+    return ok(torch_library_impl(lib, name, fn, TORCH_ABI_VERSION), key);
+  }
+
+  TorchLibraryHandle def_ = nullptr;
+  TorchLibraryHandle impls_[4] = {};
+  int count_ = 0;
+};
+
+const Registrations registrations;
+
 }  // namespace
 }  // namespace ssd_torch
-
-STABLE_TORCH_LIBRARY_FRAGMENT(ssd_toolkit, m) {
-  m.def(ssd_torch::schema("estimate").c_str());
-  m.def(ssd_torch::schema("estimate_kernel").c_str());
-}
-
-STABLE_TORCH_LIBRARY_IMPL(ssd_toolkit, CompositeImplicitAutograd, m) {
-  m.impl("estimate", TORCH_BOX(&ssd_torch::estimate));
-}

@@ -152,9 +152,14 @@ def _load():
     if core is None or not hasattr(core, "core_table"):
         why = extension._state["error"] or "it has no core_table(): rebuild it with pip install -e ."
         return False, f"the op library calls the kernels of ssd_toolkit._C, which is not usable ({why})"
-    try:
-        import torch  # noqa: PLC0415
+    import torch  # noqa: PLC0415
 
+    try:
+        torch._C._dispatch_find_schema_or_throw("ssd_toolkit::estimate", "")
+        return False, "an op ssd_toolkit::estimate is already defined in this process (load the library first)"
+    except RuntimeError:  # not defined: the library may define it
+        pass
+    try:
         torch.ops.load_library(str(path))
     except Exception as exc:  # OSError (a stale or foreign binary), RuntimeError (a second registration)
         return False, f"loading {path.name} failed ({type(exc).__name__}: {exc})"

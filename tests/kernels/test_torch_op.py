@@ -232,6 +232,28 @@ else:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).stdout
         assert "not bound to the compiled core; load it with ssd_toolkit.engine.torch_op_build.load()" in out
 
+    def test_an_op_of_the_same_name_defined_first_is_refused_not_fatal():
+        code = (
+            "import ctypes, torch\n"
+            "@torch.library.custom_op('ssd_toolkit::estimate', mutates_args=())\n"
+            "def f(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | None,\n"
+            "      t_scalar: float, M: float, return_stats: bool) -> tuple[torch.Tensor, torch.Tensor]:\n"
+            "    return eps_cond.clone(), eps_cond.new_empty(6, 0)\n"
+            "import ssd_toolkit._C as core\n"
+            "from ssd_toolkit.engine import torch_op_build as b\n"
+            "print(b.load(), b.reason())\n"
+            "torch.ops.load_library(str(b.library_path()))  # past the check: the registration fails, kept\n"
+            "bind = ctypes.CDLL(str(b.library_path())).ssd_toolkit_torch_op_bind\n"
+            "bind.argtypes, bind.restype = [ctypes.c_void_p], ctypes.c_char_p\n"
+            "print(bind(core.core_table()).decode())\n"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        first, second = result.stdout.splitlines()[-2:]
+        assert first == "False an op ssd_toolkit::estimate is already defined in this process (load the library first)"
+        assert second.startswith("registering ssd_toolkit ops failed at def estimate (is an op ssd_toolkit::estimate "
+                                 "already defined")
+
     def test_load_keeps_the_reason_when_the_library_is_missing(monkeypatch, tmp_path):
         monkeypatch.setattr(torch_op_build, "library_path", lambda: tmp_path / "_torch_ops.so")
         ok, why = torch_op_build._load()
