@@ -33,6 +33,19 @@ def source_root():
     return root if all((root / s).exists() for s in SOURCES) else None
 
 
+def stale(output=LIBRARY):
+    """True when ``output`` is missing, or older than a file of csrc/ it is compiled from
+    (its sources and every header beside them): a library built from older sources."""
+    root = source_root()
+    if not output.exists():
+        return True
+    if root is None:
+        return False  # an installed package: nothing to compare with
+    inputs = [root / s for s in SOURCES] + list((root / "csrc").glob("*.h")) + list((root / "csrc" / "jax").glob("*"))
+    built = output.stat().st_mtime
+    return any(path.stat().st_mtime > built for path in inputs)
+
+
 def _config(root):
     return json.loads((root / "csrc" / "build_config.json").read_text())
 
