@@ -179,14 +179,19 @@ _RUNS = {"trajectories": _trajectories, "drift": _drift, "sweep": _sweep, "stati
 _PARSERS = {}
 
 
-def _all(args):
-    from types import SimpleNamespace  # noqa: PLC0415
+# ``toy all``'s experiments, longest first (CPU seconds measured at load ~1: the parallel
+# workers take them in this order, so that the two longest start at once)
+LONGEST_FIRST = ("sweep", "trajectories", "digits", "statistics", "drift")
 
+
+def _all(args):
     start = time.perf_counter()
-    for name in EXPERIMENTS:
-        defaults = vars(_PARSERS[name].parse_args([]))
-        defaults.update(out=args.out, seed=args.seed)
-        _RUNS[name](SimpleNamespace(**defaults))
+    jobs = min(args.jobs, len(EXPERIMENTS))
+    if jobs == 1:
+        for name in EXPERIMENTS:
+            _run_default(name, args.out, args.seed)
+    else:
+        _run_parallel(jobs, args.out, args.seed)
     print(f"toy all: {time.perf_counter() - start:.1f} s; summaries in {args.out}/*.md")
     if args.docs:
         from .report import compress_png  # noqa: PLC0415
@@ -194,6 +199,50 @@ def _all(args):
         for stem in EXPERIMENTS:
             compress_png(f"{args.out}/{stem}.png", f"{args.docs}/{stem}.png")
         print(f"the figures, re-saved for the docs, in {args.docs}/")
+
+
+def _run_default(name, out, seed):
+    """Experiment ``name`` with its command's defaults (its line printed when done)."""
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    defaults = vars(_PARSERS[name].parse_args([]))
+    defaults.update(out=out, seed=seed)
+    _RUNS[name](SimpleNamespace(**defaults))
+    sys.stdout.flush()
+
+
+def _worker_init():
+    """A ``toy all`` worker: Ctrl-C is the parent's to handle, no progress bars (one terminal for
+    all), one BLAS thread."""
+    import signal  # noqa: PLC0415
+
+    from . import progress  # noqa: PLC0415
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    progress.SHOW = False
+    try:
+        from threadpoolctl import threadpool_limits  # noqa: PLC0415
+    except ImportError:
+        return
+    threadpool_limits(limits=1, user_api="blas")
+
+
+def _run_parallel(jobs, out, seed):
+    """Every experiment in ``jobs`` worker processes (each is seeded and writes its own files:
+    the outputs are those of one process); each prints its line when done."""
+    import multiprocessing  # noqa: PLC0415
+
+    pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_init)
+    try:
+        pending = [pool.apply_async(_run_default, (name, out, seed)) for name in LONGEST_FIRST]
+        for result in pending:
+            result.get()  # re-raises a worker's error here
+        pool.close()
+    except BaseException:
+        pool.terminate()  # Ctrl-C or an error: stop the other workers too
+        raise
+    finally:
+        pool.join()
 
 
 def _common(p):
@@ -266,5 +315,7 @@ def register(subparsers):
 
     p = sub.add_parser("all", help="every toy experiment with its defaults (the main job)")
     _common(p)
+    p.add_argument("--jobs", type=integer(1), default=min(2, os.cpu_count() or 1),
+                   help="experiments run side by side in this many processes, >= 1 (default: 2, or 1 on one core)")  # fmt: skip
     p.add_argument("--docs", default=None, help="also write optimised copies of the figures here (e.g. docs/toy, the figures the docs show)")
     p.set_defaults(func=_command("all", _all))

@@ -34,9 +34,13 @@ def statistics_mixture(dim=64, components=8, cond_components=3, variance=0.05, s
     return GaussianMixture(np.ones(components), means, variance), mask
 
 
-def _total_cov(a, b):
-    a_c, b_c = a - a.mean(0), b - b.mean(0)
-    return float(np.sum(a_c * b_c) / (a.shape[0] - 1))
+def _centered(a):
+    return a - a.mean(0)
+
+
+def _total_cov(a_c, b_c):
+    """``tr Cov(a, b)`` from the centred samples ``a_c``, ``b_c`` ``[n, d]`` (one dot product)."""
+    return float(np.vdot(a_c, b_c) / (a_c.shape[0] - 1))
 
 
 def _spearman(x, y):
@@ -53,8 +57,11 @@ def statistics_at(mixture, mask, x, t, schedule, noises, rng):
         eps_c, eps_u, noise, np.full(noises, float(t)), M=float(schedule.num_timesteps), return_stats=True
     )
     c = ssd_toolkit.optimal_coefficient(eps_c, noise)
-    eps_tilde = ssd_toolkit.variance_reduced(eps_c, noise)
+    eps_tilde = _centered(ssd_toolkit.variance_reduced(eps_c, noise))
+    # the residuals eps_hat - k eps are linear in (eps_hat, eps): centred once, then combined
+    eps_c, noise = _centered(eps_c), _centered(noise)
     var_eps = _total_cov(eps_c, eps_c)
+    minus_eps, minus_c_eps = eps_c - noise, eps_c - c * noise
     return dict(
         t=int(t),
         eps_hat_norm=float(st["eps_cond_norm"].mean()),
@@ -65,9 +72,9 @@ def statistics_at(mixture, mask, x, t, schedule, noises, rng):
         r_max=float(st["r"].max()),
         r_mean=float(st["r"].mean()),
         var_eps_hat=var_eps,
-        var_minus_eps=_total_cov(eps_c - noise, eps_c - noise),
+        var_minus_eps=_total_cov(minus_eps, minus_eps),
         var_minus_r_eps=_total_cov(eps_tilde, eps_tilde),
-        var_minus_c_eps=_total_cov(eps_c - c * noise, eps_c - c * noise),
+        var_minus_c_eps=_total_cov(minus_c_eps, minus_c_eps),
     )
 
 
