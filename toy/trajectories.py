@@ -45,12 +45,14 @@ def end_state_summary(mixture, cond_mask, theta):
 
 
 def run_fig7(seeds=16, steps=3000, lr=0.01, M=200.0, weighting="uniform", seed=0, t_range=(20, 980), progress=False,
-             model=None):  # fmt: skip
+             model=None, names=None):  # fmt: skip
     """Both runs of Fig. 7, all estimators and seeds vectorised.
 
     Args:
         model: what gives ``eps_hat``: the exact paper mixture (None) or a
             ``learned_denoiser.LearnedDenoiser``.
+        names: only these of Fig. 7's estimators (default all); each run is the same as in
+            the full set (every estimator sees the same t and noise, common random numbers).
 
     Returns:
         ``(main, trap, seconds)``: the two ``DistillResult``s and the wall time of both.
@@ -61,10 +63,13 @@ def run_fig7(seeds=16, steps=3000, lr=0.01, M=200.0, weighting="uniform", seed=0
     kw = dict(schedule=schedule, steps=steps, lr=lr, weighting=weighting)
     start = time.perf_counter()
     exact = model is None  # the learned denoiser has no negative-prompt label
+    estimators = fig7_estimators(M, steps=steps if exact else None)
+    if names is not None:
+        estimators = {name: estimators[name] for name in names}
     main = distill(
         mixture,
         cond_mask,
-        fig7_estimators(M, steps=steps if exact else None),
+        estimators,
         np.zeros((seeds, 2)),
         sampler=make_sampler(steps, seed=seed, t_range=t_range),
         seed=seed,

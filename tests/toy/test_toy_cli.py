@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from ssd_toolkit.cli import build_parser, main
@@ -9,7 +10,7 @@ from ssd_toolkit.cli import build_parser, main
 
 def test_toy_group_is_registered_with_all_subcommands():
     parser = build_parser()
-    for sub in ("trajectories", "sweep", "statistics", "digits", "all"):
+    for sub in ("trajectories", "drift", "sweep", "statistics", "digits", "all"):
         args = parser.parse_args(["toy", sub])
         assert args.out == "toy_out" and args.seed == 0 and callable(args.func)
 
@@ -19,6 +20,7 @@ def test_toy_group_is_registered_with_all_subcommands():
     "argv, stem, key",
     [
         (["trajectories", "--seeds", "3", "--steps", "200"], "trajectories", "estimators"),
+        (["drift", "--noises", "2"], "drift", "at_mode"),
         (["sweep", "--Ms", "0,400", "--lrs", "0.01", "--steps", "100", "--seeds", "2"], "sweep", "rows"),
         (["statistics", "--dim", "8", "--noises", "256", "--num-t", "6"], "statistics", "checks"),
         (["digits", "--steps", "20"], "digits", "estimators"),
@@ -109,3 +111,65 @@ def test_progress_bars_are_off_when_stderr_is_not_a_terminal():
     from ssd_toolkit.toy.progress import bar
 
     assert bar(range(3), "x").disable  # pytest captures stderr: no carriage returns in logs
+
+
+def test_a_digits_run_too_large_is_refused_in_one_line_before_it_starts(tmp_path, capsys):
+    """--per-class 1000 --steps 2 ran 300 s at 1.7 GB with no output (issue 35)."""
+    import time
+
+    start = time.perf_counter()
+    assert main(["toy", "digits", "--per-class", "1000", "--steps", "2", "--out", str(tmp_path / "o")]) == 2
+    assert time.perf_counter() - start < 2.0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ssd-toolkit toy digits: error: --per-class: expected at most ")
+    assert ", got 1000, about " in err and not (tmp_path / "o").exists()
+
+
+def test_a_long_digits_run_says_so_first():
+    from ssd_toolkit.toy.cli import check_digits_size
+
+    assert check_digits_size(2, 1000) is None  # the default: seconds
+    notice = check_digits_size(100, 1000)
+    assert notice.startswith("ssd-toolkit toy digits: expect about ") and "--per-class 100 x --steps 1000" in notice
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_toy_all_runs_every_experiment_once(tmp_path, capsys, monkeypatch, jobs):
+    """Each experiment once (in worker processes with --jobs 2, which show no bars), the
+    summary line last; the experiments stubbed to write a marker (the real ones take seconds)."""
+    from ssd_toolkit.toy import cli as toy_cli
+
+    def stub(name):
+        def run(args):
+            from ssd_toolkit.toy import progress
+
+            with open(f"{args.out}/{name}.done", "a") as f:
+                f.write(f"{progress.SHOW}\n")
+            print(f"{name}: done")
+
+        return run
+
+    for name in toy_cli.EXPERIMENTS:
+        monkeypatch.setitem(toy_cli._RUNS, name, stub(name))
+    out = tmp_path / "o"
+    out.mkdir()
+    assert main(["toy", "all", "--out", str(out), "--jobs", jobs]) == 0
+    for name in toy_cli.EXPERIMENTS:
+        assert (out / f"{name}.done").read_text() == ("True\n" if jobs == "1" else "False\n")
+    if jobs == "1":  # a worker's prints go to the terminal, not to capsys
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[:-1] == [f"{name}: done" for name in toy_cli.EXPERIMENTS] and lines[-1].startswith("toy all: ")
+
+
+def test_docs_copies_are_lossless(tmp_path):
+    """The copies the docs show keep every pixel (a 256-colour palette banded the gradients)."""
+    from PIL import Image
+
+    from ssd_toolkit.toy.report import compress_png
+
+    y, x = np.mgrid[0:64, 0:300]
+    rgb = np.stack([x * 255 // 299, y * 4, (x + y) % 256], axis=-1).astype(np.uint8)  # > 256 colours
+    Image.fromarray(rgb).save(tmp_path / "fig.png")
+    compress_png(tmp_path / "fig.png", tmp_path / "docs" / "fig.png")
+    with Image.open(tmp_path / "docs" / "fig.png") as im:
+        np.testing.assert_array_equal(np.asarray(im.convert("RGB")), rgb)

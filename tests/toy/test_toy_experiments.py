@@ -65,3 +65,19 @@ def test_statistics_facts_at_three_timesteps():
         assert r["r_min"] <= r["c"] <= r["r_max"]
         assert r["h_norm"] < 0.1 * r["eps_hat_norm"]
     assert rows[1]["eps_hat_norm"] < rows[487]["eps_hat_norm"] < rows[999]["eps_hat_norm"]
+
+
+def test_digits_read_without_scikit_learn_are_its_load_digits():
+    """The bundled file read directly: the published set's class counts and first image
+    (sklearn.datasets.load_digits's documentation), with no scikit-learn import."""
+    import sys
+
+    from ssd_toolkit.toy.digits import load_digits_arrays
+
+    had_sklearn = "sklearn" in sys.modules
+    pixels, labels = load_digits_arrays()
+    assert had_sklearn or "sklearn" not in sys.modules
+    assert pixels.shape == (1797, 64) and pixels.min() == 0 and pixels.max() == 16
+    np.testing.assert_array_equal(np.bincount(labels), [178, 182, 177, 183, 181, 182, 181, 179, 174, 180])
+    np.testing.assert_array_equal(pixels[0, :16], [0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0])
+    assert labels[:10].tolist() == list(range(10))

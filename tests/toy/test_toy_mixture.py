@@ -179,3 +179,32 @@ def test_empty_condition_is_rejected():
     mixture, _ = paper_mixture()
     with pytest.raises(ValueError, match="mask: expected at least one True"):
         mixture.score(np.zeros((1, 2)), mask=np.zeros(3, dtype=bool))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 999), st.integers(2, 6))
+def test_many_components_grouped_by_condition_match_separate_calls(seed, t, conditions):
+    """The many-component path (rows grouped by condition, conditional branch on that
+    condition's components, shared-variance logits, masked exp) against ``eps_hat`` per
+    branch, which evaluates every component of every row."""
+    rng = np.random.default_rng(seed)
+    K, d = GaussianMixture.GROUP_MIN_COMPONENTS + 6, 3
+    labels = rng.integers(0, conditions, K)
+    labels[:conditions] = np.arange(conditions)  # every condition has a component
+    mixture = GaussianMixture(np.ones(K), rng.uniform(-1, 1, (K, d)), float(rng.choice([1e-4, 0.05])))
+    rows = rng.integers(0, conditions, 11)
+    mask = labels[None, :] == rows[:, None]
+    a, s = float(SCHEDULE.alpha(t)), float(SCHEDULE.sigma(t))
+    x = a * mixture.means[rng.integers(0, K, 11)] + s * rng.standard_normal((11, d)) * 1.5
+    c, u = mixture.eps_hat_pair(x, a, s, mixture.log_weights(mask, 11))
+    np.testing.assert_allclose(c, mixture.eps_hat(x, a, s, mask), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(u, mixture.eps_hat(x, a, s), rtol=1e-9, atol=1e-9)
+
+
+def test_exp_of_shifted_log_weights_is_bit_for_bit_exp():
+    from ssd_toolkit.toy.mixture import _exp_shifted
+
+    rng = np.random.default_rng(0)
+    for spread in (5.0, 800.0, 1e5):  # none, some, most entries below exp's underflow
+        logj = -rng.uniform(0, spread, (40, 300))
+        np.testing.assert_array_equal(_exp_shifted(logj.copy()), np.exp(logj))
