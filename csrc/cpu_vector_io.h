@@ -1,5 +1,5 @@
 // Eight elements of any input type in AVX2 registers, and back: float16 through F16C,
-// bfloat16 by a 16-bit shift, no buffer in memory. The conversions are exact on the way in
+// bfloat16 interleaved with zero bits (its float's upper half), no buffer in memory. The conversions are exact on the way in
 // and round to nearest even on the way out, bit for bit as half_convert.h (NaN payloads
 // aside). Stores come cached or non-temporal (kStream: the address must be aligned to the
 // store's width, 32 bytes for float and double, 16 for the half types).
@@ -16,16 +16,20 @@ SSD_AVX2_INLINE __m256 load8(const Half* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 SSD_AVX2_INLINE __m256 load8(const BFloat16* p) {
-  const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), zero = _mm_setzero_si128();
+  return _mm256_castsi256_ps(_mm256_set_m128i(_mm_unpackhi_epi16(zero, v), _mm_unpacklo_epi16(zero, v)));
 }
 
-// Elements 0..3 and 4..7 as doubles (exact).
-template <typename T>
-SSD_AVX2_INLINE void load8d(const T* p, __m256d& lo, __m256d& hi) {
-  const __m256 f = load8(p);
-  lo = _mm256_cvtps_pd(_mm256_castps256_ps128(f));
-  hi = _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1));
+// Elements 0..3 and 4..7 as doubles (exact), each half in a 128-bit register (no extract).
+SSD_AVX2_INLINE void load8d(const Half* p, __m256d& lo, __m256d& hi) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  lo = _mm256_cvtps_pd(_mm_cvtph_ps(v));
+  hi = _mm256_cvtps_pd(_mm_cvtph_ps(_mm_unpackhi_epi64(v, v)));
+}
+SSD_AVX2_INLINE void load8d(const BFloat16* p, __m256d& lo, __m256d& hi) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), zero = _mm_setzero_si128();
+  lo = _mm256_cvtps_pd(_mm_castsi128_ps(_mm_unpacklo_epi16(zero, v)));  // bits << 16
+  hi = _mm256_cvtps_pd(_mm_castsi128_ps(_mm_unpackhi_epi16(zero, v)));
 }
 SSD_AVX2_INLINE void load8d(const float* p, __m256d& lo, __m256d& hi) {
   lo = _mm256_cvtps_pd(_mm_loadu_ps(p));
