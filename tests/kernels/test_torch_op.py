@@ -2,8 +2,10 @@
 
 The op library must be loaded before anything defines an op of the same name, so the tests
 run in a fresh interpreter: ``test_torch_op_in_a_fresh_process`` (re)builds the library and
-runs this file again there (``SSD_TOOLKIT_TORCH_OP_CHILD=1``), where it is loaded first.
-Tests marked ``gpu`` need a CUDA device and a CUDA build of ``ssd_toolkit._C``.
+runs this file's tests not marked ``gpu`` again there (``SSD_TOOLKIT_TORCH_OP_CHILD=1``), where
+it is loaded first; ``test_torch_op_on_a_gpu_in_a_fresh_process`` (marked ``gpu``, so
+``pytest -m gpu`` selects it) runs the ``gpu`` ones, which need a CUDA device and a CUDA build
+of ``ssd_toolkit._C``.
 """
 
 import os
@@ -16,15 +18,27 @@ CHILD = os.environ.get("SSD_TOOLKIT_TORCH_OP_CHILD") == "1"
 
 if not CHILD:
 
-    def test_torch_op_in_a_fresh_process():
+    def run_child(marks):
+        """Builds the library (ninja: only what changed) and runs this file's tests selected by
+        ``marks`` in a fresh interpreter; asserts they passed."""
         pytest.importorskip("torch")
         from ssd_toolkit.engine import torch_op_build  # noqa: PLC0415
 
-        torch_op_build.build(quiet=True)  # ninja: only what changed
+        torch_op_build.build(quiet=True)
         env = {**os.environ, "SSD_TOOLKIT_TORCH_OP_CHILD": "1"}
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", __file__]
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", "-m", marks, __file__]
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
         assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+    def test_torch_op_in_a_fresh_process():
+        run_child("not gpu")
+
+    @pytest.mark.gpu
+    def test_torch_op_on_a_gpu_in_a_fresh_process():
+        torch = pytest.importorskip("torch")
+        if not torch.cuda.is_available():
+            pytest.skip("needs a CUDA device")
+        run_child("gpu")
 
 else:
     import numpy as np
