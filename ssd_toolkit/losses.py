@@ -114,33 +114,10 @@ def postprocess_gradient(g, *, normalize=False, max_norm=None):
     return g
 
 
-def _injection_function():
-    torch = _torch()
-
-    class InjectGradient(torch.autograd.Function):
-        """``forward(x, grad, value) -> value``; ``backward: dL/dx = grad * upstream``."""
-
-        @staticmethod
-        def forward(ctx, x, grad, value):
-            ctx.save_for_backward(grad)
-            return value.detach().clone()
-
-        @staticmethod
-        def backward(ctx, upstream):
-            (grad,) = ctx.saved_tensors
-            return grad * upstream.to(grad.dtype), None, None
-
-    return InjectGradient
-
-
-_INJECT = None
-
-
 def _apply(x, grad, value):
-    global _INJECT
-    if _INJECT is None:
-        _INJECT = _injection_function()
-    return _INJECT.apply(x, grad, value)
+    from .frameworks.torch.inject import InjectGradient  # noqa: PLC0415 - imports torch
+
+    return InjectGradient.apply(x, grad, value)
 
 
 def _prepare(x, grad, normalize, max_norm):

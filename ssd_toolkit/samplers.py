@@ -4,12 +4,16 @@
 
 - ``t_range(step) -> (t_min, t_max)``: the inclusive integer range at training step
   ``step`` (counted from 0);
-- ``sample(batch_size, step=0) -> numpy.int64 [batch_size]``: one t per sample, uniform
-  on ``t_range(step)`` (the DreamTime sampler is deterministic: every sample gets t(step)).
+- ``sample(batch_size, step=0, device=None) -> int64 [batch_size]``: one t per sample,
+  uniform on ``t_range(step)`` (the DreamTime sampler is deterministic: every sample gets
+  t(step)). Without ``device`` a NumPy array; with ``device`` (``"cpu"``, ``"cuda"``, a
+  ``torch.device``) a torch tensor on it, drawn there (diffusers'
+  ``scheduler.add_noise(x, noise, t)`` takes it as it is).
 
-Each sampler owns a ``numpy.random.Generator`` seeded with ``seed``: two samplers built
-with the same seed and called with the same arguments return the same timesteps.
-``seed=None`` draws fresh OS entropy.
+Each sampler owns a ``numpy.random.Generator`` seeded with ``seed`` and, per torch device,
+a ``torch.Generator`` seeded with the same ``seed``: two samplers built with the same seed
+and called with the same arguments return the same timesteps. ``seed=None`` draws fresh OS
+entropy.
 
 Names:
 
@@ -27,6 +31,7 @@ Names:
 
 from __future__ import annotations
 
+import inspect
 import numbers
 
 import numpy as np
@@ -52,6 +57,7 @@ class _RangeSampler:
     def __init__(self, seed=None):
         self.seed = seed
         self._rng = np.random.default_rng(seed)
+        self._torch_generators = {}
 
     @property
     def rng(self) -> np.random.Generator:
@@ -59,15 +65,36 @@ class _RangeSampler:
         with a checkpoint to resume a run with the same timesteps."""
         return self._rng
 
-    def sample(self, batch_size: int, step: int = 0) -> np.ndarray:
-        """``batch_size`` timesteps, int64, uniform on the inclusive ``t_range(step)``.
+    def torch_generator(self, device):
+        """The ``torch.Generator`` that draws t on ``device`` (seeded with ``seed``, or from
+        the NumPy generator when ``seed`` is None). Save and restore its ``get_state()``
+        with a checkpoint to resume a run with the same timesteps."""
+        import torch  # noqa: PLC0415 - only for device draws; import ssd_toolkit stays torch-free
+
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        generator = self._torch_generators.get(device)
+        if generator is None:
+            seed = self.seed if self.seed is not None else int(self._rng.integers(2**63 - 1))
+            generator = self._torch_generators[device] = torch.Generator(device=device).manual_seed(int(seed))
+        return generator
+
+    def sample(self, batch_size: int, step: int = 0, device=None):
+        """``batch_size`` timesteps, int64, uniform on the inclusive ``t_range(step)``: a NumPy
+        array, or with ``device`` a torch tensor drawn on that device.
 
         Raises:
-            TypeError / ValueError: batch_size or step not a non-negative integer.
+            TypeError / ValueError: batch_size or step not a non-negative integer, a bad device.
         """
         batch_size = checks.integer("batch_size", batch_size, minimum=0)
         lo, hi = self.t_range(step)
-        return self._rng.integers(lo, hi + 1, size=batch_size, dtype=np.int64)
+        if device is None:
+            return self._rng.integers(lo, hi + 1, size=batch_size, dtype=np.int64)
+        import torch  # noqa: PLC0415
+
+        generator = self.torch_generator(device)
+        return torch.randint(lo, hi + 1, (batch_size,), generator=generator, device=generator.device, dtype=torch.int64)
 
 
 class UniformSampler(_RangeSampler):
@@ -222,10 +249,15 @@ class DreamTimeSampler(_RangeSampler):
         t = self.t_at(step)
         return t, t
 
-    def sample(self, batch_size: int, step: int = 0) -> np.ndarray:
-        """``batch_size`` copies of ``t_at(step)`` (int64)."""
+    def sample(self, batch_size: int, step: int = 0, device=None):
+        """``batch_size`` copies of ``t_at(step)`` (int64): a NumPy array, or with ``device``
+        a torch tensor on it."""
         batch_size = checks.integer("batch_size", batch_size, minimum=0)
-        return np.full(batch_size, self.t_at(step), dtype=np.int64)
+        if device is None:
+            return np.full(batch_size, self.t_at(step), dtype=np.int64)
+        import torch  # noqa: PLC0415
+
+        return torch.full((batch_size,), self.t_at(step), dtype=torch.int64, device=device)
 
 
 SAMPLERS = {
@@ -248,6 +280,13 @@ def get_sampler(name: str, seed=None, **params):
 
     Raises:
         ValueError: unknown name (the message lists the known ones), bad parameter values.
-        TypeError: a parameter the sampler does not take.
+        TypeError: a parameter the sampler does not take (the message names it, the ones it
+            takes and the closest).
     """
-    return lookup(SAMPLERS, name)(seed=seed, **params)
+    cls = lookup(SAMPLERS, name)
+    taken = [p for p in inspect.signature(cls).parameters if p != "seed"]
+    for key in params:
+        if key not in taken:
+            raise TypeError(f"{key}: not a parameter of the {cls.name!r} sampler (it takes {', '.join(taken)})"
+                            f"{checks.did_you_mean(key, taken)}")
+    return cls(seed=seed, **params)

@@ -75,6 +75,9 @@ class Weighting:
 
     def __call__(self, t, alphas_cumprod):
         T = _check_alphas(alphas_cumprod)
+        backend = frameworks.find(t)
+        if backend is not None and backend.name == "torch":
+            return self._torch(t, alphas_cumprod, T, backend)
         idx = frameworks.timestep_indices(t, T)
         host_abar = _host_array(alphas_cumprod)
         if not _is_host(t):  # t's library and device, in alphas_cumprod's dtype when it has one
@@ -82,6 +85,18 @@ class Weighting:
             dtype = frameworks.dtype_name(alphas_cumprod) if same_library else "float64"
             return self._formula(frameworks.from_host(host_abar[idx], t, dtype))
         return np.asarray(self._formula(host_abar[idx]), dtype=np.float64)
+
+
+    def _torch(self, t, alphas_cumprod, T, backend):
+        """Torch ``t``: w gathered on t's device with torch ops (``torch.compile`` traces it).
+        Eagerly t is checked on the host first (under tracing it is a traced value)."""
+        if not backend.tracing():
+            frameworks.timestep_indices(t, T)
+        if backend is frameworks.find(alphas_cumprod):
+            abar = alphas_cumprod.to(t.device)
+        else:
+            abar = backend.from_host(np.asarray(alphas_cumprod, dtype=np.float64), t, "float64")
+        return self._formula(abar[t.long()])
 
 
 def _is_host(x) -> bool:

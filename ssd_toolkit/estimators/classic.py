@@ -36,7 +36,7 @@ class SDS:
         c, u = up(eps_cond), up(eps_uncond)
         eps_cfg = (u if self.cfg == "standard" else c) + self.guidance_scale * (c - u)
         E = eps_cfg - up(noise) if self.variance_reduction else eps_cfg
-        return finish(E, eps_cond, batch.B, return_stats)
+        return finish(E, batch.dtype, batch.B, return_stats)
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class ModeSeeking:
         batch, _, _ = prepare_branches(eps_cond, None, noise, t, needs=("cond",))
         c = up(eps_cond)
         E = c - up(noise) if self.variance_reduction else c + 0
-        return finish(E, eps_cond, batch.B, return_stats)
+        return finish(E, batch.dtype, batch.B, return_stats)
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class CSD:
     def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None, return_stats=False):
         batch, _, _ = prepare_branches(eps_cond, eps_uncond, noise, t)
         E = self.scale * (up(eps_cond) - up(eps_uncond))
-        return finish(E, eps_cond, batch.B, return_stats)
+        return finish(E, batch.dtype, batch.B, return_stats)
 
 
 @dataclass(frozen=True)
@@ -90,8 +90,8 @@ class NFSD:
         checks.real("t_threshold", self.t_threshold)
 
     def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None, return_stats=False):
-        batch, t64, neg = prepare_branches(eps_cond, eps_uncond, noise, t, eps_negative, needs=self.branches)
+        batch, t_vec, neg = prepare_branches(eps_cond, eps_uncond, noise, t, eps_negative, needs=self.branches)
         c, u = up(eps_cond), up(eps_uncond)
-        delta_d = where_rows(t64 < self.t_threshold, u, u - up(neg))
+        delta_d = where_rows(t_vec < self.t_threshold, u, u - up(neg))
         E = delta_d + self.guidance_scale * (c - u)
-        return finish(E, eps_cond, batch.B, return_stats)
+        return finish(E, batch.dtype, batch.B, return_stats)

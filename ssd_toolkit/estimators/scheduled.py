@@ -47,7 +47,7 @@ class AnnealedCSD:
         else:
             p = self.progress
             E = c + (-0.5 * p) * u + (-1.0 + 0.5 * p) * up(neg)
-        return finish(E, eps_cond, batch.B, return_stats)
+        return finish(E, batch.dtype, batch.B, return_stats)
 
 
 SDS_BRIDGE_SOURCE_MODIFIER = (
@@ -98,7 +98,7 @@ class SDSBridge:
             E = u + self.guidance_scale * (c - u) - up(noise)
         else:
             E = self.scale * (c - up(src))
-        return finish(E, eps_cond, batch.B, return_stats)
+        return finish(E, batch.dtype, batch.B, return_stats)
 
 
 @dataclass(frozen=True)
@@ -167,4 +167,4 @@ class ISM:
         batch, _, _ = prepare_branches(eps_cond, eps_uncond, noise, t)
         c, u = up(eps_cond), up(eps_uncond)
         E = u + self.guidance_scale * (c - u) - up(noise)
-        return finish(E, eps_cond, batch.B, return_stats)
+        return finish(E, batch.dtype, batch.B, return_stats)

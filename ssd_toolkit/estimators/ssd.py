@@ -57,13 +57,13 @@ class SSDAblation:
         checks.threshold(self.M)
 
     def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None, return_stats=False):
-        batch, t64, _ = prepare_branches(eps_cond, eps_uncond, noise, t)
+        batch, t_vec, _ = prepare_branches(eps_cond, eps_uncond, noise, t)
         B, N = batch.B, batch.N
-        c, u, n = (frameworks.astype(frameworks.flat_rows(x, B, N), "float64") for x in (eps_cond, eps_uncond, noise))
-        seeking = frameworks.from_host(t64 <= float(self.M), c)
+        c, u, n = (frameworks.astype(frameworks.flat_rows(x, B, N), "float64") for x in batch.arrays)
+        seeking = t_vec <= float(self.M)
         xp = frameworks.namespace(c)
         E, stats = maths.estimate_rows(xp, c, u, n, seeking, self.variant)
-        out = down(E.reshape(batch.shape), eps_cond)
+        out = down(E.reshape(batch.shape), batch.dtype)
         if not return_stats:
             return out
         unscaled = stats["eps_tilde_norm"] if self.variant == "no-rescale" else None

@@ -30,6 +30,7 @@ __all__ = [
     "row_norms",
     "stats_dict",
     "timestep_indices",
+    "timestep_vector",
     "to_host_float64",
     "validate_arrays",
 ]
@@ -64,6 +65,12 @@ def from_host(values, like, dtype=None):
     """Host NumPy ``values`` in ``like``'s library and device (``dtype`` a name, default
     the values' own)."""
     return framework_of(like).from_host(values, like, dtype)
+
+
+def timestep_vector(t, B: int, like):
+    """``t`` (a scalar or ``[B]``, checked as ``estimate`` checks it) as a float64 ``[B]`` vector
+    in ``like``'s library and device (traced values stay traced: torch.compile, torch.func)."""
+    return framework_of(like).timestep_vector(t, B, like)
 
 
 def namespace(x):

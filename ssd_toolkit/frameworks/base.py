@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .batch import prepare
+from .timestep_checks import host_timesteps
 
 
 class ArrayBackend:
@@ -42,6 +43,10 @@ class ArrayBackend:
 
     def warn_if_differentiated(self, batch) -> None:
         """Warns when the inputs carry gradients (the result never does)."""
+
+    def timestep_vector(self, t, B, like):
+        """``t`` validated on the host, as a float64 ``[B]`` vector beside ``like``."""
+        return self.from_host(host_timesteps(t, B), like)
 
     def host_vector(self, t):
         """``t`` as a NumPy vector without a copy when that is free, else None."""

@@ -6,16 +6,15 @@ between libraries (dtype names, devices); the rules themselves are written once.
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 
 from .. import checks
+from ..engine.dtypes import FLOAT_DTYPES, promote
 from ..engine.maths import STAT_NAMES, stats_dict  # noqa: F401 - the backends' one import point
 from .registry import framework_of
 from .timestep_checks import host_timesteps
 
-FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 ARRAY_ARGS = ("eps_cond", "eps_uncond", "noise")
 
 
@@ -48,11 +47,14 @@ class Batch:
 
 
 def validate_arrays(eps_cond, eps_uncond, noise, names=ARRAY_ARGS) -> Batch:
-    """Check that the three arrays agree in library, device, shape and float dtype.
+    """Check that the three arrays agree in library, device and shape and have float dtypes.
 
     Raises:
         TypeError: an unsupported array type, mixed libraries, non-float dtypes.
-        ValueError: 0-d inputs, mismatched shapes, dtypes or devices.
+        ValueError: 0-d inputs, mismatched shapes or devices.
+
+    Mixed float dtypes are promoted (``engine.dtypes.promote``); the Batch holds the arrays in
+    that dtype.
     """
     frameworks = [framework_of(a, name) for a, name in zip((eps_cond, eps_uncond, noise), names)]
     if len({f.name for f in frameworks}) > 1:
@@ -69,16 +71,19 @@ def validate_arrays(eps_cond, eps_uncond, noise, names=ARRAY_ARGS) -> Batch:
         if len(a.shape) == 0:
             raise ValueError(f"{name}: expected shape [B, ...] with at least one dimension, got a 0-d array")
     ref = arrays[0]
-    ref_shape, ref_dtype, ref_device = tuple(ref.shape), framework.dtype_name(ref), framework.device(ref)
+    ref_shape, ref_device = tuple(ref.shape), framework.device(ref)
     for name, a in zip(names[1:], arrays[1:]):
         if tuple(a.shape) != ref_shape:
             raise ValueError(f"{name}: expected shape {list(ref_shape)} ({names[0]}'s), got {list(a.shape)}")
-        if framework.dtype_name(a) != ref_dtype:
-            raise ValueError(f"{name}: expected dtype {ref_dtype} ({names[0]}'s), got {framework.dtype_name(a)}")
         if framework.device(a) != ref_device:
             raise ValueError(f"{name}: expected device {ref_device} ({names[0]}'s), got {framework.device(a)}")
+    dtypes = [framework.dtype_name(a) for a in arrays]
+    ref_dtype = promote(dtypes)  # mixed precision: the library's promotion, e.g. bf16 with fp32 -> fp32
+    arrays = [a if dt == ref_dtype else framework.astype(a, ref_dtype) for a, dt in zip(arrays, dtypes)]
     B = int(ref_shape[0])
-    N = math.prod(int(d) for d in ref_shape[1:])
+    N = 1
+    for d in ref_shape[1:]:  # not math.prod(generator): Dynamo traces this loop
+        N *= int(d)
     return Batch(*arrays, framework, ref_device, ref_dtype, ref_shape, B, N)
 
 
@@ -94,15 +99,21 @@ def prepare(eps_cond, eps_uncond, noise, t, M) -> Batch:
     batch.t = t
     if batch.framework.host_timesteps(batch):
         batch.t64 = host_timesteps(t, batch.B)
+    warn_one_element(batch, stacklevel=5)
+    batch.framework.warn_if_differentiated(batch)
+    return batch
+
+
+def warn_one_element(batch, stacklevel):
+    """Warns (UserWarning) for one-element samples: likely a missing batch dimension (the
+    rescaled branch of such a sample is 0)."""
     if batch.N == 1 and batch.B > 0:
         warnings.warn(
             f"eps_cond: shape {list(batch.shape)} has one element per sample; dimension 0 is the batch "
             "(add a batch dimension, e.g. x[None], if this is one sample)",
             UserWarning,
-            stacklevel=4,
+            stacklevel=stacklevel,
         )
-    batch.framework.warn_if_differentiated(batch)
-    return batch
 
 
 GRAD_WARNING = (

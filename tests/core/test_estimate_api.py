@@ -290,7 +290,6 @@ def test_every_timestep_form_gives_the_same_result(t_form, library, return_stats
     "mutate, exc, pattern",
     [
         (lambda a: (a[0], a[1][:, :2], a[2]), ValueError, r"eps_uncond: expected shape \[3, 4\].*got \[3, 2\]"),
-        (lambda a: (a[0], a[1], a[2].astype(np.float64)), ValueError, "noise: expected dtype float32.*got float64"),
         (lambda a: (a[0].astype(np.int32), a[1], a[2]), TypeError, "eps_cond: expected a floating dtype.*got int32"),
         (lambda a: (a[0], a[1].astype(np.complex64), a[2]), TypeError, "eps_uncond: expected a floating dtype.*got complex64"),
         (lambda a: (a[0], a[1], a[2].tolist()), TypeError, "noise: expected a numpy.ndarray.*got builtins.list"),
@@ -402,3 +401,25 @@ def test_package_modules_import_each_other_without_a_cycle():
 
     for name in sorted(graph):
         visit(name, [])
+
+
+@pytest.mark.parametrize("library", ["numpy", pytest.param("torch", marks=requires_torch)])
+def test_mixed_float_dtypes_promote_as_the_library_does(library):
+    """Half-precision predictions with float32 noise (autocast's usual mix): the result has the
+    promoted dtype and equals the call on inputs cast to it first; samples never mix."""
+    c, u, n = make_inputs((3, 4, 5), "float32", seed=7)
+    t = np.array([10, 500, 100])
+    low = "bfloat16" if library == "torch" else "float16"
+    if library == "torch":
+        c, u, n = (torch.from_numpy(x) for x in (c, u, n))
+        c_low, u_low = c.to(getattr(torch, low)), u.to(getattr(torch, low))
+        expected = ssd_toolkit.estimate(c_low.float(), u_low.float(), n, t, 200)
+        assert ssd_toolkit.estimate(c_low, u_low, n, t, 200).dtype == torch.float32
+        assert torch.equal(ssd_toolkit.estimate(c_low, u_low, n, t, 200), expected)
+        assert ssd_toolkit.estimate(c_low, u_low, n.half(), t, 200).dtype == torch.float32  # bf16 with fp16
+    else:
+        c_low, u_low = c.astype(low), u.astype(low)
+        expected = ssd_toolkit.estimate(c_low.astype("float32"), u_low.astype("float32"), n, t, 200)
+        got = ssd_toolkit.estimate(c_low, u_low, n, t, 200)
+        assert got.dtype == np.float32 and np.array_equal(got, expected)
+        assert ssd_toolkit.estimate(c_low, u_low, n.astype("float64"), t, 200).dtype == np.float64

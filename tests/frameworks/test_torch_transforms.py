@@ -8,7 +8,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import ssd_toolkit  # noqa: E402
-from ssd_toolkit.frameworks import framework_of  # noqa: E402
 from conftest import M, T, reference  # noqa: E402
 from tolerances import assert_close_to_reference  # noqa: E402
 
@@ -91,20 +90,20 @@ def test_neg_bit_views_are_resolved(inputs):
 
 
 def test_other_devices_name_the_device_and_backend_torch(inputs, monkeypatch):
-    """Off cpu and cuda the kernels cannot run: one clear error (no device here has such
-    tensors, so the route is driven with a batch that reports one)."""
-    backend = framework_of(torch.zeros(1))
+    """Off cpu and cuda the kernels cannot run: backend='compiled' gives one clear error; 'auto'
+    runs PyTorch eager there. No device here has such tensors, so the route is driven with tensors
+    that report one."""
     c, u, n = _tensors(inputs)
-    batch = ssd_toolkit.frameworks.prepare(c, u, n, T, M)
 
-    class OnMps:
-        device = torch.device("mps")
+    class OnXpu(torch.Tensor):
+        @property
+        def device(self):
+            return torch.device("xpu")
 
-    batch.eps_cond = OnMps()
-    monkeypatch.setattr(backend, "needs_op", lambda x: False)
-    with pytest.raises(ValueError, match=r"eps_cond: the compiled kernels run on cpu and cuda tensors, got mps; "
+    fakes = [x.as_subclass(OnXpu) for x in (c, u, n)]
+    with pytest.raises(ValueError, match=r"eps_cond: the compiled kernels run on cpu and cuda tensors, got xpu; "
                                          r"pass backend='torch'"):
-        backend.run(batch, "auto", False)
+        ssd_toolkit.estimate(*fakes, 10.0, M, backend="compiled")
 
 
 def test_requires_grad_warning_points_at_the_caller(inputs):

@@ -5,11 +5,9 @@ others (build, backend choice, error paths, the custom op's fake implementation 
 torch.compile route) run everywhere.
 """
 
-import contextlib
 import os
 import shutil
 import types
-import warnings
 
 import numpy as np
 import pytest
@@ -21,6 +19,7 @@ from ssd_toolkit.engine import dispatch as _dispatch
 from ssd_toolkit.engine import extension as _extension
 from ssd_toolkit.frameworks.torch import cuda as torch_cuda
 from ssd_toolkit.frameworks.torch import op as torch_op
+from ssd_toolkit.frameworks.torch import selftest
 from ssd_toolkit.reference import STAT_NAMES, estimate_reference
 from ssd_inputs import as_array, make_inputs
 from tolerances import STATS_RTOL, TOLERANCES, assert_close_to_reference
@@ -74,29 +73,36 @@ def test_unsupported_cuda_array_producer_is_rejected(monkeypatch):
         ssd_toolkit.estimate(x, _ForeignCudaArray((2, 3)), _ForeignCudaArray((2, 3)), 1.0, M)
 
 
+def _torch_backend():
+    return frameworks.framework_of(torch.zeros(1))
+
+
 def test_host_scalar_timestep_needs_no_copy():
-    t_dev, t_scalar = torch_cuda.torch_timesteps(np.float32(250.0), 4, torch.device("cuda:0"))
+    timesteps = _torch_backend().timesteps
+    t_dev, t_scalar = timesteps(np.float32(250.0), 4, torch.device("cuda:0"))
     assert t_dev is None and t_scalar == 250.0
-    t_dev, t_scalar = torch_cuda.torch_timesteps(torch.tensor(7), 4, torch.device("cuda:0"))
+    t_dev, t_scalar = timesteps(7, 4, torch.device("cuda:0"))
     assert t_dev is None and t_scalar == 7.0
 
 
 def test_timestep_errors_before_any_device_work():
+    timesteps = _torch_backend().timesteps
     with pytest.raises(ValueError, match=r"t: expected a scalar or a vector of length B=4, got shape \[3\]"):
-        torch_cuda.torch_timesteps([1.0, 2.0, 3.0], 4, torch.device("cuda:0"))
+        timesteps([1.0, 2.0, 3.0], 4, torch.device("cuda:0"))
     with pytest.raises(ValueError, match="t: expected finite timesteps"):
-        torch_cuda.torch_timesteps(float("nan"), 4, torch.device("cuda:0"))
+        timesteps(float("nan"), 4, torch.device("cuda:0"))
     with pytest.raises(ValueError, match=r"t: expected a host value or a tensor on cuda:0.*got meta"):
-        torch_cuda.torch_timesteps(torch.zeros(4, device="meta"), 4, torch.device("cuda:0"))
+        timesteps(torch.zeros(4, device="meta"), 4, torch.device("cuda:0"))
 
 
 @pytest.mark.skipif(not _extension.has_cpu_kernel(), reason="compiled CPU kernel not built")
 @pytest.mark.parametrize("t", (300.0, 700, [1.0, 900.0, 2.0, 999.0], "tensor"), ids=("float", "int", "list", "tensor"))
 @pytest.mark.parametrize("return_stats", (False, True))
 def test_torch_glue_passes_the_binding_what_it_expects(t, return_stats, monkeypatch, rng):
-    """The eager torch glue, end to end on host tensors: the binding is replaced by one that
-    runs the compiled CPU kernel on the very addresses and sizes the glue passes, so the
-    argument order, contiguity, output allocation and stats wiring are all checked."""
+    """The CUDA launch glue (``launch_torch``, behind the op's CUDA kernel where the op library
+    is not built) on host tensors: the binding is replaced by one that runs the compiled CPU
+    kernel on the very addresses and sizes the glue passes, so the argument order, output
+    and stats wiring are all checked."""
     cpu_module = _module()
     calls = []
 
@@ -108,21 +114,26 @@ def test_torch_glue_passes_the_binding_what_it_expects(t, return_stats, monkeypa
     monkeypatch.setattr(_extension, "load", lambda: types.SimpleNamespace(estimate_cuda=estimate_cuda))
     monkeypatch.setattr(torch.cuda, "current_device", lambda: None)  # host tensors: device index None
     monkeypatch.setattr(torch_cuda, "_raw_stream", lambda index: 1234)
-    monkeypatch.setattr(torch_cuda, "_SELF_TEST", {})
+    monkeypatch.setattr(selftest, "_RESULTS", {})
     monkeypatch.setenv("SSD_TOOLKIT_CUDA_SELFTEST", "0")  # the first-use self-test has its own tests
     shape = (4, 3, 5)
     c = torch.from_numpy(rng.standard_normal((4, 3, 6)))[:, :, 1:]  # non-contiguous: copied
     u, n = (torch.from_numpy(rng.standard_normal(shape)) for _ in range(2))
     t_arg = torch.tensor([1.0, 900.0, 2.0, 999.0]) if t == "tensor" else t
-    batch = frameworks.validate_arrays(c, u, n)
-    result = torch_cuda.estimate_torch_cuda(c, u, n, t_arg, M, return_stats, batch.shape, batch.N)
-    E, stats = result if return_stats else (result, None)
+    t_dev, t_scalar = _torch_backend().timesteps(t_arg, 4, c.device)
+    rows = [x.contiguous().view(4, 15) for x in (c, u, n)]
+    E = torch.empty_like(rows[0])
+    stats_rows = torch.empty((6, 4), dtype=torch.float64) if return_stats else None
+    torch_cuda.launch_torch(*rows, E, t_dev, t_scalar, M, stats_rows, 4, 15)
+    E = E.view(shape)
+    stats = None if stats_rows is None else frameworks.stats_dict(stats_rows, torch.from_numpy(np.broadcast_to(
+        np.asarray(t_arg, dtype=np.float64) <= M, (4,)).copy()))
     t_np = np.asarray(t_arg, dtype=np.float64) if t != "tensor" else t_arg.numpy()
     E_ref, stats_ref = _reference(c, u, n, t_np)
     assert E.shape == shape and E.dtype == torch.float64
     assert_close_to_reference(E, E_ref, "float64")
-    assert calls[0][2] == 1234
-    assert (calls[0][0] == 0) == isinstance(t, (int, float)), calls  # a scalar travels as t_scalar
+    assert calls[-1][2] == 1234
+    assert (calls[-1][0] == 0) == isinstance(t, (int, float)), calls  # a scalar travels as t_scalar
     if return_stats:
         for name in STAT_NAMES:
             np.testing.assert_allclose(stats[name].numpy(), stats_ref[name], rtol=1e-12, err_msg=name)
@@ -182,8 +193,8 @@ def test_fake_impl_shapes_and_dtypes(dtype, return_stats):
 
 def test_torch_library_opcheck_cpu(rng):
     args = make_inputs((3, 10), "float64", "torch", seed=rng)
-    torch.library.opcheck(torch_op.estimate_op, (*args, torch.tensor([1.0, 900.0, 2.0], dtype=torch.float64), 0.0, M, True))
-    torch.library.opcheck(torch_op.estimate_op, (*args, None, 100.0, M, False))
+    torch.library.opcheck(torch_op.estimate_op(), (*args, torch.tensor([1.0, 900.0, 2.0], dtype=torch.float64), 0.0, M, True))
+    torch.library.opcheck(torch_op.estimate_op(), (*args, None, 100.0, M, False))
 
 
 def _compile_and_capture(fn):
@@ -575,83 +586,3 @@ def test_gpu_agrees_with_the_cpu_emulation(dtype, path, rng):
         ulps = np.abs(gpu_bits.astype(np.int64) - out.view(bits).astype(np.int64))
         assert ulps.max() == 0, (f"{dtype} {shape} {plan}: {int((ulps > 0).sum())} elements differ, up to "
                                  f"{int(ulps.max())} ulp")
-
-
-# ------------------------------------------------------------------ first-use self-test
-def _emulated_binding(emu, plant=None):
-    """estimate_cuda backed by the CPU emulation of the kernels (host tensors stand in for
-    device ones); ``plant(out_ptr, B, N, dtype)`` may corrupt the result after the launch."""
-    launches = []
-
-    def estimate_cuda(c, u, n, out, t_ptr, t_scalar, stats_ptr, B, N, dtype, M_, stream):
-        launches.append((B, N, dtype))
-        emu.estimate(c, u, n, out, t_ptr, t_scalar, stats_ptr, B, N, dtype, M_)
-        if plant is not None:
-            plant(out, B, N, dtype)
-
-    return types.SimpleNamespace(estimate_cuda=estimate_cuda, compiled_with_cuda=lambda: True), launches
-
-
-@pytest.fixture
-def emulated_device(monkeypatch):
-    import cuda_emulation_build  # noqa: PLC0415 - tests/ helper
-
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: None)  # host tensors: device index None
-    monkeypatch.setattr(torch_cuda, "_raw_stream", lambda index: 0)
-    monkeypatch.setattr(torch_cuda, "_SELF_TEST", {})
-    monkeypatch.delenv("SSD_TOOLKIT_CUDA_SELFTEST", raising=False)
-    return cuda_emulation_build.load()
-
-
-def _glue_call(rng, t=(1.0, 900.0, 2.0, 999.0)):
-    c, u, n = (torch.from_numpy(rng.standard_normal((4, 3, 5))).float() for _ in range(3))
-    return torch_cuda.estimate_torch_cuda(c, u, n, torch.tensor(t), M, True, (4, 3, 5), 15), (c, u, n)
-
-
-def test_self_test_passes_on_the_emulated_kernel_and_runs_once(emulated_device, monkeypatch, rng):
-    binding, launches = _emulated_binding(emulated_device)
-    monkeypatch.setattr(_extension, "load", lambda: binding)
-    with warnings_as_errors():
-        (E, stats), (c, u, n) = _glue_call(rng)
-        _glue_call(rng)
-    tested = {(N, dtype) for B, N, dtype in launches if B == 4 and N in (37, 4099)}
-    assert tested == {(N, d) for N in (37, 4099) for d in DTYPES}  # once, every dtype, odd sizes
-    assert len(launches) == len(tested) + 2  # then the two real calls
-    E_ref, _ = _reference(c, u, n, np.array([1.0, 900.0, 2.0, 999.0]))
-    assert_close_to_reference(E, E_ref, "float32")
-
-
-def test_self_test_mismatch_warns_once_and_uses_eager_torch(emulated_device, monkeypatch, rng):
-    import ctypes  # noqa: PLC0415
-
-    def plant(out, B, N, dtype):  # a wrong first element in every float32 result
-        if dtype == "float32":
-            ctypes.c_float.from_address(out).value += 1.0
-
-    binding, launches = _emulated_binding(emulated_device, plant)
-    monkeypatch.setattr(_extension, "load", lambda: binding)
-    with pytest.warns(RuntimeWarning, match=r"CUDA kernel disagrees with PyTorch eager on cpu \(float32, \[4, 37\].*"
-                                            r"backend='torch' from now on.*SSD_TOOLKIT_CUDA_SELFTEST=0"):
-        (E, stats), (c, u, n) = _glue_call(rng)
-    count = len(launches)
-    with warnings_as_errors():  # once per device
-        (E2, _), _ = _glue_call(rng)
-    assert len(launches) == count  # the kernel is not launched again on that device
-    E_ref, stats_ref = _reference(c, u, n, np.array([1.0, 900.0, 2.0, 999.0]))
-    assert_close_to_reference(E, E_ref, "float32")  # the eager result, not the planted one
-    np.testing.assert_allclose(stats["scale"].numpy(), stats_ref["scale"], rtol=1e-6)
-
-
-def test_self_test_can_be_switched_off(emulated_device, monkeypatch, rng):
-    binding, launches = _emulated_binding(emulated_device, lambda *a: None)
-    monkeypatch.setattr(_extension, "load", lambda: binding)
-    monkeypatch.setenv("SSD_TOOLKIT_CUDA_SELFTEST", "0")
-    _glue_call(rng)
-    assert len(launches) == 1
-
-
-@contextlib.contextmanager
-def warnings_as_errors():
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        yield

@@ -1,35 +1,41 @@
-"""PyTorch tensors: plain, on any device, under ``torch.compile``, ``torch.func`` and fake modes.
+"""PyTorch tensors: one route for eager calls, ``torch.compile``, ``torch.func`` and fake tensors.
 
-Routes (``TorchTensors.run``), decided once per call:
+``TorchTensors.estimate`` is the whole torch route. It validates once (``validate_arrays``,
+written so that Dynamo traces it: under ``torch.compile`` a bad input raises the same one-line
+error, carried as the cause of Dynamo's "Observed exception"), converts ``t`` once
+(``timesteps``) and decides once where the batch runs:
 
-- Dynamo tracing, or tensors without storage (``torch.func`` transforms, ``meta``,
-  ``FakeTensor`` and other subclasses): the custom op ``torch.ops.ssd_toolkit.estimate``
-  (``op.py``), which has meta, vmap and autograd rules.
-- ``backend="torch"``: PyTorch eager ops on any device (MPS, XPU, ...).
-- ``cuda``: the fused CUDA kernel on the current stream (``cuda.py``).
-- ``cpu``: the compiled CPU kernel on the tensors' memory, or the NumPy reference.
-- any other device: a ValueError naming the device and ``backend="torch"``.
+- ``backend="torch"``, or ``"auto"`` on a device without compiled kernels (MPS, XPU, ...):
+  PyTorch eager ops (``eager.py``);
+- ``backend="reference"``: the float64 NumPy reference, for CPU tensors with storage;
+- otherwise the op ``torch.ops.ssd_toolkit.estimate`` (``op.py``: registered from C++ where
+  the op library is built), whose CPU, CUDA and Meta kernels, vmap and no-gradient rules
+  serve plain, compiled, ``torch.func``-transformed, ``meta`` and fake tensors alike.
 
-The fast path takes plain contiguous CPU tensors (and CUDA ones) that need no
-conversion straight to the kernel; anything else returns None and takes ``run``.
+Plain same-dtype tensors with a host ``t`` skip straight to the op (``_fast``); anything that
+is not plainly valid takes the full validation, which names what is wrong.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 
 import numpy as np
 
-from ...engine import dispatch as _dispatch
-from ...engine import extension as _extension
+from ... import checks
+from ...engine import dispatch, extension
+from ...engine.dtypes import FLOAT_DTYPES
+from ...engine.maths import stats_dict
+from ...engine.reference import estimate_reference
 from ..base import ArrayBackend
-from ..batch import GRAD_WARNING, prepare, stats_dict
-from ..numpy_arrays import fast_threshold
-from ..timestep_checks import check_kind, check_shape, fast_timesteps, host_timesteps
+from ..batch import GRAD_WARNING, validate_arrays, warn_one_element
+from ..timestep_checks import HUGE_INT, check_kind, check_shape, fast_timesteps, host_timesteps
 from .eager import TORCH_OPS, estimate_torch
+from .op import estimate_op
 
-_DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
+KERNEL_DEVICES = ("cpu", "cuda")  # where the op has kernels (meta: its fake kernel)
 
 
 class TorchTensors(ArrayBackend):
@@ -40,17 +46,24 @@ class TorchTensors(ArrayBackend):
         self.torch = torch
         self.tensor = torch.Tensor
         self.ops = TORCH_OPS
-        self.names = {getattr(torch, name): name for name in _DTYPE_NAMES}
+        self.names = {getattr(torch, name): name for name in FLOAT_DTYPES}
         compiler = torch.compiler
         self.tracing = getattr(compiler, "is_dynamo_compiling", compiler.is_compiling)  # 1 call, not 3
         functorch = getattr(torch._C, "_functorch", None)
         self.wrapped = getattr(functorch, "is_functorch_wrapped_tensor", lambda x: False)
+        self.transforming = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
+        self.op = estimate_op()
 
     def claims(self, kind):
         return issubclass(kind, self.tensor)
 
-    # -- validation hooks ------------------------------------------------------------------
+    # -- validation hooks (batch.validate_arrays) -----------------------------------------
     def checked(self, x, name):
+        if x.layout is not self.torch.strided or x.is_nested:
+            kind = "a nested tensor" if x.is_nested else f"layout {x.layout}"
+            raise TypeError(f"{name}: expected a dense (strided) tensor, got {kind}; convert it with .to_dense()")
+        if self.tracing():
+            return x
         return x.resolve_neg() if x.is_neg() else x  # a neg-bit view's memory holds -x
 
     def dtype_name(self, x):
@@ -60,19 +73,12 @@ class TorchTensors(ArrayBackend):
     def device(self, x):
         return str(x.device)
 
-    def needs_op(self, x) -> bool:
-        """True for tensors whose data cannot be read directly (no storage, or a subclass)."""
+    def storage_free(self, x) -> bool:
+        """True for tensors whose data cannot be read on the host (no storage, or a subclass)."""
         kind = type(x)
         if kind is not self.tensor and not isinstance(x, self.torch.nn.Parameter):
             return True
         return x.device.type == "meta" or self.wrapped(x)
-
-    def host_timesteps(self, batch):
-        return batch.device == "cpu" and not any(self.needs_op(a) for a in batch.arrays)
-
-    def warn_if_differentiated(self, batch):
-        if any(a.requires_grad for a in batch.arrays):
-            warnings.warn(GRAD_WARNING, UserWarning, stacklevel=5)
 
     def host_vector(self, t):
         if type(t) is not self.tensor or t.ndim != 1 or t.device.type != "cpu" or t.requires_grad or t.is_neg():
@@ -82,64 +88,171 @@ class TorchTensors(ArrayBackend):
         except RuntimeError:  # a functorch-wrapped tensor has no storage
             return None
 
-    # -- estimate ----------------------------------------------------------------------------
+    # -- the route -----------------------------------------------------------------------
     def estimate(self, eps_cond, eps_uncond, noise, t, M, return_stats, backend):
-        if self.tracing():  # Dynamo: validation it can trace, then the opaque custom op
-            from .op import estimate_traced  # noqa: PLC0415
-
-            return estimate_traced(eps_cond, eps_uncond, noise, t, M, return_stats=return_stats, backend=backend)
-        if backend == "auto" or backend == "compiled":
+        tracing = self.tracing() or self.transforming()  # torch.compile, or torch.func: no host reads
+        if not tracing and (backend == "auto" or backend == "compiled"):
             result = self._fast(eps_cond, eps_uncond, noise, t, M, return_stats)
             if result is not None:
                 return result
-        return self.run(prepare(eps_cond, eps_uncond, noise, t, M), backend, return_stats)
-
-    def run(self, batch, backend, return_stats):
-        _dispatch.check_backend(backend)
+        dispatch.check_backend(backend)
+        batch = validate_arrays(eps_cond, eps_uncond, noise)
+        if tracing and isinstance(M, self.tensor):
+            raise TypeError("M: under torch.compile expected a Python number (a tensor would need a host read), got a tensor")
+        M = checks.threshold(M)
         device = batch.eps_cond.device
-        if any(self.needs_op(a) for a in batch.arrays):
-            from .op import run_op  # noqa: PLC0415
-
-            return run_op(batch, backend, return_stats)
-        if backend == "torch":
-            return self._run_eager(batch, return_stats)
-        if device.type == "cuda":
-            if backend == "reference":
-                raise ValueError(
-                    f"backend: 'reference' runs on host arrays, got {device} data; "
-                    "move the data to the CPU yourself or use backend='auto' with a CUDA build"
-                )
-            _dispatch.require_cuda_kernel(device)
-            from .cuda import estimate_torch_cuda  # noqa: PLC0415
-
-            return estimate_torch_cuda(*batch.arrays, batch.t, batch.M, return_stats, batch.shape, batch.N)
-        if device.type != "cpu":
-            raise ValueError(
-                f"eps_cond: the compiled kernels run on cpu and cuda tensors, got {device}; "
-                "pass backend='torch' (PyTorch eager ops on any device) or move the tensors"
-            )
-        return _dispatch.run_host(self, batch, backend, return_stats)
-
-    def _run_eager(self, batch, return_stats):
-        """``backend="torch"``: PyTorch eager ops where the data are (float32 sums on MPS,
-        which has no float64; stats then stay float32 too)."""
-        torch = self.torch
-        rows = [self.flat_rows(a, batch.B, batch.N) for a in batch.arrays]
-        device = rows[0].device
-        accum = torch.float32 if device.type == "mps" else torch.float64
-        t = batch.t
-        if isinstance(t, self.tensor) and t.device == device and device.type != "cpu":  # stays on its device
-            check_kind(self.dtype_name(t))
-            check_shape(t.shape, batch.B)
-            t_vec = t.detach().to(accum).reshape(-1).expand(batch.B)
+        t_vec, t_scalar = self.timesteps(t, batch.B, device, tracing)
+        if not self.tracing():
+            warn_one_element(batch, stacklevel=4)
+            if any(a.requires_grad for a in batch.arrays):
+                warnings.warn(GRAD_WARNING, UserWarning, stacklevel=3)
+        rows = [a.detach().reshape(batch.B, batch.N) for a in batch.arrays]
+        if backend == "torch" or (backend == "auto" and device.type not in (*KERNEL_DEVICES, "meta")):
+            E, stats = self._eager(rows, t_vec, t_scalar, M, batch.B)
+        elif backend == "reference":
+            E, stats = self._reference(batch, rows, t_vec, t_scalar, M)
         else:
-            t64 = batch.t64 if batch.t64 is not None else host_timesteps(t, batch.B)
-            t_vec = torch.from_numpy(t64).to(device=device, dtype=accum)
-        E, stats = estimate_torch(*rows, t_vec, batch.M, accum_dtype=accum)
+            if device.type not in (*KERNEL_DEVICES, "meta"):
+                raise ValueError(
+                    f"eps_cond: the compiled kernels run on cpu and cuda tensors, got {device}; "
+                    "pass backend='torch' (PyTorch eager ops on any device) or move the tensors"
+                )
+            if device.type == "cuda":
+                dispatch.require_cuda_kernel(device)
+            elif backend == "compiled":
+                dispatch.choose_host(backend, self.name)  # the error when no kernel is built
+            E, rows_stats = self.op(*rows, t_vec, t_scalar, M, return_stats)
+            stats = stats_dict(rows_stats, self._mode_seeking(t_vec, t_scalar, M, batch.B, device)) if return_stats else None
         E = E.reshape(batch.shape)
         return (E, stats) if return_stats else E
 
-    # -- conversions -------------------------------------------------------------------------
+    def timesteps(self, t, B, device, tracing=False):
+        """``(t_vec, t_scalar)``: ``t`` as a float64 ``[B]`` tensor on ``device``, or None with
+        every sample at the host value ``t_scalar``; the one conversion of the torch route.
+
+        Host values are checked (real, finite, length); a tensor on ``device`` is converted in
+        place, its values unchecked (that would need a host read; with ``tracing``, inside
+        ``torch.func`` and ``torch.compile``, it is a traced value; the op's CPU kernel checks
+        them).
+
+        Raises:
+            TypeError: non-real timesteps.
+            ValueError: wrong length, non-finite host values, a tensor on another device.
+        """
+        torch = self.torch
+        if type(t) is float or type(t) is int:
+            if tracing:  # Dynamo may treat it as a symbolic float: no value checks
+                return None, t
+            if -HUGE_INT < t < HUGE_INT and math.isfinite(t):
+                return None, float(t)
+        if isinstance(t, self.tensor):
+            check_kind(self.dtype_name(t))
+            check_shape(t.shape, B)
+            on_host = t.device.type == "cpu" and not tracing and not self.storage_free(t)
+            if t.device != device and not on_host:
+                raise ValueError(f"t: expected a host value or a tensor on {device} (eps_cond's device), got {t.device}")
+            if on_host:  # values checked here, then one copy to the data's device
+                host = host_timesteps(t.detach(), B)
+                return torch.from_numpy(host).to(device, non_blocking=True), 0.0
+            t = t.detach().to(torch.float64)
+            return (t.reshape(1).expand(B) if t.ndim == 0 else t), 0.0
+        if tracing:  # a list or NumPy array inside torch.compile: a constant of the graph
+            t_vec = torch.as_tensor(t, dtype=torch.float64, device=device)
+            check_shape(t_vec.shape, B)
+            return (t_vec.reshape(1).expand(B) if t_vec.ndim == 0 else t_vec), 0.0
+        host = host_timesteps(t, B)
+        if np.ndim(t) == 0:
+            return None, float(host[0])
+        return torch.from_numpy(host).to(device, non_blocking=True), 0.0
+
+    def timestep_vector(self, t, B, like):
+        t_vec, t_scalar = self.timesteps(t, B, like.device, self.tracing() or self.transforming())
+        if t_vec is None:
+            return self.torch.full((B,), t_scalar, dtype=self.torch.float64, device=like.device)
+        return t_vec
+
+    def _mode_seeking(self, t_vec, t_scalar, M, B, device):
+        if t_vec is None:
+            return self.torch.full((B,), t_scalar <= M, dtype=self.torch.bool, device=device)
+        return t_vec <= M
+
+    def _eager(self, rows, t_vec, t_scalar, M, B):
+        """PyTorch eager ops where the data are (float32 sums on MPS, which has no float64)."""
+        torch = self.torch
+        device = rows[0].device
+        accum = torch.float32 if device.type == "mps" else torch.float64
+        t_vec = torch.full((B,), t_scalar, dtype=accum, device=device) if t_vec is None else t_vec.to(accum)
+        return estimate_torch(*rows, t_vec, M, accum_dtype=accum)
+
+    def _reference(self, batch, rows, t_vec, t_scalar, M):
+        """The float64 NumPy reference on CPU tensors with storage."""
+        device = rows[0].device
+        if device.type != "cpu" or any(self.storage_free(a) for a in batch.arrays):
+            raise ValueError(
+                f"backend: 'reference' runs on host tensors with storage, got {device} data"
+                f"{' without storage (torch.func, meta or fake)' if device.type == 'cpu' else ''}; "
+                "use backend='auto'"
+            )
+        t64 = np.full(batch.B, t_scalar) if t_vec is None else t_vec.cpu().numpy()
+        E64, named = estimate_reference(*(self.to_host_float64(r) for r in rows), t64, M)
+        E = self.from_host(E64, rows[0], batch.dtype)
+        named = {k: self.torch.from_numpy(np.ascontiguousarray(v)) for k, v in named.items()}
+        return E, named
+
+    # -- the fast path ---------------------------------------------------------------------
+    def _fast(self, eps_cond, eps_uncond, noise, t, M, return_stats):
+        """Plain tensors of one float dtype, shape and CPU/CUDA device, a host scalar or host
+        ``[B]`` t and a finite Python M: straight to the op. None for anything else."""
+        tensor = self.tensor
+        if type(eps_cond) is not tensor or type(eps_uncond) is not tensor or type(noise) is not tensor:
+            return None
+        dt, shape, device = eps_cond.dtype, eps_cond.shape, eps_cond.device
+        if (
+            dt not in self.names
+            or eps_uncond.dtype is not dt
+            or noise.dtype is not dt
+            or eps_uncond.shape != shape
+            or noise.shape != shape
+            or eps_uncond.device != device
+            or noise.device != device
+            or device.type not in KERNEL_DEVICES
+            or eps_cond.requires_grad
+            or eps_uncond.requires_grad
+            or noise.requires_grad
+            or eps_cond.is_neg()
+            or eps_uncond.is_neg()
+            or noise.is_neg()
+            or not shape
+            or type(M) is not float and type(M) is not int
+            or not -HUGE_INT < M < HUGE_INT
+            or not math.isfinite(M)
+        ):
+            return None
+        B = shape[0]
+        if not B or eps_cond.numel() == B or eps_cond.layout is not self.torch.strided:
+            return None
+        if device.type == "cuda" and isinstance(t, tensor) and t.device == device:
+            if t.shape != (B,) or self.names.get(t.dtype) is None and t.dtype is not self.torch.int64:
+                return None
+            t_vec, t_scalar = t.detach().to(self.torch.float64), 0.0
+        else:
+            t64 = fast_timesteps(t, B)
+            if t64 is None:
+                return None
+            t_vec, t_scalar = (None, float(t64[0])) if np.ndim(t) == 0 else (self.torch.from_numpy(t64).to(device, non_blocking=True), 0.0)
+            if device.type == "cuda" and not extension.has_cuda_kernel():
+                return None
+            if device.type == "cpu" and not extension.has_cpu_kernel():
+                return None
+        N = eps_cond.numel() // B
+        E, rows_stats = self.op(eps_cond.view(B, N) if eps_cond.is_contiguous() else eps_cond.reshape(B, N),
+                                eps_uncond.reshape(B, N), noise.reshape(B, N), t_vec, t_scalar, M, return_stats)
+        E = E.view(shape)
+        if not return_stats:
+            return E
+        return E, stats_dict(rows_stats, self._mode_seeking(t_vec, t_scalar, M, B, device))
+
+    # -- conversions (used by the estimators, diagnostics and host helpers) -------------------
     def flat_rows(self, x, B, N):
         return x.detach().contiguous().view(B, N) if N and B else x.detach().reshape(B, N)
 
@@ -149,14 +262,6 @@ class TorchTensors(ArrayBackend):
     def reshape(self, x, shape):
         return x.reshape(shape)
 
-    def host_view(self, rows):
-        if rows.dtype == self.torch.bfloat16:  # NumPy has no bfloat16: the kernel reads the bits
-            return rows.view(self.torch.uint16).numpy(), "bfloat16"
-        return rows.numpy(), self.names[rows.dtype]
-
-    def empty_rows(self, like):
-        return self.torch.empty_like(like, memory_format=self.torch.contiguous_format)
-
     def to_host_float64(self, x):
         return x.detach().to("cpu", dtype=self.torch.float64).numpy()
 
@@ -165,77 +270,3 @@ class TorchTensors(ArrayBackend):
         target = getattr(self.torch, dtype) if isinstance(dtype, str) else out.dtype
         return out.to(device=like.device, dtype=target)
 
-    # -- the fast path -----------------------------------------------------------------------
-    def _fast(self, eps_cond, eps_uncond, noise, t, M, return_stats):
-        tensor = self.tensor
-        if type(eps_cond) is not tensor or type(eps_uncond) is not tensor or type(noise) is not tensor:
-            return None
-        dt = eps_cond.dtype
-        shape = eps_cond.shape
-        name = self.names.get(dt)
-        if (
-            name is None
-            or eps_uncond.dtype is not dt
-            or noise.dtype is not dt
-            or eps_uncond.shape != shape
-            or noise.shape != shape
-            or eps_cond.requires_grad
-            or eps_uncond.requires_grad
-            or noise.requires_grad
-            or not shape
-        ):
-            return None
-        B = shape[0]
-        size = eps_cond.numel()
-        M = fast_threshold(M)
-        if not B or size == B or M is None:
-            return None
-        device = eps_cond.device.type
-        if device == "cpu":
-            return self._fast_cpu(eps_cond, eps_uncond, noise, t, M, return_stats, shape, B, size, name)
-        if device == "cuda":
-            return self._fast_cuda(eps_cond, eps_uncond, noise, t, M, return_stats, shape, B, size)
-        return None
-
-    def _fast_cpu(self, eps_cond, eps_uncond, noise, t, M, return_stats, shape, B, size, name):
-        """Contiguous CPU tensors -> the CPU kernel on their memory (addresses, no copies)."""
-        arrays = (eps_cond, eps_uncond, noise)
-        if (
-            eps_uncond.device.type != "cpu"
-            or noise.device.type != "cpu"
-            or not (eps_cond.is_contiguous() and eps_uncond.is_contiguous() and noise.is_contiguous())
-            or eps_cond.is_neg()
-            or eps_uncond.is_neg()
-            or noise.is_neg()
-        ):
-            return None
-        kernel = _extension.cpu_kernel()
-        t64 = fast_timesteps(t, B)
-        if kernel is None or t64 is None:
-            return None
-        try:
-            pointers = [a.data_ptr() for a in arrays]
-        except RuntimeError:  # torch.func-wrapped tensors have no storage: the op route
-            return None
-        return self.cpu_kernel(kernel, pointers, t64, M, return_stats, shape, B, size // B, name)
-
-    def cpu_kernel(self, kernel, pointers, t64, M, return_stats, shape, B, N, name):
-        """The compiled CPU kernel on three tensors' addresses; E (and stats) as tensors."""
-        torch = self.torch
-        out = torch.empty(shape, dtype=getattr(torch, name))
-        stats = torch.empty((6, B), dtype=torch.float64) if return_stats else None
-        kernel(*pointers, out.data_ptr(), t64, None if stats is None else stats.data_ptr(), B, N, name, M)
-        if stats is None:
-            return out
-        return out, stats_dict(stats, torch.from_numpy(t64 <= M))
-
-    def _fast_cuda(self, eps_cond, eps_uncond, noise, t, M, return_stats, shape, B, size):
-        """CUDA tensors on one device -> the eager CUDA glue (one launch, no host sync)."""
-        device = eps_cond.device
-        if eps_uncond.device != device or noise.device != device or not _extension.has_cuda_kernel():
-            return None
-        if eps_cond.is_neg() or eps_uncond.is_neg() or noise.is_neg():
-            return None
-        from .cuda import estimate_torch_cuda  # noqa: PLC0415
-
-        return estimate_torch_cuda(eps_cond, eps_uncond, noise, t, M, return_stats, shape, size // B)
