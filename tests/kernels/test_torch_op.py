@@ -9,6 +9,7 @@ of ``ssd_toolkit._C``.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -32,6 +33,23 @@ if not CHILD:
 
     def test_torch_op_in_a_fresh_process():
         run_child("not gpu")
+
+    def test_the_library_links_only_torchs_stable_c_abi():
+        """No C++ symbol of c10/ATen/torch (those tie a binary to one torch version), and the
+        CUDA-only shim function is looked up at run time, so a CPU-only torch loads it."""
+        pytest.importorskip("torch")
+        if shutil.which("nm") is None:
+            pytest.skip("needs nm (binutils)")
+        from ssd_toolkit.engine import torch_op_build  # noqa: PLC0415
+
+        path = torch_op_build.build(quiet=True)
+        listing = subprocess.run(["nm", "-D", "--undefined-only", str(path)], capture_output=True, text=True,
+                                 check=True).stdout  # fmt: skip
+        names = {line.split()[-1].split("@")[0] for line in listing.splitlines() if line.strip()}
+        cxx = sorted(n for n in names if n.startswith(("_ZN3c10", "_ZNK3c10", "_ZN2at", "_ZNK2at", "_ZN5torch")))
+        assert not cxx, cxx
+        assert {"torch_call_dispatcher", "torch_library_impl", "aoti_torch_empty_strided"} <= names
+        assert "aoti_torch_get_current_cuda_stream" not in names
 
     @pytest.mark.gpu
     def test_torch_op_on_a_gpu_in_a_fresh_process():
@@ -103,7 +121,7 @@ else:
     def test_t_of_any_real_dtype_is_read_as_float64(t_dtype):
         c, u, n = make_inputs((3, 40), "float32", "torch", seed=3)
         t = torch.tensor([10, 250, 200], dtype=t_dtype)
-        E, stats = op(c, u, n, t, 0.0, 200.0, True)
+        E, _ = op(c, u, n, t, 0.0, 200.0, True)
         E_ref, _ = estimate_reference(*(x.double().numpy() for x in (c, u, n)), t.double().numpy(), 200.0)
         assert_close_to_reference(E, E_ref, "float32")
         assert torch.equal(E, op(c, u, n, t.double(), 0.0, 200.0, True)[0])
