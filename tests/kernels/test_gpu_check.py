@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "bench")]
 
 import bench_cuda  # noqa: E402
+import gpu_budget  # noqa: E402
 import gpu_check_wheels  # noqa: E402
 import sanitize_driver  # noqa: E402
 
@@ -39,24 +40,34 @@ def _table_rows(markdown):
 
 
 # ------------------------------------------------------------------------------ gpu_check.sh
-def test_dry_run_passes_every_step_and_fits_the_device_tool(tmp_path):
+STEP_NAMES = ["env", "build", "tests", "jax", "routes", "sanitize", "bench", "gpu-tests", "avatar", "extra"]
+
+
+def test_dry_run_passes_every_step_proves_the_budget_and_fits_the_device_tool(tmp_path):
     results = tmp_path / "results"
     done = _run(["bash", "scripts/gpu_check.sh", "--dry-run", str(results)])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "steps 1-7 passed" in done.stdout.splitlines()[-1]
+    assert "steps 1-9 passed" in done.stdout.splitlines()[-1]
     summary = (results / "summary.md").read_text()
     rows = _table_rows(summary)
-    assert [r[1] for r in rows] == ["env", "build", "tests", "sanitize", "bench", "gpu-tests", "avatar", "extra"]
+    assert [r[1] for r in rows] == STEP_NAMES
     assert all(r[2] == "PASS" for r in rows), summary
-    assert sum(int(r[4]) for r in rows[:7]) <= 560 - 8  # the budgets leave the reserve for the end
+    assert sum(int(r[4]) for r in rows[:9]) <= 560 - 8  # the budgets leave the reserve for the end
     assert f"{len(sanitize_driver.CASES)} driver cases listed" in summary
-    assert "package view imports" in summary  # setup.py's package_dir as symlinks, found before the tree
+    assert "package view imports" in summary and "budget holds" in summary
     # The device tool returns at most 8 files, named in letters, digits, '.', '_' and '-'.
     files = sorted(p.name for p in results.iterdir())
     assert files == ["details.tar.gz", "gpu_check.log", "summary.md"]
     log = (results / "gpu_check.log").read_text()
-    assert "bench_cuda dry run" in log and "===== step 8/8: extra PASS" in log
-    assert "test_cuda.py" in rows[2][5]  # the GPU test files of tests/kernels
+    assert "bench_cuda dry run" in log and "bench_routes dry run" in log and "===== step 10/10: extra PASS" in log
+    assert "test_cuda.py" in rows[2][5] and "test_jax" not in rows[2][5]  # JAX files: step 4, a process each
+    assert "test_jax.py" in rows[3][5]
+    # The budget table is printed, and every build the budget lists starts for sm_90 alone.
+    assert "| module |" in log and "gpu_budget: holds" in log
+    builds = [line for line in log.splitlines() if " at t = 0: env " in line]
+    assert sorted(line.split()[1] for line in builds) == sorted(
+        n for n, b in gpu_budget.load()["builds"].items() if (ROOT / b["builder"]).exists())
+    assert all("SSD_TOOLKIT_CUDA_ARCHS=90 " in line for line in builds), builds
 
 
 def _details(results):
@@ -70,13 +81,13 @@ def test_a_hung_step_times_out_and_the_later_steps_still_run(tmp_path):
     """A step that hangs is killed at its deadline (its own budget plus what earlier steps
     left); the steps after it run, and summary.md and details.tar.gz hold every step."""
     results = tmp_path / "results"
-    env = {**ENV, "SSD_GPU_CHECK_FAKE_HANG": "3", "SSD_GPU_CHECK_BUDGETS": "6,6,3,20,20,20,20"}
+    env = {**ENV, "SSD_GPU_CHECK_FAKE_HANG": "3", "SSD_GPU_CHECK_BUDGETS": "10,20,3,40,20,20,20,20,20"}
     done = _run(["bash", "scripts/gpu_check.sh", "--dry-run", "--only", "1,2,3,4", str(results)], env=env)
     assert done.returncode == 1, done.stdout[-3000:]
     rows = _table_rows((results / "summary.md").read_text())
-    assert [r[2] for r in rows] == ["PASS", "PASS", "TIMEOUT", "PASS", "SKIP", "SKIP", "SKIP", "SKIP"], rows
-    assert int(rows[2][3]) <= 15 + 6 and rows[2][5].startswith("killed at")
-    assert {"step1_env.log", "step2_build.log", "step3_tests.log", "step4_sanitize.log"} <= _details(results)
+    assert [r[2] for r in rows] == ["PASS", "PASS", "TIMEOUT", "PASS"] + ["SKIP"] * 6, rows
+    assert int(rows[2][3]) <= 33 + 6 and rows[2][5].startswith("killed at")
+    assert {"step1_env.log", "step2_build.log", "step3_tests.log", "step4_jax.log"} <= _details(results)
     assert "fake hang in step 3" in (results / "gpu_check.log").read_text()
 
 
@@ -102,7 +113,7 @@ def test_a_run_killed_mid_step_leaves_the_finished_steps(tmp_path):
     rows = _table_rows((results / "summary.md").read_text())
     assert [r[2] for r in rows[:4]] == ["PASS", "PASS", "RUNNING", "PENDING"], rows
     assert {"step1_env.log", "step2_build.log", "key_env"} <= _details(results)
-    assert "===== step 3/8: tests" in (results / "gpu_check.log").read_text()
+    assert "===== step 3/10: tests" in (results / "gpu_check.log").read_text()
 
 
 def test_the_cpu_only_test_list_names_existing_files():
@@ -117,10 +128,10 @@ def test_the_cpu_only_test_list_names_existing_files():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--only", "9"], "--only/--skip: expected step numbers 1-8"),
+        (["--only", "11"], "--only/--skip: expected step numbers 1-10"),
         (["--bogus"], "expected --dry-run, --prepare"),
         (["a", "b"], "expected one results directory"),
-        (["--dry-run"], "SSD_GPU_CHECK_BUDGETS: expected 7 comma-separated budgets"),
+        (["--dry-run"], "SSD_GPU_CHECK_BUDGETS: expected 9 comma-separated budgets"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(args, message):
@@ -163,6 +174,48 @@ def test_sanitize_script_summarises_each_tool(tmp_path, report_error):
     else:
         assert done.returncode == 0, done.stdout + done.stderr
         assert all(r[1] == "clean" and r[5].startswith("2 cases, 2 ok") for r in rows), rows
+
+
+def _write_stand_in(bin_dir, body):
+    bin_dir.mkdir()
+    script = bin_dir / "compute-sanitizer"
+    script.write_text("#!/usr/bin/env bash\n" + body)
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+
+
+def test_sanitize_script_bounds_its_reruns_and_always_writes_its_table(tmp_path):
+    """Tools that end without a summary beside the others are rerun alone only in the time
+    the deadline leaves (was: one after another, each with the full timeout); the table is
+    written even so. The stand-in ends at once without a summary in the first 2 s (as a
+    failed start beside the others would), and hangs when rerun."""
+    import time
+
+    t0 = tmp_path / "t0"
+    _write_stand_in(tmp_path / "bin", f'[ -f {t0} ] || date +%s >{t0}\n'
+                                      f'if [ $(( $(date +%s) - $(cat {t0}) )) -lt 2 ]; then sleep 2; exit 3; fi\n'
+                                      'sleep 60\n')
+    env = {**ENV, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "SSD_SANITIZE_DRIVER_ARGS": "--device cpu"}
+    out = tmp_path / "sanitize"
+    start = time.monotonic()
+    done = _run(["bash", "scripts/cuda_sanitize.sh", "memcheck", "racecheck", "synccheck", "--jobs", "3",
+                 "--timeout", "60", "--deadline", "18", "--out", str(out)], env=env)
+    elapsed = time.monotonic() - start
+    rows = _table_rows((out / "sanitizer.md").read_text())
+    assert done.returncode == 1 and [r[0] for r in rows] == ["memcheck", "racecheck", "synccheck"], done.stdout
+    assert elapsed < 18 + 4, elapsed
+    assert rows[0][1:3] == ["TIMEOUT (rerun alone)", "124"], rows
+    assert all(r[1] == "FAILED (no time to rerun alone)" for r in rows[1:]), rows
+
+
+def test_sanitize_script_writes_its_table_when_killed(tmp_path):
+    """An outer timeout's TERM mid-run still leaves sanitizer.md, the unfinished tool marked."""
+    _write_stand_in(tmp_path / "bin", "sleep 30\n")
+    env = {**ENV, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "SSD_SANITIZE_DRIVER_ARGS": "--device cpu"}
+    out = tmp_path / "sanitize"
+    done = _run(["timeout", "3", "bash", "scripts/cuda_sanitize.sh", "memcheck", "--out", str(out)], env=env, timeout=60)
+    assert done.returncode != 0
+    rows = _table_rows((out / "sanitizer.md").read_text())
+    assert [r[:2] for r in rows] == [["memcheck", "NOT-FINISHED"]], rows
 
 
 def test_sanitize_script_rejects_unknown_tools():
@@ -357,3 +410,69 @@ def test_build_step_refuses_to_rebuild_the_checkout_without_a_gpu(tmp_path):
     assert done.returncode == 1
     assert "step 2 builds only where a CUDA device is" in (tmp_path / "gpu_check.log").read_text()
     assert [m.stat().st_mtime_ns for m in modules] == before
+
+
+def test_bench_times_threads256_first_at_the_bandwidth_shape():
+    """The predicted best plan is the first row, today's plan beside it (issue 32 item 5)."""
+    for argv in ([], ["--short"]):
+        rows = bench_cuda.plan_rows(bench_cuda.parse_args(argv))
+        assert rows[:2] == [("64,4,128,128", "float32", "auto", "threads256"), ("64,4,128,128", "float32", "auto", "default")]
+        assert len(rows) == len(set(rows))
+
+
+def test_bench_on_the_cpu_needs_no_cuda_binding(tmp_path, monkeypatch):
+    """A CPU-only build (no cuda_* functions in _C) runs --device cpu (the dry run's smoke step)."""
+    from ssd_toolkit.engine import extension as _extension
+
+    real = _extension.load()
+
+    class CpuOnly:
+        def __getattr__(self, name):
+            if name.startswith("cuda_"):
+                raise AttributeError(name)
+            return getattr(real, name)
+
+    monkeypatch.setattr(_extension, "load", lambda: CpuOnly())
+    assert bench_cuda.main([*SMOKE, "--variants", "--out-dir", str(tmp_path)]) == 0
+
+
+# ------------------------------------------------------------------------------------- budget
+def _budget():
+    import copy
+
+    return copy.deepcopy(gpu_budget.load())
+
+
+def test_the_budget_holds_and_names_the_checks_steps():
+    budget = _budget()
+    rows, problems = gpu_budget.evaluate(budget)
+    assert problems == []
+    assert [s["name"] for s in budget["steps"]] == STEP_NAMES
+    text = (ROOT / "scripts" / "gpu_check.sh").read_text()
+    for name in STEP_NAMES:  # each share has its step, and what it waits for is a measured build
+        assert f"step_{name.replace('-', '_')}() {{" in text, name
+    for step in budget["steps"]:
+        assert set(step.get("waits_for", [])) <= set(budget["builds"]), step
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda b: b["steps"][2].update(run_s=200), "step 3 tests: ends by"),
+    (lambda b: b["builds"]["module"].update(chain_s=60), "step 2 build: ends by"),
+    (lambda b: b["builds"]["jax"].update(cpu_s=2000), "step 3 tests: ends by"),  # 16 cores crowded
+    (lambda b: b["builds"]["module"].update(source_bytes=10), "build module: sources grew"),
+    (lambda b: b["builds"]["jax"].update(cpu_s=None), "build jax: ssd_toolkit/engine/jax_build.py exists but"),
+    (lambda b: b["steps"][1].update(share_s=300), "sum to"),
+])
+def test_the_budget_fails_when_a_share_is_exceeded(change, message):
+    budget = _budget()
+    change(budget)
+    _, problems = gpu_budget.evaluate(budget)
+    assert any(message in p for p in problems), problems
+
+
+def test_the_budget_table_in_the_docs_is_the_budgets():
+    """docs/gpu.md holds `python scripts/gpu_budget.py --markdown` between its markers."""
+    docs = (ROOT / "docs" / "gpu.md").read_text()
+    start, end = "<!-- budget table: python scripts/gpu_budget.py --markdown -->\n", "\n<!-- end of the budget table -->"
+    assert start in docs and end in docs
+    assert docs.split(start, 1)[1].split(end, 1)[0].strip() == gpu_budget.markdown(gpu_budget.load()).strip()
