@@ -7,7 +7,9 @@
 #include <torch/csrc/stable/tensor.h>
 
 #include <array>
+#include <cmath>
 #include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <tuple>
 #include <vector>
@@ -79,6 +81,18 @@ std::optional<Tensor> float64_t(const std::optional<Tensor>& t) {
   return contiguous_rows(v);
 }
 
+// A host t with a NaN or infinite entry is refused as estimate's Python checks refuse it (inside
+// torch.func and torch.compile those checks cannot read the values; a device t is not read).
+void check_finite_timesteps(const double* t, int64_t B) {
+  for (int64_t b = 0; b < B; ++b) {
+    if (!std::isfinite(t[b])) {
+      std::ostringstream s;
+      s << "t: expected finite timesteps, got t[" << b << "]=" << t[b];
+      throw std::invalid_argument(s.str());
+    }
+  }
+}
+
 // Runs `body`, recording its error for the op (torch_op_core.h) before rethrowing it.
 template <class Body>
 Outputs recorded(Body&& body) {
@@ -107,6 +121,7 @@ Outputs run_core(bool cuda, const Tensor& eps_cond, const Tensor& eps_uncond, co
   if (cuda) guard.emplace(device);
   const Tensor cond = contiguous_rows(eps_cond), uncond = contiguous_rows(eps_uncond), n = contiguous_rows(noise);
   const std::optional<Tensor> t64 = float64_t(t);
+  if (!cuda && t64) check_finite_timesteps(static_cast<const double*>(t64->data_ptr()), c.B);  // free on the host
   auto [E, stats] = empty_outputs(eps_cond, c.B, return_stats);
   const ssd::EstimateParams p = make_params(c, cond, uncond, n, E, stats, t64, t_scalar, M, return_stats);
   const char* message = nullptr;

@@ -53,6 +53,7 @@ class TorchTensors(ArrayBackend):
         self.wrapped = getattr(functorch, "is_functorch_wrapped_tensor", lambda x: False)
         self.transforming = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
         self.op = estimate_op()
+        self.kernels_built = {}  # device type -> the compiled kernel is there (looked up once)
 
     def claims(self, kind):
         return issubclass(kind, self.tensor)
@@ -231,19 +232,25 @@ class TorchTensors(ArrayBackend):
         B = shape[0]
         if not B or eps_cond.numel() == B or eps_cond.layout is not self.torch.strided:
             return None
-        if device.type == "cuda" and isinstance(t, tensor) and t.device == device:
-            if t.shape != (B,) or self.names.get(t.dtype) is None and t.dtype is not self.torch.int64:
+        built = self.kernels_built.get(device.type)
+        if built is None:
+            built = self.kernels_built[device.type] = (
+                extension.has_cpu_kernel() if device.type == "cpu" else extension.has_cuda_kernel())
+        if not built:
+            return None
+        t_kind = type(t)
+        if t_kind is float or t_kind is int:
+            if not (-HUGE_INT < t < HUGE_INT and math.isfinite(t)):
                 return None
-            t_vec, t_scalar = t.detach().to(self.torch.float64), 0.0
+            t_vec, t_scalar = None, float(t)
+        elif (t_kind is tensor and t.device == device and t.shape == (B,) and not t.requires_grad
+              and t.dtype is not self.torch.bool and not t.dtype.is_complex):
+            t_vec, t_scalar = t, 0.0  # the op takes any real dtype; its CPU kernel checks the values
         else:
             t64 = fast_timesteps(t, B)
             if t64 is None:
                 return None
             t_vec, t_scalar = (None, float(t64[0])) if np.ndim(t) == 0 else (self.torch.from_numpy(t64).to(device, non_blocking=True), 0.0)
-            if device.type == "cuda" and not extension.has_cuda_kernel():
-                return None
-            if device.type == "cpu" and not extension.has_cpu_kernel():
-                return None
         N = eps_cond.numel() // B
         E, rows_stats = self.op(eps_cond.view(B, N) if eps_cond.is_contiguous() else eps_cond.reshape(B, N),
                                 eps_uncond.reshape(B, N), noise.reshape(B, N), t_vec, t_scalar, M, return_stats)
