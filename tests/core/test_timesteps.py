@@ -121,3 +121,10 @@ def test_saved_rng_state_replays_the_same_timesteps(name, params):
     fresh.rng.bit_generator.state = saved
     for s, want in zip((2, 3), expected):
         np.testing.assert_array_equal(fresh.sample(4, step=s), want)
+
+
+def test_a_misspelled_parameter_is_one_line_with_did_you_mean():
+    with pytest.raises(TypeError) as info:
+        get_sampler("uniform", min_t=100)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("min_t: ") and "(did you mean 't_min'?)" in message, message
