@@ -15,9 +15,7 @@
 // AVX-512 paths), which changes where the bytes go, not which.
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
-#include <stdexcept>
 #include <type_traits>
 #include <vector>
 
@@ -78,10 +76,9 @@ SSD_INLINE double lane_tree(const double* a) {
   return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
-// Explicit 4-wide vectors (GCC/Clang vector extensions): lowered to SSE2 pairs in the
-// baseline path, to single AVX2 registers in the AVX2 path; the same lanes either way.
+// Explicit 4-wide vectors (GCC/Clang vector extensions): SSE2 pairs in the baseline loops;
+// the AVX2 loop keeps the same lanes in __m256d registers (add_avx2).
 typedef double d4 __attribute__((vector_size(32)));
-typedef float f4 __attribute__((vector_size(16)));
 
 // Element by element (not __builtin_convertvector, which GCC lowers to SSE2 pieces before
 // inlining into the AVX2 loop): the vectoriser then emits one 4-wide conversion per target.
