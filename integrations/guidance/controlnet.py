@@ -15,7 +15,6 @@ docs/integrations/dreamwaltz.md and docs/architecture.md.
 from __future__ import annotations
 
 import inspect
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,7 +109,7 @@ def _accepts(fn, name):
         return False
 
 
-def _resolve_estimator(estimator, estimator_params, guidance_scale, device):
+def _resolve_estimator(estimator, estimator_params, guidance_scale):
     import ssd_toolkit  # noqa: PLC0415
 
     if not isinstance(estimator, str):
@@ -121,18 +120,8 @@ def _resolve_estimator(estimator, estimator_params, guidance_scale, device):
         return estimator
     params = estimator_choice.estimator_params(estimator, estimator_params, guidance_scale=guidance_scale,
                                                scale_takers=("sds",))
-    key = estimator_choice.canonical_name(estimator)
-    if key == "ssd" and "backend" not in params and device.type == "cuda" and not ssd_toolkit.backends()["cuda"]:
-        # estimate(backend="auto") raises for CUDA data without the CUDA kernel; the eager
-        # torch backend computes the same estimator on the GPU.
-        warnings.warn(
-            "ssd_toolkit was built without its CUDA kernel; SSD guidance uses backend='torch' "
-            "(PyTorch eager ops). Rebuild with nvcc for the fused kernel, or pass "
-            "estimator_params={'M': ..., 'backend': ...} to choose.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        params["backend"] = "torch"
+    # CUDA data without the CUDA kernel: estimate's own policy (dispatch.kernel_or_fallback) warns once
+    # and runs PyTorch eager ops on the GPU.
     return ssd_toolkit.get_estimator(estimator, **params)
 
 
@@ -289,7 +278,7 @@ class ControlNetGuidance:
             raise TypeError(f"gradient_options: expected a GradientOptions or a dict, got {gradient_options!r}")
         self.gradient_options = gradient_options
         self.guidance_adjust = check_guidance_adjust(guidance_adjust)
-        self.estimator = _resolve_estimator(estimator, estimator_params, self.guidance_scale, self.device)
+        self.estimator = _resolve_estimator(estimator, estimator_params, self.guidance_scale)
         unknown = set(self.estimator.branches) - set(BRANCH_ORDER)
         if not set(self.estimator.branches) or unknown:
             raise ValueError(

@@ -21,6 +21,23 @@ def check_backend(backend):
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
 
 
+def kernel_or_fallback(backend, device, fallback):
+    """The one kernel-missing policy: ``"compiled"`` where the kernel for ``device`` data (a
+    torch.device or "cpu"/"cuda...") is built; otherwise ``fallback`` (the library's own maths:
+    "reference" on the host, "torch" for torch tensors on a GPU) under ``backend="auto"``, with a
+    one-time RuntimeWarning, and the error saying how to build under ``"compiled"`` or where the
+    library has no fallback (``fallback=None``). Every backend and host asks here."""
+    cuda = str(device).startswith("cuda")
+    if _extension.has_cuda_kernel() if cuda else _extension.has_cpu_kernel():
+        return "compiled"
+    if backend == "compiled" or fallback is None:
+        if cuda:
+            require_cuda_kernel(device)
+        raise RuntimeError(f"backend: 'compiled' requested but {_extension.backends()['reason']}; {_extension.BUILD_HINT}")
+    _extension.warn_fallback_once("the CUDA kernel" if cuda else "the compiled module", fallback)
+    return fallback
+
+
 def require_cuda_kernel(device):
     """Raises RuntimeError (how to rebuild) when data on ``device`` cannot run here."""
     if not _extension.has_cuda_kernel():
@@ -39,12 +56,7 @@ def choose_host(backend, library):
         raise ValueError(f"backend: 'torch' needs torch tensors, got {library} arrays")
     if backend == "reference":
         return "reference"
-    if _extension.has_cpu_kernel():
-        return "compiled"
-    if backend == "compiled":
-        raise RuntimeError(f"backend: 'compiled' requested but {_extension.backends()['reason']}; {_extension.BUILD_HINT}")
-    _extension.warn_fallback_once()
-    return "reference"
+    return kernel_or_fallback(backend, "cpu", "reference")
 
 
 def run_host(framework, batch, backend, return_stats):

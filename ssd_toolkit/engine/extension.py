@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent
 JAX_LIBRARY = PACKAGE / "_ssd_jax_ffi.so"  # built by engine/jax_build.py
 JAX_CUDA_LIBRARY = PACKAGE / "_ssd_jax_ffi_cuda.so"
 
-_state = {"loaded": False, "module": None, "error": None, "warned": False}
+_state = {"loaded": False, "module": None, "error": None}
 
 BUILD_HINT = (
     "build it with `pip install -e .` (a C++17 compiler, pybind11 and ninja are needed; "
@@ -34,15 +34,20 @@ def load():
     return _state["module"]
 
 
-def warn_fallback_once():
-    if not _state["warned"]:
-        _state["warned"] = True
+FALLBACK_NAMES = {"reference": "the NumPy reference backend", "torch": "PyTorch eager ops (backend='torch')"}
+
+
+def warn_fallback_once(missing="the compiled module", fallback="reference"):
+    """The one-time RuntimeWarning of ``dispatch.kernel_or_fallback`` (once per fallback)."""
+    key = f"warned_{fallback}"
+    if not _state.get(key):
+        _state[key] = True
+        why = _state["error"] if missing == "the compiled module" else "nvcc was not found when it was built"
         warnings.warn(
-            "ssd_toolkit: the compiled module is not available "
-            f"({_state['error']}); using the NumPy reference backend, which is slower. "
+            f"ssd_toolkit: {missing} is not available ({why}); using {FALLBACK_NAMES[fallback]}, which is slower. "
             + BUILD_HINT,
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
 
 

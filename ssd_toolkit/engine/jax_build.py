@@ -18,7 +18,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 from .extension import JAX_CUDA_LIBRARY as CUDA_LIBRARY
 from .extension import JAX_LIBRARY as LIBRARY

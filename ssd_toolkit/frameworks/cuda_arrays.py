@@ -35,7 +35,7 @@ class CudaArrays(ArrayBackend):
                 f"backend: {backend!r} cannot read __cuda_array_interface__ arrays (device memory); "
                 "use backend='auto' with a CUDA build"
             )
-        _dispatch.require_cuda_kernel("cuda")
+        _dispatch.kernel_or_fallback(backend, "cuda", None)  # CuPy/Numba have no fallback here
         return estimate_cai(batch, batch.t, batch.M, return_stats)
 
 

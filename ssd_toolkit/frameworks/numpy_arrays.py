@@ -14,6 +14,7 @@ import numpy as np
 from ..engine import dispatch as _dispatch
 from ..engine import extension as _extension
 from ..engine.array_ops import NUMPY_OPS
+from ..engine.maths import NUM_STATS
 from .base import ArrayBackend
 from .batch import prepare, stats_dict
 from .timestep_checks import HUGE_INT, fast_timesteps
@@ -110,6 +111,6 @@ def _fast(eps_cond, eps_uncond, noise, t, M, return_stats):
     if not return_stats:
         kernel(eps_cond, eps_uncond, noise, out, t64, None, B, size // B, name, M)
         return out
-    stats = np.empty((6, B))
+    stats = np.empty((NUM_STATS, B))
     kernel(eps_cond, eps_uncond, noise, out, t64, stats, B, size // B, name, M)
     return out, stats_dict(stats, t64 <= M)

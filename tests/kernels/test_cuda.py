@@ -73,6 +73,21 @@ def test_unsupported_cuda_array_producer_is_rejected(monkeypatch):
         ssd_toolkit.estimate(x, _ForeignCudaArray((2, 3)), _ForeignCudaArray((2, 3)), 1.0, M)
 
 
+def test_the_kernel_missing_policy_falls_back_under_auto_only(monkeypatch):
+    """engine.dispatch.kernel_or_fallback: the library's own maths with a one-time warning under
+    'auto', the build hint under 'compiled' or where a library has no fallback (CuPy)."""
+    monkeypatch.setattr(_extension, "has_cuda_kernel", lambda: False)
+    monkeypatch.setitem(_extension._state, "warned_torch", False)
+    with pytest.warns(RuntimeWarning, match=r"the CUDA kernel is not available.*backend='torch'"):
+        assert _dispatch.kernel_or_fallback("auto", "cuda:0", "torch") == "torch"
+    with pytest.raises(RuntimeError, match=r"cuda:0 but ssd_toolkit was built without CUDA.*nvcc"):
+        _dispatch.kernel_or_fallback("compiled", "cuda:0", "torch")
+    with pytest.raises(RuntimeError, match=r"cuda but ssd_toolkit was built without CUDA"):
+        _dispatch.kernel_or_fallback("auto", "cuda", None)
+    monkeypatch.setattr(_extension, "has_cuda_kernel", lambda: True)
+    assert _dispatch.kernel_or_fallback("compiled", "cuda:0", "torch") == "compiled"
+
+
 def _torch_backend():
     return frameworks.framework_of(torch.zeros(1))
 

@@ -5,7 +5,8 @@ written so that Dynamo traces it: under ``torch.compile`` a bad input raises the
 error, carried as the cause of Dynamo's "Observed exception"), converts ``t`` once
 (``timesteps``) and decides once where the batch runs:
 
-- ``backend="torch"``, or ``"auto"`` on a device without compiled kernels (MPS, XPU, ...):
+- ``backend="torch"``, or ``"auto"`` on a device without compiled kernels (MPS, XPU, ...) or on
+  a GPU without the CUDA kernel built (warned once, ``engine.dispatch.kernel_or_fallback``):
   PyTorch eager ops (``eager.py``);
 - ``backend="reference"``: the float64 NumPy reference, for CPU tensors with storage;
 - otherwise the op ``torch.ops.ssd_toolkit.estimate`` (``op.py``: registered from C++ where
@@ -118,12 +119,12 @@ class TorchTensors(ArrayBackend):
                     f"eps_cond: the compiled kernels run on cpu and cuda tensors, got {device}; "
                     "pass backend='torch' (PyTorch eager ops on any device) or move the tensors"
                 )
-            if device.type == "cuda":
-                dispatch.require_cuda_kernel(device)
-            elif backend == "compiled":
-                dispatch.choose_host(backend, self.name)  # the error when no kernel is built
-            E, rows_stats = self.op(*rows, t_vec, t_scalar, M, return_stats)
-            stats = stats_dict(rows_stats, self._mode_seeking(t_vec, t_scalar, M, batch.B, device)) if return_stats else None
+            fallback = "torch" if device.type == "cuda" else "reference"  # the op's CPU kernel holds the reference
+            if device.type != "meta" and dispatch.kernel_or_fallback(backend, device, fallback) == "torch":
+                E, stats = self._eager(rows, t_vec, t_scalar, M, batch.B)
+            else:
+                E, rows_stats = self.op(*rows, t_vec, t_scalar, M, return_stats)
+                stats = stats_dict(rows_stats, self._mode_seeking(t_vec, t_scalar, M, batch.B, device)) if return_stats else None
         E = E.reshape(batch.shape)
         return (E, stats) if return_stats else E
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 import torch
 
 from ...engine import extension as _extension
+from ...engine.dtypes import FLOAT_DTYPES
 from ..batch import STAT_NAMES
 from . import selftest
 
-_DTYPE_NAMES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32", torch.float64: "float64"}
+_DTYPE_NAMES = {getattr(torch, name): name for name in FLOAT_DTYPES}
 
 
 def launch_torch(c, u, n, out, t_dev, t_scalar, M, stats, B, N):

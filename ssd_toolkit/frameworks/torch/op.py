@@ -54,7 +54,7 @@ def _define_python_op():
         """CUDA: one fused kernel launch on the current stream."""
         from .cuda import launch_torch  # noqa: PLC0415
 
-        dispatch.require_cuda_kernel(eps_cond.device)  # a CPU-only build: how to rebuild
+        dispatch.kernel_or_fallback("compiled", eps_cond.device, None)  # a CPU-only build: how to rebuild
         B = eps_cond.shape[0]
         N = math.prod(eps_cond.shape[1:])
         rows = [x.contiguous() for x in (eps_cond, eps_uncond, noise)]
@@ -75,7 +75,7 @@ def _define_python_op():
         rows = [x if x.is_contiguous() else x.contiguous() for x in (eps_cond, eps_uncond, noise)]
         out = torch.empty((B, N), dtype=eps_cond.dtype)
         stats = _empty_stats(eps_cond, B if return_stats else 0)
-        if dispatch.choose_host("auto", "torch") == "compiled":
+        if dispatch.kernel_or_fallback("auto", "cpu", "reference") == "compiled":
             pointers = [r.data_ptr() for r in (*rows, out)]
             dtype = str(eps_cond.dtype).replace("torch.", "")
             _extension.cpu_kernel()(*pointers, t64, stats.data_ptr() if return_stats else None, B, N, dtype, M)
