@@ -23,6 +23,9 @@ constexpr int kAbiVersion = 2;
 constexpr uint8_t kH = 0, kSeeking = 1, kInvalid = 2;
 constexpr double kSeekingT = 0.0, kHT = 1.0, kMaskM = 0.5;
 
+#if defined(__CUDACC__)
+__host__ __device__
+#endif
 inline double timestep_of(uint8_t code) { return code == kSeeking ? kSeekingT : kHT; }
 
 struct Layout {

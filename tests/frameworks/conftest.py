@@ -1,5 +1,13 @@
+import os
+
 import numpy as np
 import pytest
+
+# JAX in the pytest process stays on the CPU and reserves no GPU memory (it would take 75% of
+# it at its first use otherwise); the JAX GPU checks run in processes of their own
+# (test_jax_cuda.py). An explicit JAX_PLATFORMS is respected.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 from ssd_toolkit.reference import estimate_reference
 
