@@ -174,6 +174,8 @@ else:
         "t elsewhere": ((C, U, N, torch.ones(2, device="meta"), 0.0, M, False),
                         r"^t: expected device cpu \(eps_cond's\), got meta$"),
         "M nan": ((C, U, N, None, 1.0, float("nan"), False), r"^M: expected a finite number, got nan$"),
+        "t nan (CPU)": ((C, U, N, torch.tensor([1.0, float("nan")]), 0.0, M, False),
+                        r"^t: expected finite timesteps, got t\[1\]=nan$"),
         "t_scalar inf": ((C, U, N, None, float("inf"), M, False), r"^t_scalar: expected a finite number, got inf$"),
     }
 
