@@ -32,6 +32,15 @@ def _exp_shifted(logj):
     return np.exp(logj, out=np.zeros_like(logj), where=keep)
 
 
+def _per_point(v, n):
+    """A scalar or ``[n]`` value as ``[n]`` float64 (a view where it can; ``np.broadcast_to``
+    cost more than the arithmetic in the small-batch loops)."""
+    v = np.asarray(v, dtype=np.float64)
+    if v.shape == (n,):
+        return v
+    return np.full(n, float(v)) if v.size == 1 else np.broadcast_to(v, (n,))
+
+
 def _logsumexp(a, axis=-1):
     m = np.max(a, axis=axis, keepdims=True)
     m = np.where(np.isfinite(m), m, 0.0)
@@ -70,6 +79,7 @@ class GaussianMixture:
                 f"got shape {variances.shape}, min {variances.min()}"
             )
         self.weights = weights / weights.sum()
+        self._log_weights = np.log(self.weights)
         self.means = means
         self.variances = variances
         self.isotropic = variances.ndim == 1
@@ -106,8 +116,8 @@ class GaussianMixture:
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x: expected points [N, {self.dim}], got shape {x.shape}")
-        a = np.broadcast_to(np.asarray(alpha, dtype=np.float64), x.shape[:1])[:, None]
-        s = np.broadcast_to(np.asarray(sigma, dtype=np.float64), x.shape[:1])[:, None]
+        a = _per_point(alpha, x.shape[0])[:, None]
+        s = _per_point(sigma, x.shape[0])[:, None]
         if self.isotropic:
             v = self.variances[None, :] if self._shared_var is None else self._shared_var
             var = a**2 * v + s**2  # [N, K], or [N, 1] with a shared variance
@@ -138,7 +148,7 @@ class GaussianMixture:
         """
         if mask is not None and np.asarray(mask).dtype.kind == "f":
             return np.broadcast_to(mask, (n, self.num_components))
-        logw = np.broadcast_to(np.log(self.weights), (n, self.num_components))
+        logw = np.broadcast_to(self._log_weights, (n, self.num_components))
         if mask is None:
             return logw
         mask = np.broadcast_to(np.asarray(mask, dtype=bool), (n, self.num_components))
@@ -191,7 +201,7 @@ class GaussianMixture:
 
     def eps_hat(self, x, alpha, sigma, mask=None):
         """The exact noise prediction ``-sigma grad log p_t(x)`` (Eq. 2), ``[N, d]``."""
-        s = np.broadcast_to(np.asarray(sigma, dtype=np.float64), np.shape(x)[:1])[:, None]
+        s = _per_point(sigma, np.shape(x)[0])[:, None]
         return -s * self.score(x, alpha, sigma, mask)
 
     def eps_hat_pair(self, x, alpha, sigma, mask):
@@ -212,8 +222,7 @@ class GaussianMixture:
         """
         x = np.asarray(x, dtype=np.float64)
         n = x.shape[0]
-        a = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (n,))
-        s = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (n,))
+        a, s = _per_point(alpha, n), _per_point(sigma, n)
         logw_c = self.log_weights(mask, n)
         logw_u = self.log_weights(None, n)
         eps_c, eps_u = np.empty_like(x), np.empty_like(x)

@@ -350,7 +350,8 @@ def plot_drift(path, ts, lambdas, d, nets, M, at, mode, noises, at_mode=None, st
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 6.0), gridspec_kw={"width_ratios": [1.15, 1]})
     above, below = ts > M, ts <= M
     ax.axvspan(ts[0], M, color="0.92", zorder=0)
-    ax.text(M * 0.65 + ts[0] * 0.35, 0.3, f"t <= M = {M:g}", transform=ax.get_xaxis_transform(), ha="center", fontsize=10)
+    ax.text(M * 0.55 + ts[0] * 0.45, 0.1, f"t <= M = {M:g}", transform=ax.get_xaxis_transform(), ha="center", fontsize=10,
+            bbox=dict(fc="0.92", ec="none"))  # fmt: skip
     ax.semilogy(ts[above], np.abs(d["push"][above, at]), color="tab:orange", lw=2.4, label="push outward: -h (t > M)")
     ax.semilogy(ts[below], np.abs(d["pull_unscaled"][below, at]), color="deeppink", lw=2.4,
                 label="pull inward without line 15: -(eps_cond - r eps)")  # fmt: skip
