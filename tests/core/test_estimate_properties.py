@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -14,7 +14,6 @@ import ssd_toolkit
 from optional_torch import torch
 
 BACKENDS = ["reference"] + (["torch"] if torch else []) + (["compiled"] if ssd_toolkit.backends()["cpu"] else [])
-SETTINGS = settings(max_examples=40, deadline=None)
 
 values = st.floats(-100, 100, allow_nan=False, allow_subnormal=False, width=64)
 
@@ -51,7 +50,6 @@ def well_conditioned(c, n):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@SETTINGS
 @given(batches())
 def test_rescaled_branch_is_orthogonal_to_noise_with_norm_of_h(backend, data):
     c, u, n, t, _ = data
@@ -64,7 +62,6 @@ def test_rescaled_branch_is_orthogonal_to_noise_with_norm_of_h(backend, data):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@SETTINGS
 @given(batches(), st.sampled_from([np.float64, np.float32]))
 def test_h_branch_is_exactly_h(backend, data, dtype):
     c, u, n, t, _ = (a.astype(dtype) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in data)
@@ -73,7 +70,6 @@ def test_h_branch_is_exactly_h(backend, data, dtype):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@SETTINGS
 @given(batches())
 def test_batch_equals_stacked_single_samples(backend, data):
     c, u, n, t, M = data
@@ -83,7 +79,6 @@ def test_batch_equals_stacked_single_samples(backend, data):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@SETTINGS
 @given(batches(), st.randoms(use_true_random=False))
 def test_permuting_the_batch_permutes_the_output(backend, data, random):
     c, u, n, t, M = data
@@ -95,7 +90,6 @@ def test_permuting_the_batch_permutes_the_output(backend, data, random):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@SETTINGS
 @given(batches(), st.floats(0.01, 100))
 def test_scaling_predictions_scales_the_estimate(backend, data, k):
     c, u, n, t, M = data
@@ -106,7 +100,6 @@ def test_scaling_predictions_scales_the_estimate(backend, data, k):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@SETTINGS
 @given(batches(), st.floats(0.01, 100))
 def test_scaling_the_noise_leaves_the_estimate_unchanged(backend, data, k):
     c, u, n, t, M = data
@@ -117,7 +110,6 @@ def test_scaling_the_noise_leaves_the_estimate_unchanged(backend, data, k):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@SETTINGS
 @given(batches())
 def test_stats_describe_the_output(backend, data):
     c, u, n, t, M = data
@@ -154,7 +146,6 @@ def unit_scale_batches(draw):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@SETTINGS
 @given(unit_scale_batches(), st.integers(-150, 150), st.integers(-150, 150))
 def test_float64_estimate_is_scale_equivariant_from_1e_minus150_to_1e150(backend, data, exp_pred, exp_noise):
     """E(s c, s u, k n) = s E(c, u, n) and r scales by s / k, for s, k in 1e-150..1e150:

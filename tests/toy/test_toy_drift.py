@@ -3,7 +3,7 @@ computation of h, r and the rescaled pull (Algorithm 1's formulas), and the zero
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from ssd_toolkit.toy.drift import MODE, drift_along_ray, net_drift, settles
 from ssd_toolkit.toy.mixture import paper_mixture
@@ -53,7 +53,6 @@ def test_algorithm_1_drifts_out_of_the_mode_and_the_ablation_settles_near_it():
     assert np.sum(d["pull"][small, at]) < 0
 
 
-@settings(max_examples=30, deadline=None)
 @given(st.floats(0.1, 5.0), st.floats(-3.0, 3.0))
 def test_settles_finds_the_downward_zero_of_a_line(slope, root):
     lam = np.linspace(-4.0, 4.0, 17)

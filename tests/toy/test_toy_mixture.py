@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from ssd_toolkit.toy.mixture import GaussianMixture, paper_mixture
 from ssd_toolkit.toy.modes import find_modes, is_mode_consistent
@@ -33,7 +33,6 @@ def mixtures(draw, max_dim=3, max_components=4):
     return GaussianMixture(weights, means, var), mask, rng
 
 
-@settings(max_examples=60, deadline=None)
 @given(mixtures(), st.integers(0, 999), st.booleans())
 def test_score_is_finite_difference_gradient_of_log_density(mix_mask_rng, t, conditional):
     mixture, mask, rng = mix_mask_rng
@@ -61,7 +60,6 @@ def test_log_density_integrates_to_one_in_1d():
         assert abs(np.trapezoid(p, grid[:, 0]) - 1.0) < 1e-6
 
 
-@settings(max_examples=15, deadline=None)
 @given(mixtures(max_dim=2, max_components=3), st.integers(250, 999))
 def test_eps_hat_is_posterior_mean_of_the_noise(mix_mask_rng, t):
     """E[eps | x_t] by self-normalised importance sampling with the data as proposal:
@@ -84,7 +82,6 @@ def test_eps_hat_is_posterior_mean_of_the_noise(mix_mask_rng, t):
         np.testing.assert_array_less(np.abs(exact - mc), 6 * se + 1e-3)
 
 
-@settings(max_examples=30, deadline=None)
 @given(mixtures(), st.booleans())
 def test_sec10_limit_pure_noise_eps_hat_is_x_t(mix_mask_rng, conditional):
     """alpha_T = 0, sigma_T = 1: p_T = N(0, I) whatever the data, so eps_hat(x_T) = x_T exactly,
@@ -98,7 +95,6 @@ def test_sec10_limit_pure_noise_eps_hat_is_x_t(mix_mask_rng, conditional):
     np.testing.assert_array_less(err, 1e-3 * (1 + np.abs(x)))
 
 
-@settings(max_examples=30, deadline=None)
 @given(mixtures())
 def test_sec10_limit_no_noise_is_the_data_score(mix_mask_rng):
     """sigma -> 0: the diffused score tends to the data score and eps_hat = -sigma score -> 0."""
@@ -181,7 +177,6 @@ def test_empty_condition_is_rejected():
         mixture.score(np.zeros((1, 2)), mask=np.zeros(3, dtype=bool))
 
 
-@settings(max_examples=25, deadline=None)
 @given(st.integers(0, 2**31 - 1), st.integers(1, 999), st.integers(2, 6))
 def test_many_components_grouped_by_condition_match_separate_calls(seed, t, conditions):
     """The many-component path (rows grouped by condition, conditional branch on that
