@@ -14,7 +14,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from ..guidance.tiny import TOKEN_LENGTH, _unzero_controlnet, build_tiny_pipeline
+from ..guidance.tiny import TOKEN_LENGTH, unzero_controlnet, build_tiny_pipeline
 
 HIDDEN = 32  # each text encoder's width; the UNet cross-attends to both, concatenated (64)
 TIME_EMBED = 8  # addition_time_embed_dim: 6 ids x 8 + pooled 32 = 80 projection inputs
@@ -64,7 +64,7 @@ def build_tiny_sdxl(path, seed: int = 0):
             projection_class_embeddings_input_dim=6 * TIME_EMBED + HIDDEN, cross_attention_dim=2 * HIDDEN,
         )  # fmt: skip
         controlnet = diffusers.ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 32, 32))
-        _unzero_controlnet(torch, controlnet)
+        unzero_controlnet(torch, controlnet)
         vae = diffusers.AutoencoderKL(
             in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
             up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 8, 8), layers_per_block=1,

@@ -62,7 +62,7 @@ def _write_tokenizer(directory: Path):
     return len(tokenizer)
 
 
-def _unzero_controlnet(torch, controlnet, std=0.1):
+def unzero_controlnet(torch, controlnet, std=0.1):
     """Give the zero-initialised convolutions random weights, as training would.
 
     A fresh ControlNet's ``controlnet_cond_embedding.conv_out``, down-block and mid-block
@@ -117,7 +117,7 @@ def build_tiny_pipeline(path, seed: int = 0):
             attention_head_dim=4,
         )
         controlnet = diffusers.ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 32, 32))
-        _unzero_controlnet(torch, controlnet)
+        unzero_controlnet(torch, controlnet)
         vae = diffusers.AutoencoderKL(
             in_channels=3,
             out_channels=3,

@@ -9,8 +9,11 @@ toolkit calls the helpers below, which ask the input's backend.
 from __future__ import annotations
 
 from .batch import ARRAY_ARGS, FLOAT_DTYPES, Batch, prepare, stats_dict, validate_arrays
+from . import detectors, registry
 from .registry import find, framework_of
 from .timestep_checks import fast_timesteps, host_timesteps, timestep_indices
+
+registry.DETECTORS[:] = detectors.DETECTORS  # the backends, known to the registry without it importing them
 
 __all__ = [
     "ARRAY_ARGS",

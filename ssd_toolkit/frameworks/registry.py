@@ -11,28 +11,10 @@ from __future__ import annotations
 _BY_TYPE = {}  # type -> backend instance, a Refused backend that raises a clear TypeError, or None (no backend takes it)
 
 
-def _torch_tensors():
-    """The torch backend's class; its package imports torch, so only once torch is imported."""
-    from .torch.backend import TorchTensors  # noqa: PLC0415
-
-    return TorchTensors
-
-
-def _detectors():
-    """(module that must be imported for the backend to apply, backend class or a function
-    returning it), in order. Plain import statements (not importlib): Dynamo traces them on
-    a first call inside ``torch.compile``."""
-    from . import array_api, cuda_arrays, dlpack, jax_arrays, numpy_arrays, refused  # noqa: PLC0415
-
-    return (
-        (None, refused.Refused),
-        ("numpy", numpy_arrays.NumpyArrays),
-        ("torch", _torch_tensors),
-        ("jax", jax_arrays.JaxArrays),
-        (None, cuda_arrays.CudaArrays),
-        (None, array_api.ArrayApi),
-        (None, dlpack.DLPackOnly),
-    )
+# The backends in detection order: (module that must be imported for the backend to apply,
+# backend class or a function returning it). Installed by the package (frameworks/__init__.py
+# from detectors.py), so this module imports no backend and the backends may import it.
+DETECTORS = []
 
 _instances = {}
 
@@ -89,7 +71,7 @@ def framework_of(x, name="eps_cond"):
 def _detect(kind):
     import sys  # noqa: PLC0415
 
-    for required, cls in _detectors():
+    for required, cls in DETECTORS:
         if required is not None and required not in sys.modules:
             continue
         backend = _backend(cls if isinstance(cls, type) else cls())
