@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["did_you_mean", "integer", "lookup", "real", "threshold"]
+__all__ = ["cfg_scale", "did_you_mean", "integer", "lookup", "real", "threshold"]
 
 
 def did_you_mean(given, choices) -> str:
@@ -84,3 +84,12 @@ def threshold(M) -> float:
     """The SSD threshold ``M`` as a float: a finite real scalar (a 0-d array too); the one
     check of ``M`` for ``estimate``, the SSD estimators and every backend."""
     return real("M", M, array_0d=True, noun="scalar")
+
+
+def cfg_scale(name, value) -> float:
+    """A classifier-free-guidance scale: finite and >= 0 (a negative scale pushes away from the
+    prompt, which no estimator here intends)."""
+    scale = real(name, value)
+    if scale < 0:
+        raise ValueError(f"{name}: expected a finite number >= 0 (a classifier-free-guidance scale), got {value!r}")
+    return scale

@@ -28,6 +28,8 @@ whole ``E_b`` NaN; a ``t_b > M`` sample is ``h_b`` (IEEE arithmetic).
 
 from __future__ import annotations
 
+import warnings
+
 # ||d||^2 <= COLLINEAR_RTOL2 * ||c||^2 (||d|| <= 1e-6 ||c||): the direction is rounding
 # noise. Shared with the C++/CUDA kernels (csrc/; tests/core/test_estimate_properties.py checks).
 COLLINEAR_RTOL2 = 1e-12
@@ -143,3 +145,38 @@ def gradient_norm(xp, h_norm, scale, mode_seeking, eps_tilde_norm=None):
     """
     seeking = xp.where(scale == 0, 0.0, h_norm) if eps_tilde_norm is None else eps_tilde_norm
     return xp.where(mode_seeking, seeking, h_norm)
+
+
+class TimestepConventionWarning(UserWarning):
+    """``t`` and ``M`` of ``estimate`` that look like two different conventions."""
+
+
+def warn_if_conventions_differ(t, M, stacklevel):
+    """Warns when host timesteps ``t`` (a float, or a ``[B]`` NumPy array or CPU tensor) and
+    ``M`` look like different conventions, each of which silently sends every sample down one
+    branch of ``t <= M``: normalised t in [0, 1), not all integers (continuous-time and flow
+    models), with a step-count M >= 1; a fractional M in (0, 1) (like threestudio's step percents) with integer
+    steps t >= 1; negative t. A float costs three comparisons, an array one reduction."""
+    if isinstance(t, float):
+        if not (t < 0 or (M >= 1 and t < 1) or (0 < M < 1 and t >= 1)):
+            return
+        lo = hi = t
+        whole = t == int(t)
+    else:
+        if not len(t):
+            return
+        lo = t.min()
+        if lo >= 1 and not 0 < M < 1 or 0 <= lo and M >= 1 and t[0] >= 1:  # the common cases: nothing to say
+            return
+        hi, whole = t.max(), bool((t == t.round()).all())
+    if lo < 0:
+        message = f"t: expected timesteps >= 0, got min {float(lo):g}; a negative t is below every threshold M"
+    elif M >= 1 and hi < 1 and not whole:
+        message = (f"t: every timestep is in [0, 1) while M={M:g} >= 1, so every sample takes the mode-seeking "
+                   "branch (t <= M); normalised t? pass t in M's units (e.g. t * 1000) or M as a fraction")
+    elif 0 < M < 1 and lo >= 1 and whole:
+        message = (f"M: {M:g} is a fraction while every t is an integer step >= 1, so every sample takes h (t > M); "
+                   f"pass M in t's units (e.g. M={M * 1000:g} for 1000 steps)")
+    else:
+        return
+    warnings.warn(message, TimestepConventionWarning, stacklevel=stacklevel + 1)

@@ -27,7 +27,7 @@ class SDS:
     branches = ("cond", "uncond")
 
     def __post_init__(self):
-        checks.real("guidance_scale", self.guidance_scale)
+        checks.cfg_scale("guidance_scale", self.guidance_scale)
         if self.cfg not in CFG_CONVENTIONS:
             raise ValueError(f"cfg: expected one of {CFG_CONVENTIONS}, got {self.cfg!r}")
 
@@ -86,7 +86,7 @@ class NFSD:
     branches = ("cond", "uncond", "negative")
 
     def __post_init__(self):
-        checks.real("guidance_scale", self.guidance_scale)
+        checks.cfg_scale("guidance_scale", self.guidance_scale)
         checks.real("t_threshold", self.t_threshold)
 
     def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None, return_stats=False):

@@ -76,7 +76,7 @@ class SDSBridge:
     name = "sds-bridge"
 
     def __post_init__(self):
-        checks.real("guidance_scale", self.guidance_scale)
+        checks.cfg_scale("guidance_scale", self.guidance_scale)
         checks.real("scale", self.scale)
         checks.real("stage_two_start_step", self.stage_two_start_step)
         if self.stage not in (1, 2):
@@ -131,7 +131,7 @@ class ISM:
     needs_denoiser = True
 
     def __post_init__(self):
-        checks.real("guidance_scale", self.guidance_scale)
+        checks.cfg_scale("guidance_scale", self.guidance_scale)
         for field, least in (("delta_t", 0), ("delta_t_start", 0), ("xs_delta_t", 1), ("xs_inv_steps", 1)):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .. import checks
 from ..engine.dtypes import FLOAT_DTYPES, promote
-from ..engine.maths import STAT_NAMES, stats_dict  # noqa: F401 - the backends' one import point
+from ..engine.maths import STAT_NAMES, stats_dict, warn_if_conventions_differ  # noqa: F401 - the backends' one import point
 from .registry import framework_of
 from .timestep_checks import host_timesteps
 
@@ -99,6 +99,7 @@ def prepare(eps_cond, eps_uncond, noise, t, M) -> Batch:
     batch.t = t
     if batch.framework.host_timesteps(batch):
         batch.t64 = host_timesteps(t, batch.B)
+        warn_if_conventions_differ(batch.t64, batch.M, stacklevel=4)
     warn_one_element(batch, stacklevel=5)
     batch.framework.warn_if_differentiated(batch)
     return batch

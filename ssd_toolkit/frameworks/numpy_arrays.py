@@ -14,7 +14,7 @@ import numpy as np
 from ..engine import dispatch as _dispatch
 from ..engine import extension as _extension
 from ..engine.array_ops import NUMPY_OPS
-from ..engine.maths import NUM_STATS
+from ..engine.maths import NUM_STATS, warn_if_conventions_differ
 from .base import ArrayBackend
 from .batch import prepare, stats_dict
 from .timestep_checks import HUGE_INT, fast_timesteps
@@ -107,6 +107,7 @@ def _fast(eps_cond, eps_uncond, noise, t, M, return_stats):
     t64 = fast_timesteps(t, B)
     if kernel is None or t64 is None:
         return None
+    warn_if_conventions_differ(t64, M, stacklevel=4)
     out = np.empty(shape, dt)
     if not return_stats:
         kernel(eps_cond, eps_uncond, noise, out, t64, None, B, size // B, name, M)

@@ -115,3 +115,4 @@ def timestep_indices(t, T: int) -> np.ndarray:
     if idx.size and (idx.min() < 0 or idx.max() >= T):
         raise ValueError(f"t: expected timesteps in [0, {T - 1}], got min {idx.min()} max {idx.max()}")
     return idx
+

@@ -423,3 +423,31 @@ def test_mixed_float_dtypes_promote_as_the_library_does(library):
         got = ssd_toolkit.estimate(c_low, u_low, n, t, 200)
         assert got.dtype == np.float32 and np.array_equal(got, expected)
         assert ssd_toolkit.estimate(c_low, u_low, n.astype("float64"), t, 200).dtype == np.float64
+
+
+@pytest.mark.parametrize("library", ["numpy", pytest.param("torch", marks=requires_torch)])
+@pytest.mark.parametrize("t, M, pattern", [
+    ([0.1, 0.9, 0.5], 200, r"t: every timestep is in \[0, 1\) while M=200 >= 1"),
+    (0.3, 200, r"t: every timestep is in \[0, 1\) while M=200 >= 1"),
+    ([100, 900, 5], 0.2, r"M: 0.2 is a fraction while every t is an integer step >= 1.*M=200"),
+    ([-5, 100, 900], 200, r"t: expected timesteps >= 0, got min -5"),
+])
+def test_timesteps_and_M_of_other_conventions_are_warned_at_the_caller(library, t, M, pattern):
+    """Each of these sends every sample down one branch without a word: warned, pointing at the call."""
+    arrays = make_inputs((3, 4), "float32", library, seed=3)
+    with pytest.warns(ssd_toolkit.engine.maths.TimestepConventionWarning, match=pattern) as record:
+        ssd_toolkit.estimate(*arrays, np.asarray(t) if library == "numpy" else t, M)
+    assert record[0].filename == __file__
+
+
+@pytest.mark.parametrize("t, M", [([100, 900, 5], 200), ([0.1, 0.9, 0.5], 0.5), (0.3, 0.2), ([0, 999, 3], 200)])
+def test_matching_conventions_are_not_warned(t, M):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ssd_toolkit.estimate(*make_inputs((3, 4), "float32", seed=3), np.asarray(t), M)
+
+
+def test_a_negative_cfg_scale_is_refused():
+    for name in ("sds", "nfsd"):
+        with pytest.raises(ValueError, match=r"guidance_scale: expected a finite number >= 0.*got -3"):
+            ssd_toolkit.get_estimator(name, guidance_scale=-3)

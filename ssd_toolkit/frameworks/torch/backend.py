@@ -28,7 +28,7 @@ import numpy as np
 from ... import checks
 from ...engine import dispatch, extension
 from ...engine.dtypes import FLOAT_DTYPES
-from ...engine.maths import stats_dict
+from ...engine.maths import stats_dict, warn_if_conventions_differ
 from ...engine.reference import estimate_reference
 from ..base import ArrayBackend
 from ..batch import GRAD_WARNING, validate_arrays, warn_one_element
@@ -105,6 +105,8 @@ class TorchTensors(ArrayBackend):
         device = batch.eps_cond.device
         t_vec, t_scalar = self.timesteps(t, batch.B, device, tracing)
         if not self.tracing():
+            if t_vec is None or t_vec.device.type == "cpu" and not self.storage_free(t_vec):  # device t: not read
+                warn_if_conventions_differ(t_scalar if t_vec is None else t_vec.numpy(), M, stacklevel=3)
             warn_one_element(batch, stacklevel=4)
             if any(a.requires_grad for a in batch.arrays):
                 warnings.warn(GRAD_WARNING, UserWarning, stacklevel=3)
@@ -244,13 +246,17 @@ class TorchTensors(ArrayBackend):
             if not (-HUGE_INT < t < HUGE_INT and math.isfinite(t)):
                 return None
             t_vec, t_scalar = None, float(t)
+            warn_if_conventions_differ(t_scalar, M, stacklevel=4)
         elif (t_kind is tensor and t.device == device and t.shape == (B,) and not t.requires_grad
               and t.dtype is not self.torch.bool and not t.dtype.is_complex):
             t_vec, t_scalar = t, 0.0  # the op takes any real dtype; its CPU kernel checks the values
+            if device.type == "cpu":
+                warn_if_conventions_differ(t.numpy(), M, stacklevel=4)
         else:
             t64 = fast_timesteps(t, B)
             if t64 is None:
                 return None
+            warn_if_conventions_differ(t64, M, stacklevel=4)
             t_vec, t_scalar = (None, float(t64[0])) if np.ndim(t) == 0 else (self.torch.from_numpy(t64).to(device, non_blocking=True), 0.0)
         N = eps_cond.numel() // B
         E, rows_stats = self.op(eps_cond.view(B, N) if eps_cond.is_contiguous() else eps_cond.reshape(B, N),
