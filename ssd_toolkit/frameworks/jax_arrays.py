@@ -110,7 +110,8 @@ class JaxArrays(ArrayBackend):
         self._estimate = jax.jit(_no_gradient(jax, self._compute), static_argnums=(0, 1, 2, 3))
         self._warned_fallback = False
         # the fast path's checks: the concrete array class, the kernel's dtypes and those of t
-        self._array_type = type(jnp.zeros(0))
+        with jax.ensure_compile_time_eval():  # a concrete array even when first called inside a trace
+            self._array_type = type(jnp.zeros(0))
         self._data_dtypes = frozenset(jnp.dtype(name) for name in FLOAT_DTYPES)
         self._t_dtypes = frozenset(jnp.dtype(name) for name in ("int32", "int64", "float32", "float64"))
         self._platforms = {}  # single-device sharding -> platform name

@@ -268,3 +268,16 @@ def test_a_library_built_from_older_sources_is_refused():
 
     with pytest.raises(ValueError, match=r"built from older sources \(operands v1, expected v2\); rebuild it with"):
         jax_arrays._load(jax_build.Path(compiled_module.__file__), "SsdEstimateCpu")
+
+
+def test_a_backend_first_made_inside_a_trace():
+    """The first call of the process inside jax.jit: later traced and eager calls still work
+    (the fast path's array type is a concrete array's, not a tracer's)."""
+    code = (
+        "import jax, jax.numpy as jnp, numpy as np, ssd_toolkit\n"
+        "f = jax.jit(lambda c, u, n, t: ssd_toolkit.estimate(c, u, n, t, 100.0))\n"
+        "for shape in ((2, 3), (2, 5)):\n"
+        "    x = jnp.arange(np.prod(shape), dtype=jnp.float32).reshape(shape); t = jnp.asarray([1.0, 500.0])\n"
+        "    np.testing.assert_array_equal(np.asarray(f(x, 2 * x, x, t)), np.asarray(ssd_toolkit.estimate(x, 2 * x, x, t, 100.0)))\n"
+    )
+    _in_fresh_process(code, x64=False)
