@@ -81,6 +81,23 @@ std::optional<Tensor> float64_t(const std::optional<Tensor>& t) {
   return contiguous_rows(v);
 }
 
+// A contiguous host t of int64, int32 or float32 (a sampler's, a NumPy vector's) read into `out` as
+// float64; false for anything else (float64 is read in place, other dtypes are converted by torch).
+bool host_float64(const Tensor& t, int64_t B, std::vector<double>& out) {
+  const auto dtype = t.scalar_type();
+  if (!t.is_contiguous() || t.numel() != B ||
+      (dtype != ScalarType::Long && dtype != ScalarType::Int && dtype != ScalarType::Float))
+    return false;
+  out.resize(static_cast<size_t>(B));
+  const void* data = t.data_ptr();
+  for (int64_t b = 0; b < B; ++b) {
+    out[b] = dtype == ScalarType::Long  ? static_cast<double>(static_cast<const int64_t*>(data)[b])
+             : dtype == ScalarType::Int ? static_cast<double>(static_cast<const int32_t*>(data)[b])
+                                        : static_cast<double>(static_cast<const float*>(data)[b]);
+  }
+  return true;
+}
+
 // A host t with a NaN or infinite entry is refused as estimate's Python checks refuse it (inside
 // torch.func and torch.compile those checks cannot read the values; a device t is not read).
 void check_finite_timesteps(const double* t, int64_t B) {
@@ -120,10 +137,13 @@ Outputs run_core(bool cuda, const Tensor& eps_cond, const Tensor& eps_uncond, co
   std::optional<torch::stable::accelerator::DeviceGuard> guard;  // the kernel runs on the current device
   if (cuda) guard.emplace(device);
   const Tensor cond = contiguous_rows(eps_cond), uncond = contiguous_rows(eps_uncond), n = contiguous_rows(noise);
-  const std::optional<Tensor> t64 = float64_t(t);
-  if (!cuda && t64) check_finite_timesteps(static_cast<const double*>(t64->data_ptr()), c.B);  // free on the host
+  std::vector<double> host_t;  // a host t of another dtype, converted by a loop (no dispatcher call)
+  const std::optional<Tensor> t64 = !cuda && t && host_float64(*t, c.B, host_t) ? std::nullopt : float64_t(t);
+  const double* t_values = t64 ? static_cast<const double*>(t64->data_ptr()) : host_t.empty() ? nullptr : host_t.data();
+  if (!cuda && t_values) check_finite_timesteps(t_values, c.B);  // free on the host
   auto [E, stats] = empty_outputs(eps_cond, c.B, return_stats);
-  const ssd::EstimateParams p = make_params(c, cond, uncond, n, E, stats, t64, t_scalar, M, return_stats);
+  ssd::EstimateParams p = make_params(c, cond, uncond, n, E, stats, t64, t_scalar, M, return_stats);
+  p.t = t_values;
   const char* message = nullptr;
   const int32_t status = cuda ? core.estimate_cuda(&p, current_cuda_stream(device), &message)
                               : core.estimate_cpu(&p, 0, &message);

@@ -156,19 +156,14 @@ def warn_if_conventions_differ(t, M, stacklevel):
     ``M`` look like different conventions, each of which silently sends every sample down one
     branch of ``t <= M``: normalised t in [0, 1), not all integers (continuous-time and flow
     models), with a step-count M >= 1; a fractional M in (0, 1) (like threestudio's step percents) with integer
-    steps t >= 1; negative t. A float costs three comparisons, an array one reduction."""
-    if isinstance(t, float):
-        if not (t < 0 or (M >= 1 and t < 1) or (0 < M < 1 and t >= 1)):
-            return
-        lo = hi = t
-        whole = t == int(t)
-    else:
-        if not len(t):
-            return
-        lo = t.min()
-        if lo >= 1 and not 0 < M < 1 or 0 <= lo and M >= 1 and t[0] >= 1:  # the common cases: nothing to say
-            return
-        hi, whole = t.max(), bool((t == t.round()).all())
+    steps t >= 1; negative t. The common case costs a list and a min() over B values."""
+    values = [t] if isinstance(t, float) else t.tolist()  # batch-sized: Python beats a reduction call
+    if not values:
+        return
+    lo = min(values)
+    if lo >= 1 and not 0 < M < 1 or 0 <= lo and M >= 1 and values[0] >= 1:  # the common cases: nothing to say
+        return
+    hi, whole = max(values), all(v == int(v) for v in values)
     if lo < 0:
         message = f"t: expected timesteps >= 0, got min {float(lo):g}; a negative t is below every threshold M"
     elif M >= 1 and hi < 1 and not whole:

@@ -54,7 +54,7 @@ class TorchTensors(ArrayBackend):
         self.wrapped = getattr(functorch, "is_functorch_wrapped_tensor", lambda x: False)
         self.transforming = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
         self.op = estimate_op()
-        self.kernels_built = {}  # device type -> the compiled kernel is there (looked up once)
+        self.kernels_built = {}  # is_cuda -> the compiled kernel is there (looked up once)
 
     def claims(self, kind):
         return issubclass(kind, self.tensor)
@@ -106,7 +106,7 @@ class TorchTensors(ArrayBackend):
         t_vec, t_scalar = self.timesteps(t, batch.B, device, tracing)
         if not self.tracing():
             if t_vec is None or t_vec.device.type == "cpu" and not self.storage_free(t_vec):  # device t: not read
-                warn_if_conventions_differ(t_scalar if t_vec is None else t_vec.numpy(), M, stacklevel=3)
+                warn_if_conventions_differ(t_scalar if t_vec is None else t_vec, M, stacklevel=3)
             warn_one_element(batch, stacklevel=4)
             if any(a.requires_grad for a in batch.arrays):
                 warnings.warn(GRAD_WARNING, UserWarning, stacklevel=3)
@@ -205,41 +205,33 @@ class TorchTensors(ArrayBackend):
 
     # -- the fast path ---------------------------------------------------------------------
     def _fast(self, eps_cond, eps_uncond, noise, t, M, return_stats):
-        """Plain tensors of one float dtype, shape and CPU/CUDA device, a host scalar or host
-        ``[B]`` t and a finite Python M: straight to the op. None for anything else."""
+        """Plain tensors on a CPU or CUDA device with the kernel built, a host scalar or a ``[B]``
+        t (a tensor on the data's device, or host values) and a finite Python M: straight to the
+        op, whose C++ checks cover shapes, dtypes and devices. None for anything else, and when
+        the op refuses the inputs (the full validation then names what is wrong in Python's
+        error types)."""
         tensor = self.tensor
-        if type(eps_cond) is not tensor or type(eps_uncond) is not tensor or type(noise) is not tensor:
-            return None
-        dt, shape, device = eps_cond.dtype, eps_cond.shape, eps_cond.device
         if (
-            dt not in self.names
-            or eps_uncond.dtype is not dt
-            or noise.dtype is not dt
-            or eps_uncond.shape != shape
-            or noise.shape != shape
-            or eps_uncond.device != device
-            or noise.device != device
-            or device.type not in KERNEL_DEVICES
+            type(eps_cond) is not tensor
+            or type(eps_uncond) is not tensor
+            or type(noise) is not tensor
             or eps_cond.requires_grad
             or eps_uncond.requires_grad
             or noise.requires_grad
             or eps_cond.is_neg()
             or eps_uncond.is_neg()
             or noise.is_neg()
-            or not shape
             or type(M) is not float and type(M) is not int
             or not -HUGE_INT < M < HUGE_INT
             or not math.isfinite(M)
+            or eps_cond.dim() == 0
         ):
             return None
-        B = shape[0]
-        if not B or eps_cond.numel() == B or eps_cond.layout is not self.torch.strided:
+        B = eps_cond.shape[0]
+        if not B or eps_cond.numel() == B:  # empty batch, one-element samples (warned)
             return None
-        built = self.kernels_built.get(device.type)
-        if built is None:
-            built = self.kernels_built[device.type] = (
-                extension.has_cpu_kernel() if device.type == "cpu" else extension.has_cuda_kernel())
-        if not built:
+        cuda = eps_cond.is_cuda
+        if not (cuda or eps_cond.is_cpu) or not self._kernel_built(cuda):
             return None
         t_kind = type(t)
         if t_kind is float or t_kind is int:
@@ -247,24 +239,31 @@ class TorchTensors(ArrayBackend):
                 return None
             t_vec, t_scalar = None, float(t)
             warn_if_conventions_differ(t_scalar, M, stacklevel=4)
-        elif (t_kind is tensor and t.device == device and t.shape == (B,) and not t.requires_grad
-              and t.dtype is not self.torch.bool and not t.dtype.is_complex):
-            t_vec, t_scalar = t, 0.0  # the op takes any real dtype; its CPU kernel checks the values
-            if device.type == "cpu":
-                warn_if_conventions_differ(t.numpy(), M, stacklevel=4)
+        elif t_kind is tensor and t.dim() == 1 and not t.requires_grad and t.is_cuda is cuda:
+            t_vec, t_scalar = t, 0.0  # the op reads any real dtype and checks shape, device, host values
+            if not cuda:  # host values: read without a copy (a device t is not read)
+                warn_if_conventions_differ(t, M, stacklevel=4)
         else:
             t64 = fast_timesteps(t, B)
             if t64 is None:
                 return None
             warn_if_conventions_differ(t64, M, stacklevel=4)
-            t_vec, t_scalar = (None, float(t64[0])) if np.ndim(t) == 0 else (self.torch.from_numpy(t64).to(device, non_blocking=True), 0.0)
-        N = eps_cond.numel() // B
-        E, rows_stats = self.op(eps_cond.view(B, N) if eps_cond.is_contiguous() else eps_cond.reshape(B, N),
-                                eps_uncond.reshape(B, N), noise.reshape(B, N), t_vec, t_scalar, M, return_stats)
-        E = E.view(shape)
+            t_vec, t_scalar = self.torch.from_numpy(t64), 0.0
+            if cuda:
+                t_vec = t_vec.to(eps_cond.device, non_blocking=True)
+        try:
+            E, rows_stats = self.op(eps_cond, eps_uncond, noise, t_vec, t_scalar, M, return_stats)
+        except (ValueError, RuntimeError):
+            return None  # the full validation raises the error, in Python's types
         if not return_stats:
             return E
-        return E, stats_dict(rows_stats, self._mode_seeking(t_vec, t_scalar, M, B, device))
+        return E, stats_dict(rows_stats, self._mode_seeking(t_vec, t_scalar, M, B, eps_cond.device))
+
+    def _kernel_built(self, cuda):
+        built = self.kernels_built.get(cuda)
+        if built is None:
+            built = self.kernels_built[cuda] = extension.has_cuda_kernel() if cuda else extension.has_cpu_kernel()
+        return built
 
     # -- conversions (used by the estimators, diagnostics and host helpers) -------------------
     def flat_rows(self, x, B, N):
