@@ -186,8 +186,10 @@ LONGEST_FIRST = ("sweep", "trajectories", "digits", "statistics", "drift")
 
 def _all(args):
     start = time.perf_counter()
+    import multiprocessing  # noqa: PLC0415
+
     jobs = min(args.jobs, len(EXPERIMENTS))
-    if jobs == 1:
+    if jobs == 1 or "fork" not in multiprocessing.get_all_start_methods():  # no fork (Windows): one process
         for name in EXPERIMENTS:
             _run_default(name, args.out, args.seed)
     else:
@@ -209,6 +211,20 @@ def _run_default(name, out, seed):
     defaults.update(out=out, seed=seed)
     _RUNS[name](SimpleNamespace(**defaults))
     sys.stdout.flush()
+
+
+class WorkerInterrupted(Exception):
+    """A worker's KeyboardInterrupt, sent back to the parent as an ordinary exception (a
+    BaseException leaving a pool task would end the worker and leave its result pending)."""
+
+
+def _run_in_worker(name, out, seed):
+    try:
+        _run_default(name, out, seed)
+    except KeyboardInterrupt:
+        raise WorkerInterrupted(name) from None
+    except SystemExit as exc:
+        raise RuntimeError(f"toy {name} exited with {exc.code}") from None
 
 
 def _worker_init():
@@ -234,10 +250,13 @@ def _run_parallel(jobs, out, seed):
 
     pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_init)
     try:
-        pending = [pool.apply_async(_run_default, (name, out, seed)) for name in LONGEST_FIRST]
+        pending = [pool.apply_async(_run_in_worker, (name, out, seed)) for name in LONGEST_FIRST]
         for result in pending:
             result.get()  # re-raises a worker's error here
         pool.close()
+    except WorkerInterrupted:
+        pool.terminate()
+        raise KeyboardInterrupt from None
     except BaseException:
         pool.terminate()  # Ctrl-C or an error: stop the other workers too
         raise

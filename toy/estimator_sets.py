@@ -54,9 +54,11 @@ class PerRowThreshold:
     """An SSD-family estimator with one threshold per row, to sweep M along the batch.
 
     The SSD family reads t only through ``t_b <= M`` (``ssd_toolkit.estimate``), so
-    ``base`` built with ``M = 0`` and called with ``t_b - thresholds[b]`` gives row b
-    exactly what the estimator built with ``M = thresholds[b]`` gives it (the sign of a
-    float64 difference is exact), in one call for every threshold.
+    ``base`` built with ``M = 0`` and called with ``t'_b = 0`` where ``t_b <= thresholds[b]``
+    and ``t'_b = 1`` elsewhere gives row b exactly what the estimator built with
+    ``M = thresholds[b]`` gives it (the comparison is NumPy's, exact), in one call for every
+    threshold. (``t - thresholds`` would do the same but is negative, which ``estimate``
+    warns about as a timestep convention.)
 
     Args:
         base: ``get_estimator("ssd", M=0)`` or an SSD ablation with ``M=0``.
@@ -71,5 +73,5 @@ class PerRowThreshold:
         self.base, self.thresholds = base, np.asarray(thresholds, dtype=np.float64)
 
     def __call__(self, eps_cond, eps_uncond, noise, t, eps_negative=None, return_stats=False):
-        shifted = np.asarray(t, dtype=np.float64) - self.thresholds
-        return self.base(eps_cond, eps_uncond, noise, shifted, return_stats=return_stats)
+        above = (np.asarray(t, dtype=np.float64) > self.thresholds).astype(np.float64)  # 0: t <= M, 1: t > M
+        return self.base(eps_cond, eps_uncond, noise, above, return_stats=return_stats)

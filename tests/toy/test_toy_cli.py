@@ -173,3 +173,15 @@ def test_docs_copies_are_lossless(tmp_path):
     compress_png(tmp_path / "fig.png", tmp_path / "docs" / "fig.png")
     with Image.open(tmp_path / "docs" / "fig.png") as im:
         np.testing.assert_array_equal(np.asarray(im.convert("RGB")), rgb)
+
+
+def test_ctrl_c_in_a_toy_all_worker_stops_all_in_one_line(tmp_path, capsys, monkeypatch):
+    from ssd_toolkit.toy import cli as toy_cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    for name in toy_cli.EXPERIMENTS:
+        monkeypatch.setitem(toy_cli._RUNS, name, interrupted)
+    assert main(["toy", "all", "--out", str(tmp_path), "--jobs", "2"]) == 130
+    assert capsys.readouterr().err == f"ssd-toolkit toy all: interrupted; what {tmp_path}/ holds may be incomplete\n"
