@@ -2,8 +2,11 @@
 
 Routes (each the same kernels, so each must give the emulation's bits, 0 ulp: docs/kernels.md
 "Bits", the policy `test_gpu_agrees_with_the_cpu_emulation` applies to the torch route):
-  * torch     ``ssd_toolkit.estimate`` on torch CUDA tensors (the glue of frameworks/torch/cuda.py);
+  * torch     ``ssd_toolkit.estimate`` on torch CUDA tensors (through the C++ op where its library
+              is built, else the Python op: the status says which);
   * torch_op  ``torch.ops.ssd_toolkit.estimate`` of the C++ op library (csrc/torch/), when built;
+  * python_glue  the Python op's CUDA glue (frameworks/torch/cuda.py ``launch_torch``, its
+              first-use self-test included), called directly: the route where the library is not built;
   * jax       ``ssd_toolkit.estimate`` on JAX GPU arrays (the JAX CUDA handler, csrc/jax/);
   * cupy      ``ssd_toolkit.estimate`` on CuPy arrays (__cuda_array_interface__).
 Each result is also checked against the float64 reference with tests/tolerances.py. A route
@@ -35,7 +38,7 @@ ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT / "tests")]
 
 M = 500.0
-ROUTES = ("torch", "torch_op", "jax", "cupy")
+ROUTES = ("torch", "torch_op", "python_glue", "jax", "cupy")
 PARITY_SHAPES = ((5, 97), (8, 4 * 64 * 64), (2, 3 * 512 * 512))  # scalar; vector + clusters; split
 PARITY_DTYPES = ("float16", "bfloat16", "float32", "float64")
 TIMING_SHAPES = ((8, 4, 64, 64), (64, 4, 128, 128))
@@ -79,6 +82,9 @@ class TorchRoute(Route):
     name = "torch"
 
     def available(self):
+        from ssd_toolkit.frameworks.torch import op  # noqa: PLC0415
+
+        self.label = "through the C++ op" if op.op_status()[0] else "through the Python op"
         return self.torch.cuda.is_available(), "torch sees no CUDA device", True
 
     def prepare(self, host, t):
@@ -109,6 +115,28 @@ class TorchOpRoute(TorchRoute):
         t_dev = self.torch.as_tensor(t, dtype=self.torch.float64).cuda()
         op = self.torch.ops.ssd_toolkit.estimate
         return lambda: op(*dev, t_dev, 0.0, M, False)[0]
+
+
+class PythonGlueRoute(TorchRoute):
+    name = "python_glue"
+
+    def available(self):
+        return self.torch.cuda.is_available(), "torch sees no CUDA device", True
+
+    def prepare(self, host, t):
+        from ssd_toolkit.frameworks.torch.cuda import launch_torch  # noqa: PLC0415
+
+        B = host[0].shape[0]
+        N = math.prod(host[0].shape[1:])
+        dev = [x.cuda().contiguous() for x in host]
+        t_dev = self.torch.as_tensor(t, dtype=self.torch.float64).cuda()
+
+        def call():
+            out = self.torch.empty_like(dev[0])
+            launch_torch(*dev, out, t_dev, 0.0, M, None, B, N)
+            return out
+
+        return call
 
 
 class JaxRoute(Route):
@@ -169,7 +197,8 @@ class CupyRoute(Route):
         self.cupy.cuda.Device().synchronize()
 
 
-ROUTE_CLASSES = {"torch": TorchRoute, "torch_op": TorchOpRoute, "jax": JaxRoute, "cupy": CupyRoute}
+ROUTE_CLASSES = {"torch": TorchRoute, "torch_op": TorchOpRoute, "python_glue": PythonGlueRoute, "jax": JaxRoute,
+                 "cupy": CupyRoute}
 
 
 # ------------------------------------------------------------------------------ checks
@@ -319,7 +348,7 @@ def main(argv=None):
         mine = [r for r in rows if r["route"] == name]
         bad = [r for r in mine if not r["ok"]]
         status[name] = (f"FAIL: {len(bad)} of {len(mine)} cases off the emulation or the reference" if bad else
-                        f"0 ulp in all {len(mine)} cases")
+                        f"0 ulp in all {len(mine)} cases") + (f" ({route.label})" if getattr(route, "label", "") else "")
         if bad:
             failed.append(name)
     text = markdown(status, rows, timings)

@@ -20,14 +20,14 @@
 # for the builds it needs at most until its deadline and is skipped only when one of them
 # failed:
 #   1 env       nvidia-smi, python/torch/CuPy/JAX, nvcc, compute-sanitizer, ncu (versions only)
-#   2 build     waits for the module; the package view (setup.py's package_dir, symlinked);
+#   2 build     waits for the module and the torch op; the package view (setup.py's roots, symlinked);
 #               the self-test, strict, and what it covered; the launch plans
 #   3 tests     pytest of the GPU test files (tests/kernels but its CPU-only files,
 #               tests/frameworks but test_jax*.py) -k "not compile", per-test timeout, no -x
 #   4 jax       each tests/frameworks/test_jax*.py in its own pytest process (a crash of the
 #               JAX CUDA handler loses nothing else)
-#   5 routes    bench/bench_routes.py: every route (torch, the C++ torch op, the JAX CUDA
-#               handler, CuPy) against the emulation's bits, and timed
+#   5 routes    bench/bench_routes.py: every route (torch, the C++ torch op, the Python op's
+#               glue, the JAX CUDA handler, CuPy) against the emulation's bits, and timed
 #   6 sanitize  scripts/cuda_sanitize.sh: the memcheck canary and the 4 tools, all at once
 #   7 bench     bench/bench_cuda.py --short (threads256 at [64,4,128,128] fp32 first; compile last)
 #   8 gpu-tests the same files -k compile, and pytest -m gpu tests (the carried wheels first)
@@ -156,7 +156,7 @@ ensure_wheels() {  # the carried wheels into $SITE, once (kept for --only reruns
 
 # The GPU test selection: every test file of tests/kernels but the CPU-only ones (so a new file
 # there is picked up), and tests/frameworks but its JAX files, which step 4 runs one process each.
-CPU_ONLY_TESTS=" test_cuda_emulation.py test_barrier_mutants.py test_build.py test_gpu_check.py test_install_stamp.py test_kernel_cpu.py "
+CPU_ONLY_TESTS=" test_cuda_emulation.py test_cuda_selftest.py test_barrier_mutants.py test_build.py test_gpu_check.py test_install_stamp.py test_kernel_cpu.py test_kernel_cpu_paths.py "
 gpu_test_files() {
   local f
   for f in tests/kernels/test_*.py; do [[ "$CPU_ONLY_TESTS" == *" ${f##*/} "* ]] || echo "$f"; done
@@ -290,15 +290,20 @@ sys.exit(0 if gencode and all(a.endswith(('sm_$ARCH', 'compute_$ARCH')) for a in
     return 0
   fi
   wait_build module || { key "module build: $(tail -1 "$WORK/build_module.log" 2>/dev/null)"; return 1; }
-  cat "$WORK/build_module.log"
+  tail -5 "$WORK/build_module.log"  # the whole log: details.tar.gz build_module.log
+  local op="no C++ torch op in this tree"  # before the view, so steps 3 on all take the same torch route
+  if [ -f "$WORK/build_torch_op.started" ]; then
+    wait_build torch_op && op="C++ torch op built" || op="C++ torch op NOT built (log above; the Python op is used)"
+  fi
   make_view || return 1
-  PYTHONPATH=$(pypath) "$PY" -P -c "import ssd_toolkit, ssd_toolkit._C as m; print('backends:', ssd_toolkit.backends()); assert m.compiled_with_cuda(), 'no CUDA kernel'" || return 1
+  PYTHONPATH=$(pypath) "$PY" -P -c "import ssd_toolkit, ssd_toolkit._C as m; print('backends:', ssd_toolkit.backends()); assert m.compiled_with_cuda(), 'no CUDA kernel'" ||
+    { key "the module does not import from the package view, or has no CUDA kernel"; return 1; }
   PYTHONPATH=$(pypath) "$PY" -P -c "$SELFTEST_PY" 2>&1 | tee "$WORK/selftest.txt"
   local rc=${PIPESTATUS[0]}
   local covered
   covered=$(grep -o 'self-test covered: .*' "$WORK/selftest.txt" | tail -1)
-  PYTHONPATH=$(pypath) "$PY" bench/bench_cuda.py --plans || return 1
-  key "built in $(cat "$WORK/build_module.secs") s (from t=0); CUDA kernel in; ${covered:-self-test FAILED (log)}"
+  key "built in $(cat "$WORK/build_module.secs") s (from t=0); CUDA kernel in; $op; ${covered:-self-test FAILED: $(tail -1 "$WORK/selftest.txt")}"
+  PYTHONPATH=$(pypath) "$PY" bench/bench_cuda.py --plans || rc=1
   return "$rc"
 }
 
@@ -364,7 +369,7 @@ step_routes() {  # every route on the GPU against the emulation's bits, and time
   fake_hang 5
   if [ "$DRY" = 1 ]; then
     PYTHONPATH=$(pypath) "$PY" -P bench/bench_routes.py --dry-run || return 1
-    key "routes and shapes listed; the emulation's plan for the pretend device"
+    key "routes, shapes and packages listed"
     return 0
   fi
   local name
@@ -372,7 +377,7 @@ step_routes() {  # every route on the GPU against the emulation's bits, and time
   make_view || return 1
   PYTHONPATH=$(pypath) "$PY" -P bench/bench_routes.py --json "$WORK/routes.json" --markdown "$WORK/routes.md" 2>&1 | tee "$WORK/routes.txt"
   local rc=${PIPESTATUS[0]}
-  key "$(grep -E '^routes: ' "$WORK/routes.txt" | tail -1 | sed 's/^routes: //')"
+  key "$(grep -E '^routes: ' "$WORK/routes.txt" | tail -1 | sed 's/^routes: //' | grep . || tail -1 "$WORK/routes.txt")"
   return "$rc"
 }
 

@@ -6,7 +6,9 @@ element past an array is outside it). Each case builds its inputs on the host, c
 to the device (no other kernel runs), calls ``ssd_toolkit.estimate(..., backend="compiled")``
 (an error, not a fallback, when the kernel is missing) under a forced launch path, and
 compares E (and the stats) with the float64 NumPy reference and the tolerance table of
-tests/tolerances.py. Misaligned cases view an allocation one element past its start, so
+tests/tolerances.py. The first-use self-test is off (``SSD_TOOLKIT_CUDA_SELFTEST=0`` unless
+``strict`` is set): every launch is checked here, and none may fall back to eager PyTorch,
+which would pass its checks on eager results. Misaligned cases view an allocation one element past its start, so
 the last element of the view is the last of the allocation.
 
     python scripts/sanitize_driver.py --list        # the cases (no GPU, no torch)
@@ -25,6 +27,7 @@ Exit status: 0 every case matched, 1 a mismatch or an error, 2 bad usage / no GP
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -243,6 +246,8 @@ def main(argv=None):
                         help="cpu: the same cases through the CPU backend (tests this driver without a GPU)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if os.environ.get("SSD_TOOLKIT_CUDA_SELFTEST") != "strict":
+        os.environ["SSD_TOOLKIT_CUDA_SELFTEST"] = "0"  # no launch may fall back to eager ops
     cases = select(CASES, args.only)
     if args.list:
         list_cases(cases)

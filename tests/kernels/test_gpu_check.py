@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "bench")]
 
 import bench_cuda  # noqa: E402
+import bench_routes  # noqa: E402
 import gpu_budget  # noqa: E402
 import gpu_check_wheels  # noqa: E402
 import sanitize_driver  # noqa: E402
@@ -280,6 +281,17 @@ def test_driver_checks_results_on_the_cpu(monkeypatch, capsys):
     assert "2 cases, 0 ok, 2 failed" in capsys.readouterr().out
 
 
+def test_driver_switches_the_self_test_fallback_off(monkeypatch):
+    """Under the sanitizer a failed self-test must not hand the device to eager PyTorch (whose
+    results would pass the driver's checks): the driver turns it off unless strict is asked."""
+    monkeypatch.setenv("SSD_TOOLKIT_CUDA_SELFTEST", "1")
+    assert sanitize_driver.main(["--list"]) == 0
+    assert os.environ["SSD_TOOLKIT_CUDA_SELFTEST"] == "0"
+    monkeypatch.setenv("SSD_TOOLKIT_CUDA_SELFTEST", "strict")
+    assert sanitize_driver.main(["--list"]) == 0
+    assert os.environ["SSD_TOOLKIT_CUDA_SELFTEST"] == "strict"
+
+
 # ---------------------------------------------------------------------------------- bench_cuda
 @pytest.mark.parametrize("argv", ([], ["--short"]), ids=("full", "short"))
 def test_bench_rotation_exceeds_twice_the_l2_at_every_row(argv):
@@ -460,6 +472,8 @@ def test_the_budget_holds_and_names_the_checks_steps():
     (lambda b: b["builds"]["module"].update(chain_s=60), "step 2 build: ends by"),
     (lambda b: b["builds"]["jax"].update(cpu_s=2000), "step 3 tests: ends by"),  # 16 cores crowded
     (lambda b: b["builds"]["module"].update(source_bytes=10), "build module: sources grew"),
+    (lambda b: b["builds"]["module"].update(  # 1.9x the sources: taken as 1.9x the CPU-seconds
+        source_bytes=int(gpu_budget.source_bytes(b["builds"]["module"]["sources"]) / 1.9)), "step 2 build: ends by"),
     (lambda b: b["builds"]["jax"].update(cpu_s=None), "build jax: ssd_toolkit/engine/jax_build.py exists but"),
     (lambda b: b["steps"][1].update(share_s=300), "sum to"),
 ])
@@ -476,3 +490,40 @@ def test_the_budget_table_in_the_docs_is_the_budgets():
     start, end = "<!-- budget table: python scripts/gpu_budget.py --markdown -->\n", "\n<!-- end of the budget table -->"
     assert start in docs and end in docs
     assert docs.split(start, 1)[1].split(end, 1)[0].strip() == gpu_budget.markdown(gpu_budget.load()).strip()
+
+
+# ---------------------------------------------------------------------------------- bench_routes
+@pytest.mark.parametrize("planted", (False, True), ids=("exact", "one-ulp-off"))
+def test_routes_parity_demands_the_emulations_bits(planted):
+    """bench_routes' check on the CPU: a stand-in route that runs the emulation itself gives
+    0 ulp and passes; one unit in the last place off in one element fails the case."""
+    import cuda_emulation_build  # noqa: PLC0415 - tests/ helper
+    import torch
+
+    emu = cuda_emulation_build.load()
+
+    class EmulatedRoute(bench_routes.Route):
+        name = "emulated"
+
+        def prepare(self, host, t):
+            def call():
+                out = torch.empty_like(host[0])
+                t64 = torch.as_tensor(t, dtype=torch.float64).contiguous()
+                emu.estimate(*(x.data_ptr() for x in host), out.data_ptr(), t64.data_ptr(), 0.0, 0, *out.shape,
+                             "float32", bench_routes.M)
+                if planted:
+                    out.view(torch.int32)[0, 3] += 1
+                return out
+            return call
+
+        def to_host(self, result):
+            return result
+
+    from common import mixed_timesteps  # noqa: PLC0415 - bench/ helper
+
+    t = mixed_timesteps(8, bench_routes.M)
+    case = bench_routes.expected(torch, emu, {}, (8, 16384), "float32", t)
+    row = bench_routes.parity(torch, emu, {}, EmulatedRoute(torch), case, t, "float32")
+    assert (row["ulp_max"], row["ulp_differing"], row["ok"]) == ((1, 1, False) if planted else (0, 0, True)), row
+    assert row["plan"].startswith("resident") and row["reference"] == "ok"  # 1 ulp is within the tolerance table
+    assert "| emulated | float32 | 8x16384 |" in bench_routes.markdown({"emulated": "x"}, [row], [])
