@@ -183,3 +183,35 @@ def test_the_op_is_registered_from_cpp_where_its_library_is_built():
     E, _ = torch.ops.ssd_toolkit.estimate(c, u, n, None, 1.0, M, False)
     assert_close_to_reference(E, ssd_toolkit.reference.estimate_reference(c.numpy(), u.numpy(), n.numpy(),
                                                                           np.full(3, 1.0), M)[0], "float64")
+
+
+def test_the_python_op_serves_the_same_route_where_the_library_is_not_loaded():
+    """SSD_TOOLKIT_TORCH_OP=0 (as an install without the op library): the Python-defined op of
+    the same schema gives the same results, vmap and fullgraph compile included."""
+    import subprocess  # noqa: PLC0415
+
+    script = (
+        "import numpy as np, torch, ssd_toolkit\n"
+        "from ssd_toolkit.frameworks.torch.op import op_status\n"
+        "assert op_status() == (False, 'SSD_TOOLKIT_TORCH_OP=0'), op_status()\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "c, u, n = (torch.randn(3, 4, 5, generator=g, dtype=torch.float64) for _ in range(3))\n"
+        "t = torch.tensor([10, 500, 200])\n"
+        "E, stats = ssd_toolkit.estimate(c, u, n, t, 200, return_stats=True)\n"
+        "ref = ssd_toolkit.estimate(c.numpy(), u.numpy(), n.numpy(), t.numpy(), 200)\n"
+        "assert np.allclose(E.numpy(), ref, rtol=1e-12, atol=0), 'eager'\n"
+        "V = torch.func.vmap(lambda tt: ssd_toolkit.estimate(c, u, n, tt, 200))(torch.stack([t, t.flip(0)]))\n"
+        "assert torch.equal(V[1], ssd_toolkit.estimate(c, u, n, t.flip(0), 200)), 'vmap'\n"
+        "f = torch.compile(lambda c, u, n, t: ssd_toolkit.estimate(c, u, n, t, 200), fullgraph=True, backend='eager')\n"
+        "assert torch.equal(f(c, u, n, t), E), 'compile'\n"
+        "try:\n"
+        "    torch.ops.ssd_toolkit.estimate(c, u, n, torch.tensor([1.0, float('nan'), 2.0]), 0.0, 200.0, False)\n"
+        "except ValueError as e:\n"
+        "    assert 't: expected finite timesteps' in str(e)\n"
+        "else:\n"
+        "    raise AssertionError('nan t accepted')\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "SSD_TOOLKIT_TORCH_OP": "0"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]

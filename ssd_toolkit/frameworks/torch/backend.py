@@ -110,11 +110,10 @@ class TorchTensors(ArrayBackend):
             warn_one_element(batch, stacklevel=4)
             if any(a.requires_grad for a in batch.arrays):
                 warnings.warn(GRAD_WARNING, UserWarning, stacklevel=3)
-        rows = [a.detach().reshape(batch.B, batch.N) for a in batch.arrays]
         if backend == "torch" or (backend == "auto" and device.type not in (*KERNEL_DEVICES, "meta")):
-            E, stats = self._eager(rows, t_vec, t_scalar, M, batch.B)
+            E, stats = self._eager(self._rows(batch), t_vec, t_scalar, M, batch.B)
         elif backend == "reference":
-            E, stats = self._reference(batch, rows, t_vec, t_scalar, M)
+            E, stats = self._reference(batch, self._rows(batch), t_vec, t_scalar, M)
         else:
             if device.type not in (*KERNEL_DEVICES, "meta"):
                 raise ValueError(
@@ -123,16 +122,17 @@ class TorchTensors(ArrayBackend):
                 )
             fallback = "torch" if device.type == "cuda" else "reference"  # the op's CPU kernel holds the reference
             if device.type != "meta" and dispatch.kernel_or_fallback(backend, device, fallback) == "torch":
-                E, stats = self._eager(rows, t_vec, t_scalar, M, batch.B)
-            else:
-                E, rows_stats = self.op(*rows, t_vec, t_scalar, M, return_stats)
+                E, stats = self._eager(self._rows(batch), t_vec, t_scalar, M, batch.B)
+            else:  # the op takes [B, ...] and any real dtype of t: nothing to reshape or convert here
+                E, rows_stats = self.op(*batch.arrays, t_vec, t_scalar, M, return_stats)
                 stats = stats_dict(rows_stats, self._mode_seeking(t_vec, t_scalar, M, batch.B, device)) if return_stats else None
         E = E.reshape(batch.shape)
         return (E, stats) if return_stats else E
 
     def timesteps(self, t, B, device, tracing=False):
-        """``(t_vec, t_scalar)``: ``t`` as a float64 ``[B]`` tensor on ``device``, or None with
-        every sample at the host value ``t_scalar``; the one conversion of the torch route.
+        """``(t_vec, t_scalar)``: ``t`` as a ``[B]`` tensor on ``device`` (float64 from host values,
+        a tensor's own real dtype otherwise), or None with every sample at the host value
+        ``t_scalar``; the one conversion of the torch route.
 
         Host values are checked (real, finite, length); a tensor on ``device`` is converted in
         place, its values unchecked (that would need a host read; with ``tracing``, inside
@@ -158,7 +158,7 @@ class TorchTensors(ArrayBackend):
             if on_host:  # values checked here, then one copy to the data's device
                 host = host_timesteps(t.detach(), B)
                 return torch.from_numpy(host).to(device, non_blocking=True), 0.0
-            t = t.detach().to(torch.float64)
+            t = t.detach()  # any real dtype: the op and the eager maths convert it
             return (t.reshape(1).expand(B) if t.ndim == 0 else t), 0.0
         if tracing:  # a list or NumPy array inside torch.compile: a constant of the graph
             t_vec = torch.as_tensor(t, dtype=torch.float64, device=device)
@@ -173,7 +173,11 @@ class TorchTensors(ArrayBackend):
         t_vec, t_scalar = self.timesteps(t, B, like.device, self.tracing() or self.transforming())
         if t_vec is None:
             return self.torch.full((B,), t_scalar, dtype=self.torch.float64, device=like.device)
-        return t_vec
+        return t_vec.to(self.torch.float64)
+
+    @staticmethod
+    def _rows(batch):
+        return [a.detach().reshape(batch.B, batch.N) for a in batch.arrays]
 
     def _mode_seeking(self, t_vec, t_scalar, M, B, device):
         if t_vec is None:

@@ -10,14 +10,16 @@ the vmap rule: vmapped dimensions are folded into the batch, so every leading ax
 samples and samples never mix.
 
 Schema: ``estimate(Tensor eps_cond, Tensor eps_uncond, Tensor noise, Tensor? t, float t_scalar,
-float M, bool return_stats) -> (Tensor E, Tensor stats)`` on ``[B, N]`` rows; ``t`` is None
-(every sample has ``t_scalar``) or ``[B]`` on the data's device; ``stats`` is float64 ``[6, B]``
-(rows ``STAT_NAMES``), or ``[6, 0]`` without stats.
+float M, bool return_stats) -> (Tensor E, Tensor stats)`` on ``[B, ...]`` inputs (E has
+eps_cond's shape); ``t`` is None (every sample has ``t_scalar``) or ``[B]`` of any real dtype on
+the data's device; ``stats`` is float64 ``[6, B]`` (rows ``STAT_NAMES``), or ``[6, 0]`` without
+stats.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
@@ -35,6 +37,8 @@ def estimate_op():
 def op_status():
     """``(registered_from_cpp, reason)``: how the op is defined; the reason why the C++
     registration is not used, or None."""
+    if not COMPILED and os.environ.get("SSD_TOOLKIT_TORCH_OP") == "0":
+        return False, "SSD_TOOLKIT_TORCH_OP=0"
     return COMPILED, torch_op_build.reason()
 
 
@@ -66,14 +70,15 @@ def _define_python_op():
 
     @python_op.register_kernel("cpu")
     def _cpu(eps_cond, eps_uncond, noise, t, t_scalar, M, return_stats):
-        """The compiled CPU kernel on the rows, else the NumPy reference (``dispatch.choose_host``)."""
-        B, N = eps_cond.shape
+        """The compiled CPU kernel on the rows, else the NumPy reference (``dispatch.kernel_or_fallback``)."""
+        B = eps_cond.shape[0]
+        N = math.prod(eps_cond.shape[1:])
         t64 = np.full(B, t_scalar) if t is None else t.to(torch.float64).contiguous().numpy()
         if not np.isfinite(t64).all():  # a host read is free here (under vmap too)
             bad = int(np.flatnonzero(~np.isfinite(t64))[0])
             raise ValueError(f"t: expected finite timesteps, got t[{bad}]={t64[bad]}")
-        rows = [x if x.is_contiguous() else x.contiguous() for x in (eps_cond, eps_uncond, noise)]
-        out = torch.empty((B, N), dtype=eps_cond.dtype)
+        rows = [x.contiguous().view(B, N) for x in (eps_cond, eps_uncond, noise)]
+        out = torch.empty(eps_cond.shape, dtype=eps_cond.dtype)
         stats = _empty_stats(eps_cond, B if return_stats else 0)
         if dispatch.kernel_or_fallback("auto", "cpu", "reference") == "compiled":
             pointers = [r.data_ptr() for r in (*rows, out)]
@@ -81,7 +86,7 @@ def _define_python_op():
             _extension.cpu_kernel()(*pointers, t64, stats.data_ptr() if return_stats else None, B, N, dtype, M)
             return out, stats
         E64, named = estimate_reference(*(r.to(torch.float64).numpy() for r in rows), t64, M)
-        out.copy_(torch.from_numpy(E64))
+        out.view(B, N).copy_(torch.from_numpy(E64))
         if return_stats:
             stats.copy_(torch.from_numpy(np.stack([named[s] for s in STAT_NAMES])))
         return out, stats
@@ -105,19 +110,19 @@ def _no_gradient(ctx, grad_E, grad_stats):
 
 
 def _estimate_vmap(info, in_dims, eps_cond, eps_uncond, noise, t, t_scalar, M, return_stats):
-    """Vmapped dims folded into the batch: ``[V, B, N]`` rows become ``[V * B, N]``."""
+    """Vmapped dims folded into the batch: ``[V, B, ...]`` inputs become ``[V * B, ...]``."""
     V = info.batch_size
 
     def front(x, dim):
         return x.movedim(dim, 0) if dim is not None else x.expand(V, *x.shape)
 
     c, u, n = (front(x, d) for x, d in zip((eps_cond, eps_uncond, noise), in_dims[:3]))
-    B, N = c.shape[1], c.shape[2]
-    flat = [x.reshape(V * B, N) for x in (c, u, n)]
+    B, rest = c.shape[1], c.shape[2:]
+    flat = [x.reshape(V * B, *rest) for x in (c, u, n)]
     t_flat = None if t is None else front(t, in_dims[3]).reshape(V * B)
     E, stats = torch.ops.ssd_toolkit.estimate(*flat, t_flat, t_scalar, M, return_stats)
     stats = stats.reshape(NUM_STATS, V, B if return_stats else 0)
-    return (E.reshape(V, B, N), stats), (0, 1)
+    return (E.reshape(V, B, *rest), stats), (0, 1)
 
 
 def _empty_stats(like, B):
@@ -126,7 +131,8 @@ def _empty_stats(like, B):
 
 # At import, not at first call: the first call of a process may be inside torch.compile, which
 # runs imports natively but cannot trace loading a library or defining an op.
-COMPILED = torch_op_build.load()
+# SSD_TOOLKIT_TORCH_OP=0 keeps the C++ library unloaded (the Python op then serves; its tests use it).
+COMPILED = os.environ.get("SSD_TOOLKIT_TORCH_OP", "1") != "0" and torch_op_build.load()
 if not COMPILED:
     _define_python_op()
 # C++: ``estimate`` (composite, grad mode off) calls ``estimate_kernel``; vmap may reach either.
