@@ -27,10 +27,11 @@ from .report import markdown_table, write_json, write_markdown
 COMPONENT_VARIANCE = 1e-4
 NUM_IMAGES, NUM_ESTIMATORS = 1797, 9  # the bundled images; ``digit_estimators()``'s defaults
 # The size guard (``cost``): per optimised image, the conditional log weights and the
-# [images x components] temporaries of one step (4 float64 arrays); per image and step,
-# the measured time of a step on this machine at load ~1 (see docs/toy.md, Timings).
+# [images x components] temporaries of one step (4 float64 arrays; measured 43 KB per image
+# at --per-class 60); per image and step, the measured CPU time (9.4 s for the default
+# 180 images x 1000 steps at load ~7).
 BYTES_PER_ROW = 4 * 8 * NUM_IMAGES
-SECONDS_PER_ROW_STEP = 3.0e-5
+SECONDS_PER_ROW_STEP = 5.0e-5
 MEMORY_LIMIT = 2**30
 SATURATION_MARGIN = 0.125  # one grey level (16 levels over [-1, 1]) beyond the data range
 
@@ -85,7 +86,9 @@ def cost(per_class, steps, estimators=NUM_ESTIMATORS):
 
 def image_metrics(theta, images, labels, classes):
     """Per-image numbers for results ``theta`` ``[C, 64]`` targeting ``classes`` ``[C]``."""
-    d2 = np.sum((theta[:, None, :] - images[None]) ** 2, axis=-1)  # [C, N]
+    # [C, N] squared distances, a few results at a time ([C, N, 64] at once was 0.5 GB for 600)
+    d2 = np.concatenate([np.sum((part[:, None, :] - images[None]) ** 2, axis=-1)
+                         for part in np.array_split(theta, max(1, len(theta) // 16))])  # fmt: skip
     same = labels[None, :] == classes[:, None]
     means = np.stack([images[labels == c].mean(0) for c in classes])
     return {

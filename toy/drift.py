@@ -121,7 +121,7 @@ def run(out="toy_out", seed=0, M=200.0, noises=128, progress=True):
             f"({share:.0%} of the steps); the t <= M branch pulls {at_mode['pull_per_step']:.3g} rescaled to ||h|| "
             f"(Algorithm 1), {at_mode['pull_unscaled_per_step']:.3g} without line 15.",
             "Where the net drift along the ray crosses 0 (theta = lam [2, 1]): "
-            + "; ".join(f"{k}: {'none in [%g, %g]' % (LAMBDAS[0], LAMBDAS[-1]) if v is None else f'lam = {v:.2f}'}"
+            + "; ".join(f"{k}: {f'none in [{LAMBDAS[0]:g}, {LAMBDAS[-1]:g}]' if v is None else f'lam = {v:.2f}'}"
                         for k, v in stable.items()),  # fmt: skip
             markdown_table(["t", "push (-h, outward)", "pull, Algorithm 1", "pull, without line 15", "||h||"], rows),
             f"![drift]({os.path.basename(png)})",

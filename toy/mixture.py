@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 UNDERFLOW = -745.2  # exp(x) is exactly 0 in float64 below this
 DENSE_EXP_SIZE = 4096  # smaller arrays: a plain exp (the mask costs more than it saves)
 

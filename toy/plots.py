@@ -159,7 +159,7 @@ def plot_trajectories(path, mixture, cond_mask, main, trap, schedule, show_t, tr
     ax_c.set_title(f"(c) the runs that leave the view of (a) and (b) (end > {FAR:g} from a mode)", fontsize=12)
     # (d) the transient mode
     a, s = float(schedule.alpha(show_t)), float(schedule.sigma(show_t))
-    X, Y, logp = _density_grid(mixture, cond_mask, [-0.4, -0.4], [2.4, 1.8], a, s)
+    _, _, logp = _density_grid(mixture, cond_mask, [-0.4, -0.4], [2.4, 1.8], a, s)
     filled = ax_d.imshow(np.exp(logp), origin="lower", extent=(-0.4, 2.4, -0.4, 1.8), cmap="viridis",
                          interpolation="bilinear")  # fmt: skip
     fig.colorbar(filled, ax=ax_d, label=f"exact P(x_t|y) at t = {show_t}", shrink=0.72, pad=0.06)
