@@ -8,8 +8,9 @@
   elementwise ops, ``estimate``, ``get_weighting("sds")``, ``sds_loss`` and its backward),
   fullgraph-compiled against eager (target <= 0.8x).
 
-Each round times every candidate for ``--calls`` calls in turn; the table reports the median
-of the rounds and the median of the per-round ratios, with the load before and after.
+Each round times every candidate for ``--calls`` calls in turn; the table reports the medians
+of the rounds and of the per-round ratios, for the process's CPU time (which a loaded machine
+inflates least) and for wall time, with the load before and after.
 
     python bench/bench_torch_native.py [--rounds 15] [--calls 200] [--name torch_native_cpu]
 """
@@ -34,33 +35,40 @@ from ssd_toolkit.frameworks.torch.op import op_status  # noqa: E402
 M = 200.0
 COLUMNS = [
     ("comparison", "comparison", "{}"),
-    ("candidate_us", "candidate us (median)", "{:.1f}"),
-    ("baseline_us", "baseline us (median)", "{:.1f}"),
-    ("ratio", "ratio (median of rounds)", "{:.2f}"),
+    ("cpu_candidate_us", "candidate, CPU us", "{:.1f}"),
+    ("cpu_baseline_us", "baseline, CPU us", "{:.1f}"),
+    ("cpu_ratio", "ratio, CPU time", "{:.2f}"),
+    ("wall_ratio", "ratio, wall time", "{:.2f}"),
     ("target", "target", "{}"),
 ]
 
 
 def interleaved(candidates, rounds, calls):
-    """``{name: [seconds per call, one per round]}``; each round runs every candidate in turn."""
+    """``{clock: {name: [seconds per call, one per round]}}`` for the process's CPU time (all its
+    threads; what a loaded machine does not inflate) and wall time; each round runs every
+    candidate in turn."""
     for fn in candidates.values():  # warm-up (compilation included)
         for _ in range(5):
             fn()
-    times = {name: [] for name in candidates}
+    times = {"cpu": {name: [] for name in candidates}, "wall": {name: [] for name in candidates}}
     for _ in range(rounds):
         for name, fn in candidates.items():
-            start = time.perf_counter()
+            cpu, wall = time.process_time(), time.perf_counter()
             for _ in range(calls):
                 fn()
-            times[name].append((time.perf_counter() - start) / calls)
+            times["cpu"][name].append((time.process_time() - cpu) / calls)
+            times["wall"][name].append((time.perf_counter() - wall) / calls)
     return times
 
 
 def row(times, candidate, baseline, label, target):
-    ratios = [c / b for c, b in zip(times[candidate], times[baseline])]
-    return {"comparison": label, "candidate_us": statistics.median(times[candidate]) * 1e6,
-            "baseline_us": statistics.median(times[baseline]) * 1e6, "ratio": statistics.median(ratios),
-            "target": target}
+    out = {"comparison": label, "target": target}
+    for clock in ("cpu", "wall"):
+        ratios = [c / b for c, b in zip(times[clock][candidate], times[clock][baseline])]
+        out[f"{clock}_candidate_us"] = statistics.median(times[clock][candidate]) * 1e6
+        out[f"{clock}_baseline_us"] = statistics.median(times[clock][baseline]) * 1e6
+        out[f"{clock}_ratio"] = statistics.median(ratios)
+    return out
 
 
 def sds_step_factory(shape):
@@ -123,15 +131,16 @@ def main():
     ]
     load_after = os.getloadavg()
     for r in rows:
-        print(f"{r['comparison']}: {r['candidate_us']:.1f} us vs {r['baseline_us']:.1f} us, ratio {r['ratio']:.2f} "
-              f"(target {r['target']})")
+        print(f"{r['comparison']}: CPU {r['cpu_candidate_us']:.1f} us vs {r['cpu_baseline_us']:.1f} us, ratio "
+              f"{r['cpu_ratio']:.2f}; wall ratio {r['wall_ratio']:.2f} (target {r['target']})")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; torch threads {args.threads}")
     machine = machine_info()
     machine["loadavg_start"] = list(load_before)
     params = {"rounds": args.rounds, "calls": args.calls, "torch_threads": args.threads, "M": M,
               "op_registered_from_cpp": op_status()[0], "torch": torch.__version__}
     write_results(args.name, rows, COLUMNS, params, machine,
-                  notes="Ratios are medians of per-round ratios (each round runs every candidate in turn).")
+                  notes="Ratios are medians of per-round ratios (each round runs every candidate in turn); "
+                        "CPU time is the process's, all threads.")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from ..base import ArrayBackend
 from ..batch import GRAD_WARNING, validate_arrays, warn_one_element
 from ..timestep_checks import HUGE_INT, check_kind, check_shape, fast_timesteps, host_timesteps
 from .eager import TORCH_OPS, estimate_torch
-from .op import estimate_op
+from .op import estimate_op, kernel_op
 
 KERNEL_DEVICES = ("cpu", "cuda")  # where the op has kernels (meta: its fake kernel)
 
@@ -54,6 +54,7 @@ class TorchTensors(ArrayBackend):
         self.wrapped = getattr(functorch, "is_functorch_wrapped_tensor", lambda x: False)
         self.transforming = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
         self.op = estimate_op()
+        self.kernel_op = kernel_op()  # the fast path's inputs require no grad
         self.kernels_built = {}  # is_cuda -> the compiled kernel is there (looked up once)
 
     def claims(self, kind):
@@ -256,7 +257,7 @@ class TorchTensors(ArrayBackend):
             if cuda:
                 t_vec = t_vec.to(eps_cond.device, non_blocking=True)
         try:
-            E, rows_stats = self.op(eps_cond, eps_uncond, noise, t_vec, t_scalar, M, return_stats)
+            E, rows_stats = self.kernel_op(eps_cond, eps_uncond, noise, t_vec, t_scalar, M, return_stats)
         except (ValueError, RuntimeError):
             return None  # the full validation raises the error, in Python's types
         if not return_stats:

@@ -34,6 +34,12 @@ def estimate_op():
     return ESTIMATE
 
 
+def kernel_op():
+    """The overload that holds the kernels, for inputs that need no autograd handling: the C++
+    ``estimate_kernel`` (no grad-mode switch, one dispatch less) or the Python op itself."""
+    return KERNEL
+
+
 def op_status():
     """``(registered_from_cpp, reason)``: how the op is defined; the reason why the C++
     registration is not used, or None."""
@@ -139,3 +145,4 @@ if not COMPILED:
 for _name in ("estimate", "estimate_kernel") if COMPILED else ("estimate",):
     torch.library.register_vmap(f"ssd_toolkit::{_name}", _estimate_vmap)
 ESTIMATE = torch.ops.ssd_toolkit.estimate.default
+KERNEL = torch.ops.ssd_toolkit.estimate_kernel.default if COMPILED else ESTIMATE
