@@ -39,6 +39,15 @@ class ArrayApi(ArrayBackend):
         compat = _compat()
         return compat is not None and kind.__module__.split(".")[0] == "dask" and hasattr(kind, "dtype")
 
+    def checked(self, x, name):
+        """Refuses unknown dimensions (a dask array after boolean indexing: nan; the standard's
+        None) in one line, before any shape comparison or size product meets them."""
+        if any(d is None or d != d for d in x.shape):
+            shown = ", ".join("?" if d is None or d != d else str(d) for d in x.shape)
+            raise ValueError(f"{name}: expected a shape of known sizes, got [{shown}]; compute the unknown sizes "
+                             "first (dask: x.compute_chunk_sizes())")
+        return x
+
     def namespace(self, x):
         compat = _compat()
         return compat.array_namespace(x) if compat is not None else x.__array_namespace__()

@@ -48,3 +48,13 @@ def test_dlpack_only_objects_compute_as_numpy(inputs):
     E = ssd_toolkit.estimate(*(Producer(x) for x in inputs), T, M)
     assert type(E) is np.ndarray
     assert_close_to_reference(E, reference(*inputs)[0], "float32")
+
+
+def test_unknown_dimensions_are_refused_in_one_line():
+    """A dask array after boolean indexing has nan sizes: refused naming the argument, not an
+    internal 'expected shape [nan, 4, 5] ... got [nan, 4, 5]' or a NaN-to-integer error."""
+    da = pytest.importorskip("dask.array")
+    x = da.ones((4, 4, 5), chunks=2)
+    y = x[x[:, 0, 0] > 0]
+    with pytest.raises(ValueError, match=r"eps_cond: expected a shape of known sizes, got \[\?, 4, 5\].*compute_chunk_sizes"):
+        ssd_toolkit.estimate(y, y, y, 1, 2)
