@@ -41,7 +41,7 @@ from ..engine.extension import JAX_CUDA_LIBRARY as CUDA_LIBRARY
 from ..engine.extension import JAX_LIBRARY as LIBRARY
 from ..engine.maths import estimate_rows
 from .base import ArrayBackend
-from .batch import FLOAT_DTYPES, GRAD_WARNING, STAT_NAMES, prepare
+from .batch import FLOAT_DTYPES, GRAD_WARNING, STAT_NAMES, prepare, warn_if_conventions_differ
 from .jax_branch import H, INVALID, SEEKING, branch_codes, host_codes
 from .timestep_checks import HUGE_INT, check_kind, check_shape, host_timesteps
 
@@ -171,6 +171,7 @@ class JaxArrays(ArrayBackend):
         M = float(M)
         kind = type(t)
         if (kind is float and math.isfinite(t)) or (kind is int and -HUGE_INT < t < HUGE_INT):
+            warn_if_conventions_differ(float(t), M, stacklevel=4)  # host values only, as everywhere
             t_kind, t = (SEEKING if float(t) <= M else H), None
         elif kind is array and t.dtype in self._t_dtypes and t.shape in ((), (shape[0],)) \
                 and (t.sharding is sharding or t.sharding == sharding):
@@ -222,7 +223,9 @@ class JaxArrays(ArrayBackend):
             check_kind(np.dtype(t.dtype).name)
             check_shape(t.shape, B)
             return "t", t
-        codes = host_codes(host_timesteps(t, B), M)
+        t64 = host_timesteps(t, B)
+        warn_if_conventions_differ(t64, M, stacklevel=5)
+        codes = host_codes(t64, M)
         if codes.size and (codes == codes[0]).all():
             return int(codes[0]), None
         return "codes", codes

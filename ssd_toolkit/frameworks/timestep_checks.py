@@ -59,10 +59,14 @@ def host_timesteps(t, B: int) -> np.ndarray:
     """
     arr = _as_host(t, f"a scalar or a length-{B} vector of timesteps")
     if arr.dtype == object:
+        if any(v is None for v in arr.flat):  # (float(None) would pass as NaN)
+            raise TypeError("t: expected real timesteps (ints or floats), got None")
         try:
             arr = arr.astype(np.float64)
         except (TypeError, ValueError):
             raise TypeError(f"t: expected real timesteps (ints or floats), got {type(t).__name__}") from None
+        except OverflowError:  # a Python int beyond float64's range
+            raise ValueError("t: expected finite timesteps, got an integer beyond float64's range") from None
     check_kind(arr.dtype.name)
     check_shape(arr.shape, B)
     arr = np.full(B, float(arr), dtype=np.float64) if arr.ndim == 0 else arr.astype(np.float64)

@@ -9,6 +9,7 @@ tested in its own processes by test_jax_cuda.py.
 
 import functools
 import os
+import pathlib
 import subprocess
 import sys
 import warnings
@@ -267,7 +268,7 @@ def test_a_library_built_from_older_sources_is_refused():
     import ssd_toolkit._C as compiled_module  # noqa: PLC0415 - a library without the version symbol
 
     with pytest.raises(ValueError, match=r"built from older sources \(operands v1, expected v2\); rebuild it with"):
-        jax_arrays._load(jax_build.Path(compiled_module.__file__), "SsdEstimateCpu")
+        jax_arrays._load(pathlib.Path(compiled_module.__file__), "SsdEstimateCpu")
 
 
 def test_a_backend_first_made_inside_a_trace():
@@ -281,3 +282,23 @@ def test_a_backend_first_made_inside_a_trace():
         "    np.testing.assert_array_equal(np.asarray(f(x, 2 * x, x, t)), np.asarray(ssd_toolkit.estimate(x, 2 * x, x, t, 100.0)))\n"
     )
     _in_fresh_process(code, x64=False)
+
+
+def test_host_t_errors_and_warnings_on_every_route(inputs):
+    """t = 10**400 and t = None: the one-line errors of every library, eagerly, under jit and
+    vmap (issue 34 H); a normalised host t against a step-count M warns at the caller."""
+    c, u, n = (jnp.asarray(x) for x in inputs)
+    calls = {"eager": lambda t: ssd_toolkit.estimate(c, u, n, t, M),
+             "jit": lambda t: jax.jit(lambda c, u, n: ssd_toolkit.estimate(c, u, n, t, M))(c, u, n),
+             "vmap": lambda t: jax.vmap(lambda c, u, n: ssd_toolkit.estimate(c, u, n, t, M))(c[None], u[None], n[None])}
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=r"^t: expected finite timesteps, got an integer beyond float64's range"):
+            call(10**400)
+        with pytest.raises(TypeError, match=r"^t: expected real timesteps \(ints or floats\), got None"):
+            call(None)
+    with pytest.warns(ssd_toolkit.engine.maths.TimestepConventionWarning, match="every timestep is in") as caught:
+        ssd_toolkit.estimate(c, u, n, 0.25, M)
+    assert caught[0].filename == __file__
+    with pytest.warns(ssd_toolkit.engine.maths.TimestepConventionWarning, match="every timestep is in") as caught:
+        ssd_toolkit.estimate(c, u, n, [0.25, 0.5, 0.125, 0.75], M)
+    assert caught[0].filename == __file__
