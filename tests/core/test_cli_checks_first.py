@@ -5,6 +5,7 @@ test process has torch loaded already). An ignored ``--guidance-scale`` warns in
 ``--help`` shows no RST markup."""
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -95,10 +96,11 @@ def test_mistake_is_refused_in_one_line_before_any_heavy_import(refused, argv, p
     ],
 )
 def test_avatar_warns_once_when_the_scale_does_not_reach_the_estimator(argv, warning, tmp_path, monkeypatch, capsys):
-    from ssd_toolkit.integrations.avatar import cli as avatar_cli
+    from ssd_toolkit.integrations.avatar import cli as avatar_cli, quiet
 
     ran = []
     monkeypatch.setattr(avatar_cli, "_run_command", lambda args, cfg: ran.append(cfg) or 0)
+    monkeypatch.setattr(quiet, "quiet_third_party", lambda verbose: contextlib.nullcontext())  # imports diffusers
     assert main([*argv.split(), "--out", str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ([f"ssd-toolkit avatar: warning: {warning}"] if warning else []), err
@@ -106,9 +108,11 @@ def test_avatar_warns_once_when_the_scale_does_not_reach_the_estimator(argv, war
 
 
 def test_avatar_batch_warns_once_per_estimator_and_names_a_jobs_own_scale(tmp_path, monkeypatch, capsys):
+    from ssd_toolkit.integrations.avatar import quiet
     from ssd_toolkit.integrations.avatar.batch import cli as batch_cli
 
     monkeypatch.setattr(batch_cli, "_run_command", lambda args, *checked: 0)
+    monkeypatch.setattr(quiet, "quiet_third_party", lambda verbose: contextlib.nullcontext())
     jobs = tmp_path / "jobs.yaml"
     jobs.write_text("- a wooden robot\n- a knight\n- {name: nf, prompt: a cat, estimator: nfsd, guidance_scale: 9}\n"
                     "- {name: s, prompt: a dog, estimator: sds}\n")  # fmt: skip
