@@ -202,13 +202,20 @@ wait_build() {
   [ "$rc" = 0 ] || { tail -30 "$WORK/build_$name.log"; return 1; }
 }
 build_failed() { [ -f "$WORK/build_$1.rc" ] && [ "$(cat "$WORK/build_$1.rc")" != 0 ]; }
+# The module built and in the package view (for a step after a step 2 that ran out of time
+# while the build went on).
+ready_module() {
+  local msg
+  msg=$(wait_build module) || { echo "$msg"; key "${msg%%$'\n'*}"; return 1; }
+  ls "$VIEW"/ssd_toolkit/_C*.so >/dev/null 2>&1 || make_view
+}
 pytest_timeout_args() {  # per-test timeout where pytest-timeout is installed (the GPU image has it)
   "$PY" -c "import pytest_timeout" 2>/dev/null && echo "--timeout=$1" || true
 }
 pytest_summary() { grep -hE "^(=+ )?[0-9]+ (passed|failed|error|skipped|deselected).* in [0-9.]+s" "$1" | tail -1 | sed 's/=//g; s/^ *//; s/ *$//'; }
 export CPU_ONLY_TESTS VIEW_PY BUILD_ENV ARCH
 export -f make_view ensure_wheels gpu_test_files jax_test_files pytest_timeout_args pytest_summary
-export -f build_command start_build wait_build build_failed
+export -f build_command start_build wait_build build_failed ready_module
 
 # ------------------------------------------------------------------------------ steps
 # Each step_* runs in its own bash under timeout; exit 0 PASS, 3 WARN, 4 SKIP, else FAIL.
@@ -218,7 +225,7 @@ export -f fake_hang
 
 ENV_PY='import sys, torch
 versions = [f"python {sys.version.split()[0]}", f"torch {torch.__version__} (CUDA {torch.version.cuda})"]
-for name in ("cupy", "jax", "numpy", "pytest_timeout", "diffusers"):
+for name in ("cupy", "jax", "numpy", "pytest_timeout"):  # the carried wheels: pinned in scripts/gpu_wheels.txt
     try:
         version = getattr(__import__(name), "__version__", "?")
     except Exception as exc:
@@ -289,7 +296,9 @@ sys.exit(0 if gencode and all(a.endswith(('sm_$ARCH', 'compute_$ARCH')) for a in
     key "budget holds; every build for sm_$ARCH; package view imports; bench_cuda --plans parses"
     return 0
   fi
-  wait_build module || { key "module build: $(tail -1 "$WORK/build_module.log" 2>/dev/null)"; return 1; }
+  local msg
+  msg=$(wait_build module) || { echo "$msg"; key "${msg%%$'\n'*}"; return 1; }
+  echo "$msg"
   tail -5 "$WORK/build_module.log"  # the whole log: details.tar.gz build_module.log
   local op="no C++ torch op in this tree"  # before the view, so steps 3 on all take the same torch route
   if [ -f "$WORK/build_torch_op.started" ]; then
@@ -332,6 +341,8 @@ step_tests() {
     key "$n tests selected in ${files[*]}"
     return 0
   fi
+  ready_module || return 1
+  wait_build emulation >/dev/null  # the GPU/emulation parity tests would build it themselves
   run_pytest tests "$TEST_TIMEOUT_S" -k "not compile" "${files[@]}"
   local rc=$?
   key "$(pytest_summary "$WORK/pytest_tests.txt")"
@@ -373,6 +384,7 @@ step_routes() {  # every route on the GPU against the emulation's bits, and time
     return 0
   fi
   local name
+  ready_module || return 1
   for name in emulation jax torch_op; do wait_build "$name"; done  # optional: a route without its build says so
   make_view || return 1
   PYTHONPATH=$(pypath) "$PY" -P bench/bench_routes.py --json "$WORK/routes.json" --markdown "$WORK/routes.md" 2>&1 | tee "$WORK/routes.txt"
@@ -391,6 +403,7 @@ step_sanitize() {
     key "$n driver cases listed"
     return 0
   fi
+  ready_module || return 1
   local per_tool=$((STEP_TIMEOUT - 15))  # all five at once: each may take the step, less the rerun and table
   PYTHONPATH=$(pypath) bash scripts/cuda_sanitize.sh --jobs 5 --canary --timeout $((per_tool > 15 ? per_tool : 15)) \
     --deadline $((STEP_TIMEOUT - 8)) --out "$WORK/sanitize"
@@ -410,6 +423,7 @@ step_bench() {
     key "rotation >= 2x L2 at every row; the script's rows, checks and files on the CPU kernel"
     return 0
   fi
+  ready_module || return 1
   PYTHONPATH=$(pypath) "$PY" bench/bench_cuda.py --short --out-dir "$RESULTS" 2>&1 | tee "$WORK/bench.txt"
   local rc=${PIPESTATUS[0]}
   key "$(grep -E '^- (\[|variant)' "$WORK/bench.txt" | sed 's/^- //' | tr '\n' ';' | sed 's/(target[^)]*)//g')"
@@ -428,6 +442,7 @@ step_gpu_tests() {
     key "$(grep -c '::test_' "$WORK/collect6.txt") compile tests; gpu marker registered"
     return 0
   fi
+  ready_module || return 1
   ensure_wheels
   run_pytest compile 150 -k compile "${files[@]}"
   local rc1=$?
@@ -445,6 +460,7 @@ step_avatar() {
     key "arguments parsed; SD 1.5-size guidance builds on the meta device"
     return 0
   fi
+  ready_module || return 1
   ensure_wheels
   PYTHONPATH=$(pypath) "$PY" bench/bench_avatar.py --device cuda --batch 1 4 8 --steps 5 --warmup 2 --out-dir "$RESULTS" 2>&1 | tee "$WORK/avatar.txt"
   local rc=${PIPESTATUS[0]}
@@ -481,6 +497,7 @@ torch.cuda.synchronize()"
     key "ARCHS=80 and ncu snippets parse"
     return 0
   fi
+  ready_module || return 1
   local out=() copy=$WORK/archs80
   mkdir -p "$copy/tests" && cp -r setup.py pyproject.toml README.md csrc ssd_toolkit "$copy/" &&
     cp tests/tolerances.py "$copy/tests/" && rm -f "$copy"/ssd_toolkit/_C*.so  # only what the build and call need
@@ -568,7 +585,10 @@ for i in "${!STEPS[@]}"; do
     STATUS[n]=SKIP KEYS[n]="not selected"; SECS[n]=0; continue
   fi
   if [ "$DRY" = 0 ] && [ -n "${NEEDS[$STEP]:-}" ] && build_failed "${NEEDS[$STEP]}"; then
-    STATUS[n]=SKIP KEYS[n]="needs the ${NEEDS[$STEP]} build, which failed (step 2's log, details.tar.gz build_${NEEDS[$STEP]}.log)"; SECS[n]=0; continue
+    STATUS[n]=SKIP KEYS[n]="needs the ${NEEDS[$STEP]} build, which failed (details.tar.gz build_${NEEDS[$STEP]}.log)"; SECS[n]=0
+    say "===== step $n/$NSTEPS: $STEP SKIP: the ${NEEDS[$STEP]} build failed; its log ends:"
+    tail -15 "$WORK/build_${NEEDS[$STEP]}.log" | tee -a "$LOG"
+    continue
   fi
   if [ "$DRY" = 0 ] && [ "${STATUS[1]:-}" = FAIL ]; then
     STATUS[n]=SKIP KEYS[n]="needs step 1 (a CUDA device)"; SECS[n]=0; continue
