@@ -20,7 +20,7 @@ from ssd_toolkit import frameworks
 from ssd_toolkit.engine import extension as _extension
 from ssd_toolkit.frameworks.torch import cuda as torch_cuda
 from ssd_toolkit.frameworks.torch import selftest
-from ssd_toolkit.reference import estimate_reference
+from ssd_toolkit.reference import STAT_NAMES, estimate_reference
 from tolerances import assert_close_to_reference
 
 M = 500.0
@@ -68,8 +68,12 @@ def _reference(c, u, n, t):
 
 
 def _glue_call(rng, t=(1.0, 900.0, 2.0, 999.0)):
-    c, u, n = (torch.from_numpy(rng.standard_normal((4, 3, 5))).float() for _ in range(3))
-    return torch_cuda.estimate_torch_cuda(c, u, n, torch.tensor(t), M, True, (4, 3, 5), 15), (c, u, n)
+    """One launch through the glue (``launch_torch``, the self-test's call site) on [4, 15]
+    float32 rows: ``((E, stats by name), inputs)``."""
+    c, u, n = (torch.from_numpy(rng.standard_normal((4, 15))).float() for _ in range(3))
+    out, stats = torch.empty_like(c), torch.empty((len(STAT_NAMES), 4), dtype=torch.float64)
+    torch_cuda.launch_torch(c, u, n, out, torch.tensor(t, dtype=torch.float64), 0.0, M, stats, 4, 15)
+    return (out, dict(zip(STAT_NAMES, stats))), (c, u, n)
 
 
 @contextlib.contextmanager

@@ -81,8 +81,8 @@ def covered_paths(entries=None):
         kinds.update(kind for kind in ("vec=16B", "vec=scalar", "split", "resident") if kind in plan)
         if "cluster=" in plan and "cluster=1 " not in plan:
             kinds.add("cluster")
-        if "vpt=2" in plan or "vpt=4" in plan or "split" in plan:  # split: 4 packs per thread per chunk
-            kinds.add("packs>1")
+        if plan.startswith("resident") and ("vpt=2" in plan or "vpt=4" in plan):
+            kinds.add("packs>1")  # resident blocks holding 2 or 4 packs per thread
     return sorted(kinds)
 
 
