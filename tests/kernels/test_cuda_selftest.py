@@ -55,6 +55,7 @@ def emulated_device(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "current_device", lambda: None)  # host tensors: device index None
     monkeypatch.setattr(torch_cuda, "_raw_stream", lambda index: 0)
+    monkeypatch.setattr(selftest, "stream", lambda device: 0)
     monkeypatch.setattr(selftest, "_RESULTS", {})
     monkeypatch.setattr(selftest, "_COVERED", [])
     monkeypatch.setattr(selftest, "SIZES", SMALL_SIZES)

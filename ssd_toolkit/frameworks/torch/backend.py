@@ -34,6 +34,7 @@ from ..base import ArrayBackend
 from ..batch import GRAD_WARNING, validate_arrays, warn_one_element
 from ..timestep_checks import HUGE_INT, check_kind, check_shape, fast_timesteps, host_timesteps
 from .eager import TORCH_OPS, estimate_torch
+from . import selftest
 from .op import estimate_op, kernel_op
 
 KERNEL_DEVICES = ("cpu", "cuda")  # where the op has kernels (meta: its fake kernel)
@@ -56,6 +57,7 @@ class TorchTensors(ArrayBackend):
         self.op = estimate_op()
         self.kernel_op = kernel_op()  # the fast path's inputs require no grad
         self.kernels_built = {}  # is_cuda -> the compiled kernel is there (looked up once)
+        self.self_tested = {}  # CUDA device -> the kernel passed its first-use self-test there
 
     def claims(self, kind):
         return issubclass(kind, self.tensor)
@@ -122,7 +124,8 @@ class TorchTensors(ArrayBackend):
                     "pass backend='torch' (PyTorch eager ops on any device) or move the tensors"
                 )
             fallback = "torch" if device.type == "cuda" else "reference"  # the op's CPU kernel holds the reference
-            if device.type != "meta" and dispatch.kernel_or_fallback(backend, device, fallback) == "torch":
+            kernel = "compiled" if device.type == "meta" else dispatch.kernel_or_fallback(backend, device, fallback)
+            if kernel == "torch" or device.type == "cuda" and not tracing and not self._self_tested(device):
                 E, stats = self._eager(self._rows(batch), t_vec, t_scalar, M, batch.B)
             else:  # the op takes [B, ...] and any real dtype of t: nothing to reshape or convert here
                 E, rows_stats = self.op(*batch.arrays, t_vec, t_scalar, M, return_stats)
@@ -236,7 +239,7 @@ class TorchTensors(ArrayBackend):
         if not B or eps_cond.numel() == B:  # empty batch, one-element samples (warned)
             return None
         cuda = eps_cond.is_cuda
-        if not (cuda or eps_cond.is_cpu) or not self._kernel_built(cuda):
+        if not (cuda or eps_cond.is_cpu) or not self._kernel_built(cuda) or cuda and not self._self_tested(eps_cond.device):
             return None
         t_kind = type(t)
         if t_kind is float or t_kind is int:
@@ -263,6 +266,15 @@ class TorchTensors(ArrayBackend):
         if not return_stats:
             return E
         return E, stats_dict(rows_stats, self._mode_seeking(t_vec, t_scalar, M, B, eps_cond.device))
+
+    def _self_tested(self, device):
+        """Whether the CUDA kernel passed its first-use self-test on ``device`` (``selftest.py``;
+        a failure warns once and that device runs PyTorch eager ops, or raises under
+        ``SSD_TOOLKIT_CUDA_SELFTEST=strict``). One dict look-up after the first call."""
+        passed = self.self_tested.get(device)
+        if passed is None:
+            passed = self.self_tested[device] = selftest.passed(extension.load(), device)
+        return passed
 
     def _kernel_built(self, cuda):
         built = self.kernels_built.get(cuda)
