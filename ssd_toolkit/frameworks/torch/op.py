@@ -29,6 +29,7 @@ from ...engine import extension as _extension
 from ...engine.maths import NUM_STATS, STAT_NAMES
 from ...engine.reference import estimate_reference
 
+
 def estimate_op():
     """The op's default overload (``torch.ops.ssd_toolkit.estimate.default``)."""
     return ESTIMATE
