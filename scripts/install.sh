@@ -134,7 +134,8 @@ elif b["cuda_device"]:
 else:  # e.g. cudaErrorInsufficientDriver on a machine without a GPU driver: expected, not an error
     cuda = "CUDA kernel compiled; no usable GPU here (CPU runs are unaffected)"
 jax = "JAX extension built" if b["jax_ffi"] else "no JAX extension"
-print(f"install.sh: ssd_toolkit installed in .venv; {cpu}; {cuda}; {jax} (details: .venv/bin/ssd-toolkit backends)")
+op = "C++ torch op built" if b["torch_op"] else "no C++ torch op (torch calls use the Python-defined op)"
+print(f"install.sh: ssd_toolkit installed in .venv; {cpu}; {cuda}; {jax}; {op} (details: .venv/bin/ssd-toolkit backends)")
 PY
 compiled=$(python -c "import ssd_toolkit._C" 2>/dev/null && echo yes || echo no)
 echo "$want $compiled" > "$STAMP"

@@ -14,6 +14,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent
 JAX_LIBRARY = PACKAGE / "_ssd_jax_ffi.so"  # built by engine/jax_build.py
 JAX_CUDA_LIBRARY = PACKAGE / "_ssd_jax_ffi_cuda.so"
+TORCH_OP_LIBRARY = PACKAGE / "_torch_ops.so"  # built by engine/torch_op_build.py
 
 _state = {"loaded": False, "module": None, "error": None}
 
@@ -91,7 +92,9 @@ def backends() -> dict:
         the CUDA kernel are compiled in); ``cuda_device`` (bool: the compiled CUDA kernel's
         runtime finds a usable driver and device); ``reason`` (why the compiled module
         failed to load, or None); ``cuda_device_reason`` (why no CUDA device is usable, or
-        None); ``jax_ffi`` (bool: the optional JAX extension is built, see docs/api.md).
+        None); ``jax_ffi`` (bool: the optional JAX extension is built, see docs/api.md);
+        ``torch_op`` (bool: the C++ torch op library is built; torch calls then run through it,
+        else through the Python-defined op of the same schema; docs/kernels.md).
     """
     load()
     usable, why = cuda_device_status()
@@ -103,4 +106,5 @@ def backends() -> dict:
         "reason": _state["error"],
         "cuda_device_reason": why,
         "jax_ffi": JAX_LIBRARY.exists(),
+        "torch_op": TORCH_OP_LIBRARY.exists(),
     }

@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .extension import PACKAGE
+from .extension import PACKAGE, TORCH_OP_LIBRARY
 
 ROOT = PACKAGE.parent
 BUILD_DIR = ROOT / "build" / "torch_op"
@@ -35,7 +35,7 @@ def _config(root=ROOT):
 
 def library_path() -> Path:
     """Where the op library is built and loaded from (inside the package, git-ignored)."""
-    return ROOT / _config()["torch_op"]["library"] if (ROOT / "csrc").is_dir() else PACKAGE / "_torch_ops.so"
+    return ROOT / _config()["torch_op"]["library"] if (ROOT / "csrc").is_dir() else TORCH_OP_LIBRARY
 
 
 def source_root():

@@ -215,7 +215,7 @@ def test_fallback_warns_once_without_compiled_module(monkeypatch):
 
 def test_backends_report():
     report = ssd_toolkit.backends()
-    assert set(report) == {"reference", "cpu", "cuda", "cuda_device", "reason", "cuda_device_reason", "jax_ffi"}
+    assert set(report) == {"reference", "cpu", "cuda", "cuda_device", "reason", "cuda_device_reason", "jax_ffi", "torch_op"}
     assert report["reference"] is True
     # A usable device needs the kernel compiled in; every False says why.
     assert not report["cuda_device"] or report["cuda"]
