@@ -1,8 +1,10 @@
-"""Compute backends: which of the compiled kernels or the NumPy reference runs a batch.
+"""Compute backends: the one policy for what runs when a kernel is not built
+(``kernel_or_fallback``), and the host runner.
 
-The array backends (``ssd_toolkit.frameworks``) decide where a batch's data live; for data
-in host memory they call ``run_host`` here, which needs nothing of the library but the
-backend's conversion hooks. Nothing here validates user input again: ``prepare`` did.
+The array backends (``ssd_toolkit.frameworks``) decide where a batch's data live and ask
+``kernel_or_fallback`` whether the compiled kernel or their library's own maths runs it; for
+data in host memory they call ``run_host`` here, which needs nothing of the library but the
+backend's conversion hooks. Nothing here validates user input again: the boundary did.
 """
 
 from __future__ import annotations
