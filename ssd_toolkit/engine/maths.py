@@ -28,6 +28,7 @@ whole ``E_b`` NaN; a ``t_b > M`` sample is ``h_b`` (IEEE arithmetic).
 
 from __future__ import annotations
 
+import math
 import warnings
 
 # ||d||^2 <= COLLINEAR_RTOL2 * ||c||^2 (||d|| <= 1e-6 ||c||): the direction is rounding
@@ -37,6 +38,19 @@ COLLINEAR_RTOL2 = 1e-12
 VARIANTS = ("ssd", "no-vr", "sds-vr", "no-rescale")
 STAT_NAMES = ("r", "h_norm", "eps_tilde_norm", "eps_cond_norm", "noise_norm", "scale")
 NUM_STATS = len(STAT_NAMES)  # rows of a stats array ([NUM_STATS, B], STAT_NAMES order)
+HUGE_INT = 1e300  # fast paths leave Python ints beyond this to the general path (float() could overflow)
+
+
+def fast_number(x):
+    """A scalar of the branch rule (``M``, a scalar ``t``) as a float when it is a finite Python
+    float or a moderate int, else None: the fast paths' one check (anything else takes the
+    general path, whose validation names what is wrong)."""
+    kind = type(x)
+    if kind is float:
+        return x if math.isfinite(x) else None
+    if kind is int and -HUGE_INT < x < HUGE_INT:
+        return float(x)
+    return None
 
 
 def stats_dict(rows, mode_seeking):

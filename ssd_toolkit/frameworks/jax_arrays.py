@@ -39,11 +39,11 @@ from ..engine import dispatch as _dispatch
 from ..engine.array_ops import ModuleOps
 from ..engine.extension import JAX_CUDA_LIBRARY as CUDA_LIBRARY
 from ..engine.extension import JAX_LIBRARY as LIBRARY
-from ..engine.maths import estimate_rows
+from ..engine.maths import estimate_rows, fast_number
 from .base import ArrayBackend
 from .batch import FLOAT_DTYPES, GRAD_WARNING, STAT_NAMES, prepare, warn_if_conventions_differ
 from .jax_branch import H, INVALID, SEEKING, branch_codes, host_codes
-from .timestep_checks import HUGE_INT, check_kind, check_shape, host_timesteps
+from .timestep_checks import check_kind, check_shape, host_timesteps
 
 TARGET = "ssd_toolkit_estimate"
 ABI_VERSION = 2  # csrc/jax/ssd_ffi_layout.h kAbiVersion: the operands this module passes
@@ -165,14 +165,14 @@ class JaxArrays(ArrayBackend):
             platform = self._platforms[sharding] = next(iter(devices)).platform
         if not ffi_available(platform):
             return None
-        kind = type(M)
-        if not ((kind is float and math.isfinite(M)) or (kind is int and -HUGE_INT < M < HUGE_INT)):
+        M = fast_number(M)
+        if M is None:
             return None
-        M = float(M)
         kind = type(t)
-        if (kind is float and math.isfinite(t)) or (kind is int and -HUGE_INT < t < HUGE_INT):
-            warn_if_conventions_differ(float(t), M, stacklevel=4)  # host values only, as everywhere
-            t_kind, t = (SEEKING if float(t) <= M else H), None
+        t_host = fast_number(t)
+        if t_host is not None:
+            warn_if_conventions_differ(t_host, M, stacklevel=4)  # host values only, as everywhere
+            t_kind, t = (SEEKING if t_host <= M else H), None
         elif kind is array and t.dtype in self._t_dtypes and t.shape in ((), (shape[0],)) \
                 and (t.sharding is sharding or t.sharding == sharding):
             t_kind = "t"

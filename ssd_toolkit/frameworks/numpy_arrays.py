@@ -7,30 +7,19 @@ protocol); everything else goes through ``prepare`` and the host runner.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
 from ..engine import dispatch as _dispatch
 from ..engine import extension as _extension
 from ..engine.array_ops import NUMPY_OPS
-from ..engine.maths import NUM_STATS, warn_if_conventions_differ
+from ..engine.maths import NUM_STATS, fast_number, warn_if_conventions_differ
 from .base import ArrayBackend
 from .batch import prepare, stats_dict
-from .timestep_checks import HUGE_INT, fast_timesteps
+from .timestep_checks import fast_timesteps
 
 # Native-byte-order float dtypes the fast path takes, by identity (no hashing).
 _FAST_DTYPES = tuple((np.dtype(name), name) for name in ("float32", "float16", "float64"))
-
-
-def fast_threshold(M):
-    """``M`` as a float when it is a finite Python float or a moderate int, else None."""
-    kind = type(M)
-    if kind is float:
-        return M if math.isfinite(M) else None
-    if kind is int and -HUGE_INT < M < HUGE_INT:
-        return float(M)
-    return None
 
 
 class NumpyArrays(ArrayBackend):
@@ -100,7 +89,7 @@ def _fast(eps_cond, eps_uncond, noise, t, M, return_stats):
         return None
     B = shape[0]
     size = eps_cond.size
-    M = fast_threshold(M)
+    M = fast_number(M)
     if not B or size == B or M is None:  # empty batch, one-element samples (warned), bad M
         return None
     kernel = _extension.cpu_kernel()

@@ -13,12 +13,12 @@ import math
 
 import numpy as np
 
+from ..engine.maths import HUGE_INT
 from .registry import find, framework_of, is_refused
 
 _F64 = np.dtype("float64")
 _F32 = np.dtype("float32")
 _INT_T = tuple(np.dtype(name) for name in ("int64", "int32", "uint8", "int16", "uint16", "uint32", "uint64", "int8"))
-HUGE_INT = 1e300  # fast paths leave Python ints beyond this to the general path (float() could overflow)
 
 
 def check_kind(dtype_name: str) -> None:

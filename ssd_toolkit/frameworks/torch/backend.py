@@ -19,7 +19,6 @@ is not plainly valid takes the full validation, which names what is wrong.
 
 from __future__ import annotations
 
-import math
 import sys
 import warnings
 
@@ -28,11 +27,11 @@ import numpy as np
 from ... import checks
 from ...engine import dispatch, extension
 from ...engine.dtypes import FLOAT_DTYPES
-from ...engine.maths import stats_dict, warn_if_conventions_differ
+from ...engine.maths import fast_number, stats_dict, warn_if_conventions_differ
 from ...engine.reference import estimate_reference
 from ..base import ArrayBackend
 from ..batch import GRAD_WARNING, validate_arrays, warn_one_element
-from ..timestep_checks import HUGE_INT, check_kind, check_shape, fast_timesteps, host_timesteps
+from ..timestep_checks import check_kind, check_shape, fast_timesteps, host_timesteps
 from .eager import TORCH_OPS, estimate_torch
 from . import selftest
 from .op import estimate_op, kernel_op
@@ -151,7 +150,7 @@ class TorchTensors(ArrayBackend):
         if type(t) is float or type(t) is int:
             if tracing:  # Dynamo may treat it as a symbolic float: no value checks
                 return None, t
-            if -HUGE_INT < t < HUGE_INT and math.isfinite(t):
+            if fast_number(t) is not None:
                 return None, float(t)
         if isinstance(t, self.tensor):
             check_kind(self.dtype_name(t))
@@ -229,11 +228,11 @@ class TorchTensors(ArrayBackend):
             or eps_cond.is_neg()
             or eps_uncond.is_neg()
             or noise.is_neg()
-            or type(M) is not float and type(M) is not int
-            or not -HUGE_INT < M < HUGE_INT
-            or not math.isfinite(M)
             or eps_cond.dim() == 0
         ):
+            return None
+        M = fast_number(M)
+        if M is None:
             return None
         B = eps_cond.shape[0]
         if not B or eps_cond.numel() == B:  # empty batch, one-element samples (warned)
@@ -243,9 +242,9 @@ class TorchTensors(ArrayBackend):
             return None
         t_kind = type(t)
         if t_kind is float or t_kind is int:
-            if not (-HUGE_INT < t < HUGE_INT and math.isfinite(t)):
+            t_vec, t_scalar = None, fast_number(t)
+            if t_scalar is None:
                 return None
-            t_vec, t_scalar = None, float(t)
             warn_if_conventions_differ(t_scalar, M, stacklevel=4)
         elif t_kind is tensor and t.dim() == 1 and not t.requires_grad and t.is_cuda is cuda:
             t_vec, t_scalar = t, 0.0  # the op reads any real dtype and checks shape, device, host values

@@ -15,7 +15,7 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("smplx")
 
-from tiny_avatar_run import TINY_RUN  # noqa: E402
+from tiny_avatar_run import TINY_RUN, avatar  # noqa: E402
 
 from ssd_toolkit import cli  # noqa: E402
 from ssd_toolkit.integrations.avatar import checkpoint, run  # noqa: E402
@@ -26,11 +26,6 @@ from ssd_toolkit.integrations.avatar.train import Trainer  # noqa: E402
 
 BASE = TINY_RUN  # the settings of the finished run (conftest.py)
 
-
-def avatar(capsys, *args):
-    """Run ``ssd-toolkit avatar --no-progress ARGS`` -> (exit code, stderr lines)."""
-    code = cli.main(["avatar", "--no-progress", *map(str, args)])
-    return code, capsys.readouterr().err.strip().splitlines()
 
 
 def digests(out, names=("config.json", "log.jsonl", "checkpoints/last.pt", "metrics.json")):

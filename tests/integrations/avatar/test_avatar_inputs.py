@@ -5,13 +5,9 @@ directory that holds another run."""
 import pytest
 
 from ssd_toolkit import cli
+from tiny_avatar_run import avatar
 from ssd_toolkit.integrations.avatar import config
 
-
-def avatar(capsys, *args):
-    """``ssd-toolkit avatar --no-progress ARGS`` -> (exit code, stderr lines)."""
-    code = cli.main(["avatar", "--no-progress", *map(str, args)])
-    return code, capsys.readouterr().err.strip().splitlines()
 
 
 def test_yaml_type_error_names_the_key_and_file_not_the_flag(tmp_path, capsys):

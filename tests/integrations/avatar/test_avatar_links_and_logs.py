@@ -14,20 +14,14 @@ import pytest
 pytest.importorskip("diffusers")
 pytest.importorskip("smplx")
 
-from tiny_avatar_run import TINY_RUN  # noqa: E402
+from tiny_avatar_run import TINY_RUN, avatar  # noqa: E402
 
-from ssd_toolkit import cli  # noqa: E402
 from ssd_toolkit.integrations.avatar.outdir import OutputLock, check_output_location  # noqa: E402
 from ssd_toolkit.integrations.avatar.provenance import SAMPLE, fingerprint  # noqa: E402
 from ssd_toolkit.integrations.avatar.train import Trainer  # noqa: E402
 
 BASE = TINY_RUN  # the settings of the finished run (conftest.py)
 
-
-def avatar(capsys, *args):
-    """Run ``ssd-toolkit avatar --no-progress ARGS`` -> (exit code, stderr lines)."""
-    code = cli.main(["avatar", "--no-progress", *map(str, args)])
-    return code, capsys.readouterr().err.strip().splitlines()
 
 
 def digests(root):
